@@ -1,0 +1,58 @@
+"""``aliked-vo``: one entry point, one subcommand per tool.
+
+Each subcommand lives in ``aliked_ros.tools.<module>`` with ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported only when their subcommand runs, so ``--help`` stays fast (no torch import).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from aliked_ros import __version__
+from aliked_ros.errors import AlikedRosError
+
+# name -> (module under aliked_ros.tools, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "extract": ("extract", "detect and describe keypoints in one image, write them to .npz"),
+    "bench": ("bench", "benchmark extractors and matcher side by side (median ms per stage)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aliked-vo",
+        description="aliked_ros: ALIKED visual-odometry frontend for ROS 2. Run 'aliked-vo COMMAND --help'.",
+    )
+    parser.add_argument("--version", action="version", version=f"aliked_ros {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        commands.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    known, rest = parser.parse_known_args(argv[:1] if argv and argv[0] in SUBCOMMANDS else argv)
+    if known.command is None:
+        parser.print_help()
+        return 0 if not argv else 2
+    module_name, help_text = SUBCOMMANDS[known.command]
+    module = importlib.import_module(f"aliked_ros.tools.{module_name}")
+    sub = argparse.ArgumentParser(prog=f"aliked-vo {known.command}", description=help_text)
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except AlikedRosError as error:
+        print(f"aliked-vo {known.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line tools behind ``aliked-vo`` (one module per subcommand)."""

@@ -1,0 +1,262 @@
+"""The ALIKED network (Zhao et al., "ALIKED: A Lighter Keypoint and Descriptor Extraction Network via Deformable
+Transformation", IEEE TIM 2023), in plain PyTorch (no torchvision), with the parameter names of the official
+checkpoints (Shiaoming/ALIKED) so that they load unchanged.
+
+Three stages, each callable on its own (the extractor times them separately):
+  ``dense_maps(image)``  backbone + feature aggregation -> (feature_map (B,dim,H,W) L2-normalised, score_map (B,1,H,W))
+  ``detect(score_map)``  DKD: official ``simple_nms`` + border removal + top-k or threshold + soft-argmax refinement
+  ``describe(...)``      SDDH: deformable sparse descriptors at the keypoints, L2-normalised
+
+Conventions: input RGB in [0, 1], (B, 3, H, W), any H, W (replicate-padded to multiples of 32 around the centre
+and cropped back). Keypoints are pixel coordinates (x, y), centre of the top-left pixel at (0, 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# c1, c2, c3, c4, dim, K (descriptor patch size), M (deformable sample positions)
+CONFIGS: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "aliked-t16": (8, 16, 32, 64, 64, 3, 16),
+    "aliked-n16": (16, 32, 64, 128, 128, 3, 16),
+    "aliked-n16rot": (16, 32, 64, 128, 128, 3, 16),
+    "aliked-n32": (16, 32, 64, 128, 128, 3, 32),
+}
+
+
+def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """Deformable convolution (DCNv1, stride 1, one offset group), as ``torchvision.ops.deform_conv2d``.
+
+    ``offset`` is (B, 2*k*k, H, W) with (dy, dx) interleaved per kernel tap. Each tap samples ``x`` bilinearly
+    with zero padding outside the image (grid_sample with align_corners=True and zeros padding has exactly the
+    per-corner validity of torchvision's kernel), then one einsum applies the kernel.
+    """
+    b, c, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    k = kh * kw
+    offset = offset.view(b, k, 2, h, w)
+    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1) - padding
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w) - padding
+    tap_r = torch.arange(kh, device=x.device, dtype=x.dtype).repeat_interleave(kw).view(1, k, 1, 1)
+    tap_c = torch.arange(kw, device=x.device, dtype=x.dtype).repeat(kh).view(1, k, 1, 1)
+    sample_y = rows + tap_r + offset[:, :, 0]
+    sample_x = cols + tap_c + offset[:, :, 1]
+    grid = torch.stack((sample_x * (2.0 / max(w - 1, 1)) - 1.0, sample_y * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
+    sampled = F.grid_sample(x, grid.view(b, k * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return torch.einsum("bckn,ock->bon", sampled.view(b, c, k, h * w), weight.view(c_out, c, k)).view(b, c_out, h, w)
+
+
+class DeformableConv2d(nn.Module):
+    """3x3 deformable convolution whose offsets come from a plain convolution of the same input."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1) -> None:
+        super().__init__()
+        self.padding = padding
+        self.offset_conv = nn.Conv2d(in_channels, 2 * kernel_size * kernel_size, kernel_size, padding=padding)
+        self.regular_conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        max_offset = max(x.shape[2:]) / 4.0
+        offset = self.offset_conv(x).clamp(-max_offset, max_offset)
+        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding)
+
+
+def _conv3x3(c_in: int, c_out: int, deformable: bool) -> nn.Module:
+    return DeformableConv2d(c_in, c_out) if deformable else nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, gate: nn.Module) -> None:
+        super().__init__()
+        self.gate = gate
+        self.conv1, self.bn1 = _conv3x3(c_in, c_out, False), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = _conv3x3(c_out, c_out, False), nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.bn2(self.conv2(self.gate(self.bn1(self.conv1(x))))))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, gate: nn.Module, deformable: bool) -> None:
+        super().__init__()
+        self.gate = gate
+        self.conv1, self.bn1 = _conv3x3(c_in, c_out, deformable), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = _conv3x3(c_out, c_out, deformable), nn.BatchNorm2d(c_out)
+        self.downsample = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.gate(self.bn1(self.conv1(x)))))
+        return self.gate(out + self.downsample(x))
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Keypoints of one image: pixel (x, y) (N,2) and score-map value there (N,), on the model's device."""
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+
+
+def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """The official ALIKED/SuperPoint NMS: local maxima in a (2r+1)^2 window (ties kept), then two rounds that
+    add maxima of what is left outside the suppressed windows. Returns a boolean mask."""
+    size = 2 * radius + 1
+
+    def max_pool(t: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(t, kernel_size=size, stride=1, padding=radius)
+
+    max_mask = scores == max_pool(scores)
+    for _ in range(2):
+        suppressed = max_pool(max_mask.to(scores.dtype)) > 0
+        remaining = torch.where(suppressed, torch.zeros_like(scores), scores)
+        max_mask = max_mask | ((remaining == max_pool(remaining)) & ~suppressed)
+    return max_mask
+
+
+class SDDH(nn.Module):
+    """Sparse deformable descriptor head: M sampling positions per keypoint, offsets predicted from a KxK patch."""
+
+    def __init__(self, dim: int, kernel_size: int, n_pos: int, gate: nn.Module) -> None:
+        super().__init__()
+        self.kernel_size, self.n_pos = kernel_size, n_pos
+        self.offset_conv = nn.Sequential(
+            nn.Conv2d(dim, 2 * n_pos, kernel_size), gate, nn.Conv2d(2 * n_pos, 2 * n_pos, 1))
+        self.sf_conv = nn.Conv2d(dim, dim, 1, bias=False)
+        self.agg_weights = nn.Parameter(torch.zeros(n_pos, dim, dim))
+
+    def forward(self, feature_map: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        """feature_map (C,H,W) L2-normalised; keypoints (N,2) pixel (x, y) -> descriptors (N, C), L2-normalised."""
+        c, h, w = feature_map.shape
+        n, ps = len(keypoints), self.kernel_size
+        if n == 0:
+            return feature_map.new_zeros((0, c))
+        max_offset = max(h, w) / 4.0
+        # the official patch: top-left corner at trunc(trunc(kpt) - ps/2 + 1), kept inside the map
+        corner = (keypoints.long() - ps / 2 + 1).long()
+        corner[:, 0].clamp_(0, w - 1 - ps)
+        corner[:, 1].clamp_(0, h - 1 - ps)
+        steps = torch.arange(ps, device=keypoints.device)
+        rows = (corner[:, 1, None] + steps)[:, :, None].expand(n, ps, ps)
+        cols = (corner[:, 0, None] + steps)[:, None, :].expand(n, ps, ps)
+        patches = feature_map[:, rows, cols].permute(1, 0, 2, 3)  # (N, C, ps, ps)
+        offset = self.offset_conv(patches).clamp(-max_offset, max_offset)  # (N, 2M, 1, 1)
+        offset = offset[:, :, 0, 0].view(n, 2, self.n_pos).permute(0, 2, 1)  # (N, M, 2) as (dx, dy)
+        positions = keypoints[:, None, :] + offset
+        scale = positions.new_tensor([2.0 / (w - 1), 2.0 / (h - 1)])
+        grid = (positions * scale - 1.0).reshape(1, n * self.n_pos, 1, 2)
+        samples = F.grid_sample(feature_map[None], grid, mode="bilinear", align_corners=True)  # (1, C, N*M, 1)
+        samples = samples.view(c, n, self.n_pos).permute(1, 0, 2)[..., None]  # (N, C, M, 1)
+        samples = F.selu(self.sf_conv(samples))[..., 0]  # (N, C, M)
+        descriptors = torch.einsum("ncp,pcd->nd", samples, self.agg_weights)
+        return F.normalize(descriptors, p=2, dim=1)
+
+
+class AlikedNet(nn.Module):
+    """The ALIKED network for one of the configurations in CONFIGS (weights loaded separately)."""
+
+    def __init__(self, model_name: str = "aliked-t16") -> None:
+        super().__init__()
+        if model_name not in CONFIGS:
+            raise ValueError(f"unknown ALIKED model {model_name!r}; choose one of {', '.join(CONFIGS)}")
+        self.model_name = model_name
+        c1, c2, c3, c4, dim, k, m = CONFIGS[model_name]
+        self.descriptor_dim = dim
+        self.gate = nn.SELU(inplace=True)
+        self.block1 = ConvBlock(3, c1, self.gate)
+        self.block2 = ResBlock(c1, c2, self.gate, deformable=False)
+        self.block3 = ResBlock(c2, c3, self.gate, deformable=True)
+        self.block4 = ResBlock(c3, c4, self.gate, deformable=True)
+        self.conv1 = nn.Conv2d(c1, dim // 4, 1, bias=False)
+        self.conv2 = nn.Conv2d(c2, dim // 4, 1, bias=False)
+        self.conv3 = nn.Conv2d(c3, dim // 4, 1, bias=False)
+        self.conv4 = nn.Conv2d(dim, dim // 4, 1, bias=False)
+        self.score_head = nn.Sequential(
+            nn.Conv2d(dim, 8, 1, bias=False), self.gate,
+            nn.Conv2d(8, 4, 3, padding=1, bias=False), self.gate,
+            nn.Conv2d(4, 4, 3, padding=1, bias=False), self.gate,
+            nn.Conv2d(4, 1, 3, padding=1, bias=False),
+        )
+        self.desc_head = SDDH(dim, k, m, self.gate)
+
+    def dense_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (B,3,H,W) RGB in [0,1] -> feature_map (B,dim,H,W) L2-normalised, score_map (B,1,H,W) in (0,1)."""
+        h, w = image.shape[-2:]
+        pad_h, pad_w = (-h) % 32, (-w) % 32
+        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        if pad_h or pad_w:
+            image = F.pad(image, pads, mode="replicate")
+        x1 = self.block1(image)
+        x2 = self.block2(F.avg_pool2d(x1, 2))
+        x3 = self.block3(F.avg_pool2d(x2, 4))
+        x4 = self.block4(F.avg_pool2d(x3, 4))
+
+        def up(t: torch.Tensor, factor: int) -> torch.Tensor:
+            return F.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=True)
+
+        x1234 = torch.cat([
+            self.gate(self.conv1(x1)),
+            up(self.gate(self.conv2(x2)), 2),
+            up(self.gate(self.conv3(x3)), 8),
+            up(self.gate(self.conv4(x4)), 32),
+        ], dim=1)
+        score_map = torch.sigmoid(self.score_head(x1234))
+        feature_map = F.normalize(x1234, p=2, dim=1)
+        if pad_h or pad_w:
+            crop = (slice(None), slice(None), slice(pads[2], pads[2] + h), slice(pads[0], pads[0] + w))
+            feature_map, score_map = feature_map[crop], score_map[crop]
+        return feature_map, score_map
+
+    @staticmethod
+    def detect(score_map: torch.Tensor, radius: int = 2, top_k: int = 1024, threshold: float | None = None,
+               max_keypoints: int = 5000, border: int = 0, min_score: float = 0.0) -> Detections:
+        """DKD on one score map (1,H,W) or (H,W).
+
+        Top-k mode (``threshold`` None): the ``top_k`` highest NMS maxima. Threshold mode: maxima with score
+        > ``threshold`` (if none, those above the map's mean, as the official code), at most ``max_keypoints``
+        (highest first). Positions within ``max(radius, border)`` px of the image edge, and maxima scoring below
+        ``min_score``, are never keypoints (the official code has no ``min_score``: 0 reproduces it).
+        Each maximum moves by a soft-argmax (temperature 0.1) over its (2r+1)^2 window; its score is the score
+        map read bilinearly at the refined position.
+        """
+        scores = score_map.reshape(score_map.shape[-2:])
+        h, w = scores.shape
+        is_max = simple_nms(scores[None, None], radius)[0, 0]
+        margin = max(radius, border)
+        is_max[:margin, :] = False
+        is_max[:, :margin] = False
+        is_max[h - margin:, :] = False
+        is_max[:, w - margin:] = False
+        if min_score > 0:
+            is_max &= scores >= min_score
+        flat = scores.reshape(-1)
+        if threshold is None:
+            candidates = torch.where(is_max.reshape(-1), flat, torch.zeros_like(flat))
+            values, indices = torch.topk(candidates, min(top_k, flat.numel()))
+            indices = indices[values > 0]
+        else:
+            mask = is_max & (scores > threshold)
+            if not bool(mask.any()):
+                mask = is_max & (scores > scores.mean())
+            indices = mask.reshape(-1).nonzero()[:, 0]
+            if len(indices) > max_keypoints:
+                indices = indices[flat[indices].argsort(descending=True)[:max_keypoints]]
+        size = 2 * radius + 1
+        # soft-argmax over the window around each maximum
+        window = F.unfold(scores[None, None], kernel_size=size, padding=radius)[0].t()[indices]  # (N, size^2)
+        offsets = torch.arange(-radius, radius + 1, device=scores.device, dtype=scores.dtype)
+        grid = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij")[::-1], dim=-1).reshape(-1, 2)  # (dx, dy)
+        weights = torch.exp((window - window.max(dim=1, keepdim=True).values) / 0.1)
+        residual = weights @ grid / weights.sum(dim=1, keepdim=True)
+        xy = torch.stack((indices % w, torch.div(indices, w, rounding_mode="floor")), dim=1).to(scores.dtype)
+        keypoints = xy + residual
+        scale = keypoints.new_tensor([2.0 / (w - 1), 2.0 / (h - 1)])
+        sample_grid = (keypoints * scale - 1.0).view(1, 1, -1, 2)
+        kp_scores = F.grid_sample(scores[None, None], sample_grid, mode="bilinear", align_corners=True)[0, 0, 0]
+        return Detections(keypoints=keypoints, scores=kp_scores)
+
+    def describe(self, feature_map: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        """SDDH descriptors (N, dim) for one feature map (dim,H,W) or (1,dim,H,W) at pixel keypoints (N,2)."""
+        return self.desc_head(feature_map.reshape(feature_map.shape[-3:]), keypoints)

@@ -1,0 +1,125 @@
+"""The extractor interface: one image in, a typed ``Features`` result out.
+
+Conventions:
+  - images: numpy uint8 (H,W) gray or (H,W,3) RGB (or (H,W,4) RGBA, alpha ignored); ALIKED also takes a float
+    torch tensor (3,H,W) or (1,3,H,W), RGB in [0,1], already on its device.
+  - keypoints: (N,2) float32 pixel (x, y) in the input image, x = column, y = row, centre of the top-left pixel
+    at (0, 0). Sorted by nothing in particular.
+  - scores: (N,) float32, extractor-specific scale (ALIKED: score map in (0,1); SIFT/ORB: detector response).
+  - descriptors: (N,D) float32 L2-normalised rows (ALIKED, SIFT) or (N,32) uint8 packed bits (ORB, Hamming).
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from aliked_ros.errors import AlikedRosError
+
+DescriptorKind = Literal["float", "binary"]
+
+
+class ImageError(AlikedRosError):
+    """An image the extractors cannot take (empty, wrong shape or type)."""
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Options shared by all extractors.
+
+    ``max_keypoints``: keypoint budget; in top-k mode (``threshold`` None) the strongest ``max_keypoints``,
+    in threshold mode at most that many of those scoring above ``threshold``.
+    ``nms_radius``: non-maximum suppression radius in px (ALIKED; SIFT/ORB use their own suppression).
+    ``border``: no keypoint closer than this many px to the image edge.
+    ``min_score``: ALIKED maxima scoring below this are dropped in both modes. A uniform image scores
+    0.013-0.018 everywhere with aliked-t16/n16 and yields hundreds of meaningless maxima; the weakest of the
+    official top-1024 keypoints on the shared real frames score 0.035-0.14 (measured). 0 disables it.
+    ``device``: "auto" (CUDA when available, else CPU), "cuda", "cuda:N" or "cpu" (torch-based stages).
+    ``weights``: ALIKED weights file; None resolves as in ``aliked_ros.features.weights``.
+    """
+
+    max_keypoints: int = 1024
+    threshold: float | None = None
+    nms_radius: int = 2
+    border: int = 0
+    min_score: float = 0.02
+    device: str = "auto"
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_keypoints < 1:
+            raise ValueError(f"max_keypoints must be >= 1, got {self.max_keypoints}")
+        if self.nms_radius < 1:
+            raise ValueError(f"nms_radius must be >= 1, got {self.nms_radius}")
+        if self.border < 0:
+            raise ValueError(f"border must be >= 0, got {self.border}")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints, scores and descriptors of one image (see the module docstring for conventions)."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]  # (width, height) in px
+    extractor: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    # the descriptors as a tensor on the extractor's device, when it has one (saves a copy when matching there)
+    device_descriptors: object | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @property
+    def descriptor_kind(self) -> DescriptorKind:
+        return "binary" if self.descriptors.dtype == np.uint8 else "float"
+
+
+def as_uint8_image(image: np.ndarray) -> np.ndarray:
+    """Validate a numpy image; returns it as (H,W) or (H,W,3) uint8 (alpha dropped)."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy image, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ImageError(f"expected an (H,W) or (H,W,3) image, got shape {image.shape}")
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise ImageError(f"image of {image.shape[1]}x{image.shape[0]} px is too small (or empty) for extraction")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 image, got {image.dtype} (scale 16-bit images to 8 bits first)")
+    return image
+
+
+class Extractor(ABC):
+    """Base class: subclasses implement ``_extract`` and set ``name``, ``descriptor_kind``, ``descriptor_dim``."""
+
+    name: str
+    descriptor_kind: DescriptorKind
+    descriptor_dim: int
+
+    def __init__(self, config: ExtractorConfig) -> None:
+        self.config = config
+
+    @property
+    def device(self) -> str:
+        """Where the extractor runs ("cpu" for OpenCV extractors)."""
+        return "cpu"
+
+    def extract(self, image) -> Features:
+        start = time.perf_counter()
+        features = self._extract(image)
+        features.timings_ms["total"] = (time.perf_counter() - start) * 1e3
+        return features
+
+    @abstractmethod
+    def _extract(self, image) -> Features:
+        ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, device={self.device}, {self.config})"

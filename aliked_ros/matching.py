@@ -1,0 +1,72 @@
+"""Mutual-nearest-neighbour descriptor matching, on the extractor's device (torch).
+
+Float descriptors (L2-normalised rows) are compared by cosine similarity; binary descriptors (uint8 packed bits)
+by Hamming distance, reported as similarity = 1 - distance / bits. A pair (i, j) is a match when j is i's nearest
+neighbour in B and i is j's nearest neighbour in A; optional filters: ``min_similarity`` and Lowe's ratio test
+(nearest / second-nearest *distance* < ``ratio``; for float descriptors the distance is sqrt(2 - 2 cos)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Matches:
+    """``indices`` (M,2) int64: row i of A matched to row j of B; ``similarity`` (M,) float32 in [-1, 1]."""
+
+    indices: np.ndarray
+    similarity: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _as_tensor(descriptors, device: torch.device | str | None) -> torch.Tensor:
+    tensor = descriptors if isinstance(descriptors, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(descriptors))
+    return tensor.to(device) if device is not None else tensor
+
+
+def _unpack_bits(packed: torch.Tensor) -> torch.Tensor:
+    shifts = torch.arange(8, device=packed.device, dtype=torch.uint8)
+    return ((packed[..., None] >> shifts) & 1).reshape(packed.shape[0], -1).float()
+
+
+def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) -> torch.Tensor:
+    """(N_a, N_b) similarity: cosine for float descriptors, 1 - hamming/bits for uint8 binary descriptors."""
+    a, b = _as_tensor(desc_a, device), _as_tensor(desc_b, device)
+    if a.dtype != b.dtype:
+        raise ValueError(f"descriptor types differ: {a.dtype} vs {b.dtype}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"descriptor sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    if a.dtype == torch.uint8:
+        bits_a, bits_b = _unpack_bits(a), _unpack_bits(b)
+        hamming = bits_a @ (1 - bits_b).T + (1 - bits_a) @ bits_b.T
+        return 1.0 - hamming / bits_a.shape[1]
+    return a.float() @ b.float().T
+
+
+def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ratio: float | None = None,
+                         device: torch.device | str | None = None) -> Matches:
+    """Mutual nearest neighbours between descriptor sets A (N_a,D) and B (N_b,D); numpy arrays or tensors."""
+    if len(desc_a) == 0 or len(desc_b) == 0:
+        return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+    sim = similarity_matrix(desc_a, desc_b, device)
+    best_ab = sim.argmax(dim=1)
+    best_ba = sim.argmax(dim=0)
+    rows = torch.arange(sim.shape[0], device=sim.device)
+    keep = best_ba[best_ab] == rows
+    score = sim[rows, best_ab]
+    if min_similarity is not None:
+        keep &= score >= min_similarity
+    if ratio is not None and sim.shape[1] >= 2:
+        top2 = sim.topk(2, dim=1).values
+        binary = desc_a.dtype in (np.uint8, torch.uint8)
+        distance = 1 - top2 if binary else torch.sqrt(torch.clamp(2 - 2 * top2, min=0))
+        keep &= distance[:, 0] < ratio * distance[:, 1]
+    idx_a = rows[keep]
+    pairs = torch.stack((idx_a, best_ab[keep]), dim=1)
+    return Matches(pairs.cpu().numpy().astype(np.int64), score[keep].float().cpu().numpy())
+

@@ -92,3 +92,21 @@ def _no_orphan_processes():
     _registry.stop_all()
     leftovers = _registry.leftover_pids()
     assert not leftovers, f"processes started by the tests still run after the suite: pids {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def extractor_cache(weights_dir: Path):
+    """Loaded extractors shared by the whole session: ``extractor_cache(name, **config)``."""
+    from aliked_ros.features import ExtractorConfig, create_extractor
+
+    cache: dict = {}
+
+    def get(name: str = "aliked-t16", **options):
+        key = (name, tuple(sorted(options.items())))
+        if key not in cache:
+            if name.startswith("aliked") and "weights" not in options:
+                options["weights"] = str(weights_dir / f"{name}.pth")
+            cache[key] = create_extractor(name, ExtractorConfig(**options))
+        return cache[key]
+
+    return get

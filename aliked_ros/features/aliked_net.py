@@ -216,7 +216,8 @@ class AlikedNet(nn.Module):
 
         Top-k mode (``threshold`` None): the ``top_k`` highest NMS maxima. Threshold mode: maxima with score
         > ``threshold`` (if none, those above the map's mean, as the official code), at most ``max_keypoints``
-        (highest first). Positions within ``max(radius, border)`` px of the image edge, and maxima scoring below
+        (highest first). Maxima within ``radius + border`` px of the image edge (so refined keypoints lie >= ``border`` px
+        inside), and maxima scoring below
         ``min_score``, are never keypoints (the official code has no ``min_score``: 0 reproduces it).
         Each maximum moves by a soft-argmax (temperature 0.1) over its (2r+1)^2 window; its score is the score
         map read bilinearly at the refined position.
@@ -224,7 +225,7 @@ class AlikedNet(nn.Module):
         scores = score_map.reshape(score_map.shape[-2:])
         h, w = scores.shape
         is_max = simple_nms(scores[None, None], radius)[0, 0]
-        margin = max(radius, border)
+        margin = radius + border  # refinement moves a maximum by at most `radius` px
         is_max[:margin, :] = False
         is_max[:, :margin] = False
         is_max[h - margin:, :] = False
@@ -243,14 +244,19 @@ class AlikedNet(nn.Module):
             indices = mask.reshape(-1).nonzero()[:, 0]
             if len(indices) > max_keypoints:
                 indices = indices[flat[indices].argsort(descending=True)[:max_keypoints]]
-        size = 2 * radius + 1
-        # soft-argmax over the window around each maximum
-        window = F.unfold(scores[None, None], kernel_size=size, padding=radius)[0].t()[indices]  # (N, size^2)
-        offsets = torch.arange(-radius, radius + 1, device=scores.device, dtype=scores.dtype)
+        # soft-argmax over the (2r+1)^2 window around each maximum (zero outside the map, as the official unfold);
+        # gathered at the maxima only instead of unfolding the whole map
+        col, row = indices % w, torch.div(indices, w, rounding_mode="floor")
+        steps = torch.arange(-radius, radius + 1, device=scores.device)
+        win_rows = (row[:, None, None] + steps[None, :, None]).expand(-1, -1, len(steps))
+        win_cols = (col[:, None, None] + steps[None, None, :]).expand(-1, len(steps), -1)
+        inside = (win_rows >= 0) & (win_rows < h) & (win_cols >= 0) & (win_cols < w)
+        window = torch.where(inside, scores[win_rows.clamp(0, h - 1), win_cols.clamp(0, w - 1)], 0.0).flatten(1)
+        offsets = steps.to(scores.dtype)
         grid = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij")[::-1], dim=-1).reshape(-1, 2)  # (dx, dy)
         weights = torch.exp((window - window.max(dim=1, keepdim=True).values) / 0.1)
         residual = weights @ grid / weights.sum(dim=1, keepdim=True)
-        xy = torch.stack((indices % w, torch.div(indices, w, rounding_mode="floor")), dim=1).to(scores.dtype)
+        xy = torch.stack((col, row), dim=1).to(scores.dtype)
         keypoints = xy + residual
         scale = keypoints.new_tensor([2.0 / (w - 1), 2.0 / (h - 1)])
         sample_grid = (keypoints * scale - 1.0).view(1, 1, -1, 2)

@@ -1,0 +1,160 @@
+"""Extractors on real frames: parity of ALIKED with the official implementation's outputs (shared reference
+files), SIFT/ORB behind the same interface, the extract CLI and the benchmark's reduced form."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aliked_ros.features import ExtractorConfig, Features, ImageError, create_extractor
+from aliked_ros.image_io import read_image
+
+REFERENCE_FILES = sorted(
+    f"{image}__{model}__{mode}" for image in ("fr2_desk_000", "fr2_desk_019", "fr1_rpy_000")
+    for model in ("aliked-t16", "aliked-n16") for mode in ("top1024", "th0.2"))
+
+
+def load_reference(shared_dir: Path, name: str):
+    manifest = json.loads((shared_dir / "reference/aliked/manifest.json").read_text())[f"{name}.npz"]
+    reference = np.load(shared_dir / "reference/aliked" / f"{name}.npz")
+    return manifest, reference
+
+
+def parity(features: Features, reference) -> tuple[float, float, int]:
+    """(fraction of our keypoints within 0.05 px of a reference keypoint, fraction of those whose descriptor
+    has cosine >= 0.999 with the reference's, number of such common keypoints)."""
+    distance = np.linalg.norm(features.keypoints[:, None] - reference["keypoints"][None], axis=2)
+    nearest = distance.argmin(axis=1)
+    close = distance[np.arange(len(nearest)), nearest] < 0.05
+    cosine = np.sum(features.descriptors[close] * reference["descriptors"][nearest[close]], axis=1)
+    return float(close.mean()), float((cosine >= 0.999).mean()), int(close.sum())
+
+
+def extractor_for(extractor_cache, manifest, device="cpu"):
+    if manifest["top_k"] > 0:
+        return extractor_cache(manifest["model"], max_keypoints=manifest["top_k"], device=device)
+    return extractor_cache(manifest["model"], threshold=manifest["scores_th"], max_keypoints=manifest["n_limit"],
+                           device=device)
+
+
+def check_parity(extractor, manifest, reference, shared_dir):
+    image = read_image(shared_dir / manifest["image"])
+    features = extractor.extract(image)
+    with torch.inference_mode():
+        tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(extractor.device)
+        _, score_map = extractor.net.dense_maps(tensor)
+    assert np.abs(score_map[0, 0].cpu().numpy() - reference["score_map"]).max() <= 1e-4
+    near, same_descriptor, common = parity(features, reference)
+    assert near >= 0.99, f"only {near:.3%} of keypoints match the official ones"
+    assert same_descriptor >= 0.99, f"only {same_descriptor:.3%} of common descriptors have cosine >= 0.999"
+    if manifest["top_k"] > 0:
+        assert len(features) == manifest["top_k"]
+    else:
+        assert abs(len(features) - manifest["n_keypoints"]) <= 0.1 * manifest["n_keypoints"]
+    return features
+
+
+@pytest.mark.parametrize("name", REFERENCE_FILES)
+def test_aliked_matches_official_reference_cpu(name, shared_dir, extractor_cache):
+    manifest, reference = load_reference(shared_dir, name)
+    check_parity(extractor_for(extractor_cache, manifest), manifest, reference, shared_dir)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (GPU parity needs one)")
+@pytest.mark.parametrize("name", REFERENCE_FILES)
+def test_aliked_matches_official_reference_cuda(name, shared_dir, extractor_cache):
+    manifest, reference = load_reference(shared_dir, name)
+    check_parity(extractor_for(extractor_cache, manifest, device="cuda"), manifest, reference, shared_dir)
+
+
+@pytest.mark.parametrize("name", ["aliked-t16", "sift", "orb"])
+def test_extractors_share_one_interface(name, shared_dir, extractor_cache):
+    paths = sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[:2]
+    extractor = extractor_cache(name, max_keypoints=500)
+    for path in paths:
+        rgb = read_image(path)
+        for image in (rgb, rgb.mean(axis=2).astype(np.uint8)):  # colour and gray
+            f = extractor.extract(image)
+            assert 100 < len(f) <= 500
+            assert f.keypoints.shape == (len(f), 2) and f.keypoints.dtype == np.float32
+            assert f.scores.shape == (len(f),) and f.scores.dtype == np.float32
+            assert f.image_size == (640, 480)
+            assert np.all((f.keypoints >= 0) & (f.keypoints <= [639, 479]))
+            assert f.descriptors.shape == (len(f), extractor.descriptor_dim)
+            assert f.timings_ms["total"] > 0
+            if extractor.descriptor_kind == "float":
+                assert f.descriptors.dtype == np.float32
+                np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)
+            else:
+                assert f.descriptors.dtype == np.uint8 and extractor.descriptor_dim == 32
+
+
+def test_threshold_mode_and_border(shared_dir, extractor_cache):
+    image = read_image(sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[0])
+    for name in ("aliked-t16", "sift"):
+        f = extractor_cache(name, max_keypoints=300, border=40).extract(image)
+        assert len(f) <= 300
+        assert np.all((f.keypoints >= 40) & (f.keypoints <= [639 - 40, 479 - 40]))
+    strong = extractor_cache("aliked-t16", threshold=0.5, max_keypoints=5000).extract(image)
+    weak = extractor_cache("aliked-t16", threshold=0.2, max_keypoints=5000).extract(image)
+    # the threshold applies to the peak; the reported score is read at the refined position, mostly near it
+    assert 0 < len(strong) < len(weak) and np.median(strong.scores) > 0.5
+
+
+def test_uniform_and_bad_images(extractor_cache):
+    extractor = extractor_cache("aliked-t16")
+    for value in (0, 128, 255):
+        assert len(extractor.extract(np.full((480, 640), value, np.uint8))) == 0
+    for bad in (np.zeros((0, 0), np.uint8), np.zeros((480, 640, 2), np.uint8), np.zeros((480, 640), np.float64)):
+        with pytest.raises(ImageError):
+            extractor.extract(bad)
+    assert len(extractor_cache("orb").extract(np.zeros((480, 640), np.uint8))) == 0
+
+
+def test_unknown_names_and_bad_config():
+    with pytest.raises(ValueError, match="unknown extractor"):
+        create_extractor("superpoint")
+    with pytest.raises(ValueError, match="max_keypoints"):
+        ExtractorConfig(max_keypoints=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            create_extractor("aliked-t16", device="cuda")
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "aliked_ros.cli", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_extract_cli_writes_official_keypoints(shared_dir, weights_dir, tmp_path):
+    manifest, reference = load_reference(shared_dir, "fr2_desk_000__aliked-t16__top1024")
+    output = tmp_path / "kp.npz"
+    result = run_cli("extract", str(shared_dir / manifest["image"]), "--output", str(output), "--json",
+                     "--weights", str(weights_dir / "aliked-t16.pth"), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["keypoints"] == 1024 and summary["descriptor_shape"] == [1024, 64]
+    assert set(summary["timings_ms"]) >= {"dense_map", "detect", "describe", "total"}
+    saved = np.load(output)
+    features = Features(saved["keypoints"], saved["scores"], saved["descriptors"], (640, 480), "aliked-t16")
+    near, same, _ = parity(features, reference)
+    assert near >= 0.99 and same >= 0.99
+    missing = run_cli("extract", str(tmp_path / "none.png"))
+    assert missing.returncode == 1 and "cannot read image" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_bench_extract_reduced(shared_dir, weights_dir):
+    image = sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[0]
+    result = run_cli("bench", "extract", str(image), str(image), "--extractors", "aliked-t16,orb", "--repeat", "1",
+                     "--warmup", "0", "--weights-dir", str(weights_dir), "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    aliked = report["extractors"]["aliked-t16"]
+    assert {"dense_map", "detect", "describe", "total", "match"} <= aliked.keys()
+    assert aliked["kornia"]["total"] > 0 and aliked["ratio_total_vs_kornia"] > 0
+    assert report["extractors"]["orb"]["keypoints"] > 100

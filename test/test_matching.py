@@ -1,0 +1,59 @@
+"""Mutual-nearest-neighbour matcher: known permutations, filters, binary descriptors, empty inputs."""
+import numpy as np
+import pytest
+
+from aliked_ros.matching import match_mutual_nearest
+
+
+def unit_rows(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_recovers_known_permutation_with_extra_points():
+    rng = np.random.default_rng(1)
+    a = unit_rows(rng, 800, 64)
+    perm = rng.permutation(800)
+    b = np.concatenate([a[perm] + 0.02 * rng.standard_normal((800, 64)).astype(np.float32), unit_rows(rng, 200, 64)])
+    matches = match_mutual_nearest(a, b)
+    assert len(matches) == 800
+    np.testing.assert_array_equal(perm[matches.indices[:, 1]], matches.indices[:, 0])
+    assert matches.similarity.min() > 0.9 and matches.indices.dtype == np.int64
+
+
+def test_min_similarity_and_ratio_filters():
+    rng = np.random.default_rng(2)
+    a = unit_rows(rng, 300, 32)
+    b = a.copy()
+    b[:100] = unit_rows(rng, 100, 32)  # the first 100 have no true partner
+    strict = match_mutual_nearest(a, b, min_similarity=0.99)
+    assert set(strict.indices[:, 0]) == set(range(100, 300))
+    ratio = match_mutual_nearest(a, b, ratio=0.8)
+    assert set(range(100, 300)) <= set(ratio.indices[:, 0]) and len(ratio) < 300
+
+
+def test_binary_descriptors_hamming():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (400, 32), dtype=np.uint8)
+    perm = rng.permutation(400)
+    b = a[perm].copy()
+    b[:, 0] ^= 1  # one bit of 256 differs
+    matches = match_mutual_nearest(a, b)
+    assert len(matches) == 400
+    np.testing.assert_array_equal(perm[matches.indices[:, 1]], matches.indices[:, 0])
+    np.testing.assert_allclose(matches.similarity, 1 - 1 / 256)
+
+
+@pytest.mark.parametrize("na,nb", [(0, 5), (5, 0), (0, 0)])
+def test_empty_inputs(na, nb):
+    rng = np.random.default_rng(4)
+    matches = match_mutual_nearest(unit_rows(rng, na, 16), unit_rows(rng, nb, 16))
+    assert matches.indices.shape == (0, 2) and matches.similarity.shape == (0,)
+
+
+def test_mismatched_descriptors_rejected():
+    rng = np.random.default_rng(5)
+    with pytest.raises(ValueError, match="sizes differ"):
+        match_mutual_nearest(unit_rows(rng, 3, 16), unit_rows(rng, 3, 32))
+    with pytest.raises(ValueError, match="types differ"):
+        match_mutual_nearest(unit_rows(rng, 3, 32), rng.integers(0, 255, (3, 32), dtype=np.uint8))

@@ -1,0 +1,66 @@
+"""TUM RGB-D folders: ``rgb.txt`` (and ``depth.txt``) or ``associations.txt`` (rgb_stamp rgb_file depth_stamp
+depth_file), ``groundtruth.txt`` (TUM format, T_world_camera), calibration from ``camera_info.yaml`` beside them
+or ``camera_info=``. Depth PNGs are uint16 with 5000 = 1 m."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from aliked_ros.datasets.base import DatasetError, Sequence, camera_from_file_or
+from aliked_ros.image_io import read_depth, read_image
+from aliked_ros.odometry import Frame
+from aliked_ros.trajectory import read_tum
+
+TUM_DEPTH_SCALE = 5000.0  # depth PNG units per metre
+
+
+def _read_list(path: Path) -> list[list[str]]:
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return rows
+
+
+class TumSequence(Sequence):
+    def __init__(self, root: str | Path, camera_info: str | Path | None = None, use_depth: bool = True,
+                 max_depth_difference: float = 0.02) -> None:
+        self.root = Path(root)
+        self.name = self.root.name
+        self.camera = camera_from_file_or(self.root / "camera_info.yaml", camera_info, f"TUM folder {self.root}")
+        self.entries: list[tuple[float, Path, Path | None]] = []
+        associations = self.root / "associations.txt"
+        if associations.is_file():
+            for row in _read_list(associations):
+                depth = self.root / row[3] if use_depth and len(row) >= 4 else None
+                self.entries.append((float(row[0]), self.root / row[1], depth))
+        else:
+            rgb = [(float(r[0]), self.root / r[1]) for r in _read_list(self.root / "rgb.txt")]
+            depth_list = self.root / "depth.txt"
+            depths = [(float(r[0]), self.root / r[1]) for r in _read_list(depth_list)] if use_depth and depth_list.is_file() else []
+            depth_stamps = np.array([d[0] for d in depths])
+            for stamp, path in rgb:
+                match = None
+                if len(depths):
+                    j = int(np.argmin(np.abs(depth_stamps - stamp)))
+                    match = depths[j][1] if abs(depth_stamps[j] - stamp) <= max_depth_difference else None
+                self.entries.append((stamp, path, match))
+        if not self.entries:
+            raise DatasetError(f"TUM folder {self.root} lists no images")
+        self.has_depth = any(e[2] is not None for e in self.entries)
+        gt = self.root / "groundtruth.txt"
+        self.groundtruth = read_tum(gt) if gt.is_file() else None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for stamp, image_path, depth_path in self.entries:
+            image = read_image(image_path)
+            depth = None
+            if depth_path is not None:
+                raw = read_depth(depth_path)
+                depth = (raw.astype(np.float32) / TUM_DEPTH_SCALE) if raw.dtype == np.uint16 else raw
+                if depth.shape != image.shape[:2]:
+                    raise DatasetError(f"depth {depth_path} is {depth.shape[1]}x{depth.shape[0]} px but image "
+                                       f"{image_path} is {image.shape[1]}x{image.shape[0]}")
+            yield Frame(image=image, stamp=stamp, camera=self.camera, depth=depth)

@@ -1,0 +1,120 @@
+"""Camera models: pinhole intrinsics with plumb_bob / rational_polynomial (OpenCV radtan) or equidistant (fisheye)
+distortion, built from a ``sensor_msgs/CameraInfo``-shaped description or a ROS camera_info YAML file.
+
+Pixels: (x, y) = (column, row), centre of the top-left pixel at (0, 0). Normalised coordinates: undistorted
+(X/Z, Y/Z) in the camera optical frame.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from aliked_ros.errors import AlikedRosError
+
+DISTORTION_MODELS = {"plumb_bob": (4, 5), "rational_polynomial": (8, 8, 12, 14), "equidistant": (4, 4)}
+ALIASES = {"radtan": "plumb_bob", "radial-tangential": "plumb_bob", "fisheye": "equidistant",
+           "none": "plumb_bob", "": "plumb_bob"}
+
+
+class CalibrationError(AlikedRosError):
+    """Camera calibration missing, malformed or inconsistent with the images."""
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    distortion_model: str = "plumb_bob"
+    distortion: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        values = np.array([self.fx, self.fy, self.cx, self.cy, *self.distortion], dtype=float)
+        if not np.all(np.isfinite(values)):
+            raise CalibrationError(f"camera intrinsics/distortion contain NaN or inf: {values.tolist()}")
+        if self.fx <= 0 or self.fy <= 0:
+            raise CalibrationError(f"focal lengths must be positive (K all zero = uncalibrated camera), got fx={self.fx} fy={self.fy}")
+        if self.width <= 0 or self.height <= 0:
+            raise CalibrationError(f"image size must be positive, got {self.width}x{self.height}")
+        if self.distortion_model not in DISTORTION_MODELS:
+            raise CalibrationError(f"unsupported distortion model {self.distortion_model!r}; supported: {', '.join(DISTORTION_MODELS)}")
+        if self.distortion and len(self.distortion) not in DISTORTION_MODELS[self.distortion_model]:
+            raise CalibrationError(f"{self.distortion_model} takes {DISTORTION_MODELS[self.distortion_model]} coefficients, got {len(self.distortion)}")
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
+
+    @property
+    def is_distorted(self) -> bool:
+        return any(c != 0 for c in self.distortion)
+
+    @property
+    def focal(self) -> float:
+        """Mean focal length in px (converts pixel thresholds to normalised units)."""
+        return 0.5 * (self.fx + self.fy)
+
+    @classmethod
+    def from_camera_info(cls, info) -> "CameraModel":
+        """From a sensor_msgs/CameraInfo message or a mapping with its fields (width, height, k, d, distortion_model)."""
+        get = info.get if isinstance(info, Mapping) else lambda key, default=None: getattr(info, key, default)
+        k = np.asarray(get("k", get("K")), dtype=float).reshape(-1)
+        if k.size != 9:
+            raise CalibrationError(f"camera_info k must have 9 elements, got {k.size}")
+        model = ALIASES.get(str(get("distortion_model", "")).strip(), str(get("distortion_model", "")).strip())
+        d = [float(x) for x in np.asarray(get("d", get("D")) or [], dtype=float).reshape(-1)]
+        if model != "equidistant" and d and not any(d):
+            d = []
+        return cls(int(get("width")), int(get("height")), float(k[0]), float(k[4]), float(k[2]), float(k[5]), model,
+                   tuple(d))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "CameraModel":
+        """From a ROS camera_info YAML file (camera_calibration_parsers format)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+            return cls.from_camera_info({
+                "width": data["image_width"], "height": data["image_height"], "k": data["camera_matrix"]["data"],
+                "d": data.get("distortion_coefficients", {}).get("data", []),
+                "distortion_model": data.get("distortion_model", "plumb_bob"),
+            })
+        except CalibrationError as error:
+            raise CalibrationError(f"{path}: {error}") from None
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+            raise CalibrationError(f"cannot read camera_info YAML {path}: {error!r}") from None
+
+    def check_image_size(self, width: int, height: int) -> None:
+        if (width, height) != (self.width, self.height):
+            raise CalibrationError(f"image is {width}x{height} px but the camera calibration is for {self.width}x{self.height}")
+
+    def undistort(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixels (N,2) of the raw image -> undistorted normalised coordinates (N,2) float64."""
+        pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
+        if len(pixels) == 0:
+            return np.zeros((0, 2))
+        if not self.is_distorted:
+            return ((pixels.reshape(-1, 2) - [self.cx, self.cy]) / [self.fx, self.fy])
+        d = np.asarray(self.distortion, dtype=np.float64)
+        if self.distortion_model == "equidistant":
+            out = cv2.fisheye.undistortPoints(pixels, self.K, d)
+        else:
+            criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+            out = cv2.undistortPoints(pixels, self.K, d, R=None, P=None, criteria=criteria)
+        return out.reshape(-1, 2)
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """3-D points (N,3) in the optical frame (Z > 0) -> distorted pixels (N,2)."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 1, 3)
+        d = np.asarray(self.distortion or [0.0] * 4, dtype=np.float64)
+        zero = np.zeros(3)
+        if self.distortion_model == "equidistant":
+            return cv2.fisheye.projectPoints(points, zero, zero, self.K, d)[0].reshape(-1, 2)
+        return cv2.projectPoints(points, zero, zero, self.K, d)[0].reshape(-1, 2)

@@ -1,0 +1,33 @@
+"""Rigid transforms as 4x4 numpy arrays (T_a_b: frame b -> frame a) and conversions to TUM quaternions."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+
+def make_transform(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    transform = np.eye(4)
+    transform[:3, :3] = rotation
+    transform[:3, 3] = np.asarray(translation).reshape(3)
+    return transform
+
+
+def invert(transform: np.ndarray) -> np.ndarray:
+    rotation, translation = transform[:3, :3], transform[:3, 3]
+    return make_transform(rotation.T, -rotation.T @ translation)
+
+
+def rotation_angle(rotation: np.ndarray) -> float:
+    """Geodesic angle of a rotation matrix, radians."""
+    return float(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)))
+
+
+def from_tum(values: np.ndarray) -> np.ndarray:
+    """TUM row values (tx ty tz qx qy qz qw) -> 4x4."""
+    values = np.asarray(values, dtype=float)
+    return make_transform(Rotation.from_quat(values[3:7]).as_matrix(), values[:3])
+
+
+def to_tum(transform: np.ndarray) -> np.ndarray:
+    """4x4 -> (tx ty tz qx qy qz qw)."""
+    return np.concatenate([transform[:3, 3], Rotation.from_matrix(transform[:3, :3]).as_quat()])

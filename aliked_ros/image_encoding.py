@@ -1,0 +1,80 @@
+"""Decoding ``sensor_msgs/Image``-shaped data (encoding, size, row step, bytes) into numpy, without ROS.
+
+Colour images come out RGB (H,W,3) uint8, gray (H,W) uint8; mono16 is scaled to 8 bits. Depth comes out float32
+metres: 16UC1/mono16 in millimetres (REP 118), 32FC1 in metres; 0 and non-finite values mean "no depth".
+Rows may be padded (``step`` > width * bytes per pixel).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from aliked_ros.errors import AlikedRosError
+
+
+class EncodingError(AlikedRosError):
+    """Image data that does not match its declared encoding or size."""
+
+
+_COLOUR = {"rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8), "bgra8": (4, np.uint8),
+           "mono8": (1, np.uint8), "8uc1": (1, np.uint8), "mono16": (1, np.uint16), "16uc1": (1, np.uint16),
+           "8uc3": (3, np.uint8)}
+_DEPTH = {"16uc1": np.uint16, "mono16": np.uint16, "32fc1": np.float32}
+
+
+def _view(encoding: str, height: int, width: int, step: int, data, channels: int, dtype, big_endian: bool) -> np.ndarray:
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = width * channels * itemsize
+    if height <= 0 or width <= 0:
+        raise EncodingError(f"empty image ({width}x{height})")
+    if step < row_bytes:
+        raise EncodingError(f"step {step} is smaller than a {encoding} row of {width} px ({row_bytes} bytes)")
+    buffer = np.frombuffer(data, np.uint8)
+    if buffer.size < step * (height - 1) + row_bytes:
+        raise EncodingError(f"{buffer.size} bytes of data for a {width}x{height} {encoding} image with step {step} "
+                            f"(needs {step * height})")
+    rows = np.lib.stride_tricks.as_strided(buffer, shape=(height, row_bytes), strides=(step, 1))
+    pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(">" if big_endian else "<"))
+    pixels = pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(height, width)
+    return pixels.astype(pixels.dtype.newbyteorder("="), copy=False)
+
+
+def decode_image(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False) -> np.ndarray:
+    """An 8-bit RGB (H,W,3) or gray (H,W) image from raw Image fields."""
+    key = encoding.lower()
+    if key not in _COLOUR:
+        raise EncodingError(f"unsupported image encoding {encoding!r}; supported: {', '.join(sorted(_COLOUR))}")
+    channels, dtype = _COLOUR[key]
+    pixels = _view(encoding, height, width, step, data, channels, dtype, big_endian)
+    if dtype == np.uint16:
+        return (pixels >> 8).astype(np.uint8)
+    if key in ("bgr8", "8uc3"):
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if key == "rgba8":
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if key == "bgra8":
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
+    return pixels
+
+
+def decode_depth(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False) -> np.ndarray:
+    """Depth in metres (H,W) float32 from raw Image fields; invalid pixels become NaN."""
+    key = encoding.lower()
+    if key not in _DEPTH:
+        raise EncodingError(f"unsupported depth encoding {encoding!r}; expected 16UC1 (mm) or 32FC1 (m)")
+    pixels = _view(encoding, height, width, step, data, 1, _DEPTH[key], big_endian)
+    depth = pixels.astype(np.float32) / (1000.0 if pixels.dtype == np.uint16 else 1.0)
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth
+
+
+def decode_compressed(format_: str, data) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (JPEG/PNG) as RGB or gray uint8."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise EncodingError(f"cannot decode compressed image (format {format_!r}, {len(data)} bytes)")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return image

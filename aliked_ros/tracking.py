@@ -1,0 +1,73 @@
+"""Feature tracks with persistent ids.
+
+Each frame's keypoints are matched (mutual nearest neighbours) against the reference frame, normally the
+previous frame. ``Tracker.match`` proposes the matches; the pose stage verifies them geometrically; ``Tracker.commit``
+then carries the id of every verified match over to the new keypoint (age + 1) and gives every other keypoint a
+new id (age 0). A track ends when its keypoint is not matched, or its match is a geometric outlier.
+Ids are unique, increasing, and restart at 0 after ``reset``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aliked_ros.features import Features
+from aliked_ros.matching import Matches, match_mutual_nearest
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """``min_similarity``: cosine (float descriptors) or 1 - hamming/bits (binary) below which matches are
+    dropped; ``ratio``: Lowe ratio on descriptor distance, None disables."""
+
+    min_similarity: float | None = None
+    ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class TrackedKeypoints:
+    """Track ids and ages for one frame's keypoints (N,), aligned with its Features."""
+
+    track_ids: np.ndarray  # uint64
+    track_ages: np.ndarray  # uint32, number of earlier frames the track was seen in
+
+
+class Tracker:
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._next_id = 0
+        self.reference: Features | None = None
+        self.reference_tracks: TrackedKeypoints | None = None
+
+    def match(self, features: Features) -> Matches:
+        """Candidate matches (reference index, new index) between the reference frame and ``features``."""
+        if self.reference is None:
+            return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+        ref, new = self.reference, features
+        if ref.descriptors.shape[1:] != new.descriptors.shape[1:] or ref.descriptors.dtype != new.descriptors.dtype:
+            raise ValueError("the reference and the new frame come from different extractors")
+        a = ref.device_descriptors if ref.device_descriptors is not None else ref.descriptors
+        b = new.device_descriptors if new.device_descriptors is not None else new.descriptors
+        return match_mutual_nearest(a, b, min_similarity=self.config.min_similarity, ratio=self.config.ratio)
+
+    def commit(self, features: Features, matches: Matches, verified: np.ndarray | None) -> TrackedKeypoints:
+        """Assign ids to ``features`` (verified matches continue their track) and make it the reference."""
+        n = len(features)
+        ids = np.zeros(n, np.uint64)
+        ages = np.zeros(n, np.uint32)
+        continued = np.zeros(n, bool)
+        if self.reference_tracks is not None and len(matches):
+            keep = matches.indices if verified is None else matches.indices[verified]
+            ids[keep[:, 1]] = self.reference_tracks.track_ids[keep[:, 0]]
+            ages[keep[:, 1]] = self.reference_tracks.track_ages[keep[:, 0]] + 1
+            continued[keep[:, 1]] = True
+        fresh = np.flatnonzero(~continued)
+        ids[fresh] = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.uint64)
+        self._next_id += len(fresh)
+        tracks = TrackedKeypoints(ids, ages)
+        self.reference, self.reference_tracks = features, tracks
+        return tracks

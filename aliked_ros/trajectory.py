@@ -1,0 +1,50 @@
+"""Trajectories (stamped poses T_world_camera) and the TUM text format: ``timestamp tx ty tz qx qy qz qw``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aliked_ros.errors import AlikedRosError
+from aliked_ros.geometry.transforms import from_tum, to_tum
+
+
+class TrajectoryError(AlikedRosError):
+    """A trajectory file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    stamps: np.ndarray  # (N,) seconds, increasing
+    poses: np.ndarray  # (N,4,4) T_world_camera
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def nearest(self, stamps: np.ndarray, max_difference: float) -> np.ndarray:
+        """Index of the nearest pose for each stamp, -1 where none is within ``max_difference`` s."""
+        if len(self.stamps) == 0:
+            return np.full(len(stamps), -1)
+        pos = np.clip(np.searchsorted(self.stamps, stamps), 1, len(self.stamps) - 1) if len(self.stamps) > 1 else np.zeros(len(stamps), int)
+        left = np.maximum(pos - 1, 0)
+        choose = np.where(np.abs(self.stamps[left] - stamps) <= np.abs(self.stamps[pos] - stamps), left, pos)
+        return np.where(np.abs(self.stamps[choose] - stamps) <= max_difference, choose, -1)
+
+
+def read_tum(path: str | Path) -> Trajectory:
+    try:
+        rows = np.loadtxt(path, comments="#", ndmin=2, delimiter=None, dtype=float)
+    except (OSError, ValueError) as error:
+        raise TrajectoryError(f"cannot read TUM trajectory {path}: {error}") from None
+    if rows.size and rows.shape[1] != 8:
+        raise TrajectoryError(f"{path}: TUM rows need 8 columns (timestamp tx ty tz qx qy qz qw), got {rows.shape[1]}")
+    rows = rows[np.argsort(rows[:, 0], kind="stable")] if rows.size else np.zeros((0, 8))
+    return Trajectory(rows[:, 0], np.array([from_tum(r[1:]) for r in rows]).reshape(-1, 4, 4))
+
+
+def write_tum(path: str | Path, trajectory: Trajectory) -> None:
+    lines = ["# timestamp tx ty tz qx qy qz qw  (T_world_camera, written by aliked_ros)"]
+    for stamp, pose in zip(trajectory.stamps, trajectory.poses):
+        lines.append(f"{stamp:.6f} " + " ".join(f"{v:.9f}" for v in to_tum(pose)))
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -16,6 +16,7 @@ from aliked_ros.errors import AlikedRosError
 # name -> (module under aliked_ros.tools, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "detect and describe keypoints in one image, write them to .npz"),
+    "eval": ("eval", "run the VO offline on a dataset folder or bag and score it against ground truth"),
     "bench": ("bench", "benchmark extractors and matcher side by side (median ms per stage)"),
 }
 

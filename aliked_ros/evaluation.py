@@ -31,6 +31,9 @@ class Metrics:
     tdir_err_deg: dict[str, float]
     path_length_m: float
     scale: float  # the sim3 scale applied to the estimate (1 for se3)
+    stamps: np.ndarray  # (M,) stamps of the associated estimated poses
+    aligned_positions: np.ndarray  # (M,3) estimated positions after alignment, in the ground-truth world frame
+    true_positions: np.ndarray  # (M,3) associated ground-truth positions
 
     def as_dict(self) -> dict:
         return {"associated": self.associated, "alignment": self.alignment, "ate_rmse_m": self.ate_rmse_m,
@@ -84,4 +87,5 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
     ate = float(np.sqrt(np.mean(np.sum((aligned - gt[:, :3, 3]) ** 2, axis=1))))
     rot, tdir = relative_errors(est, gt)
     path = float(np.sum(np.linalg.norm(np.diff(aligned, axis=0), axis=1)))
-    return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir), path, s)
+    return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir), path, s, estimate.stamps[ok], aligned,
+                   gt[:, :3, 3])

@@ -44,7 +44,7 @@ def read_tum(path: str | Path) -> Trajectory:
 
 
 def write_tum(path: str | Path, trajectory: Trajectory) -> None:
-    lines = ["# timestamp tx ty tz qx qy qz qw  (T_world_camera, written by aliked_ros)"]
+    lines = ["# timestamp tx ty tz qx qy qz qw  (pose of the camera optical frame in the world/odom frame; aliked_ros)"]
     for stamp, pose in zip(trajectory.stamps, trajectory.poses):
         lines.append(f"{stamp:.6f} " + " ".join(f"{v:.9f}" for v in to_tum(pose)))
     Path(path).write_text("\n".join(lines) + "\n")

@@ -60,12 +60,11 @@ class BagSequence(Sequence):
         self.path = bag_paths(Path(path))
         self.name = self.path.stem
         try:
-            self._reader = AnyReader([self.path])
-            self._reader.open()
+            with AnyReader([self.path]) as reader:
+                topics = {c.topic: c.msgtype for c in reader.connections}
+                counts = {c.topic: c.msgcount for c in reader.connections}
         except Exception as error:  # rosbags raises several types for unreadable bags
             raise DatasetError(f"cannot read bag {path}: {error}") from None
-        self._reader.close()
-        topics = {c.topic: c.msgtype for c in self._reader.connections}
         listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items()))
         images = [t for t, m in topics.items() if m in IMAGE_TYPES]
         self.image_topic = self._choose(image_topic, TUM_TOPICS[0], [t for t in images if "depth" not in t], "image", listing, topics, IMAGE_TYPES)
@@ -81,7 +80,7 @@ class BagSequence(Sequence):
                 self.depth_topic = self._choose(depth_topic, TUM_TOPICS[2], depth_candidates, "depth", listing, topics, IMAGE_TYPES[:1])
         self.has_depth = self.depth_topic is not None
         self.image_type = topics[self.image_topic]
-        self._count = sum(c.msgcount for c in self._reader.connections if c.topic == self.image_topic)
+        self._count = counts[self.image_topic]
         self.camera = CameraModel.from_yaml(camera_info) if camera_info else self._camera_from_bag()
         gt = self.path.parent / "groundtruth.txt"
         self.groundtruth = read_tum(gt) if gt.is_file() else None

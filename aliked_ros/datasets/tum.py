@@ -59,7 +59,8 @@ class TumSequence(Sequence):
             depth = None
             if depth_path is not None:
                 raw = read_depth(depth_path)
-                depth = (raw.astype(np.float32) / TUM_DEPTH_SCALE) if raw.dtype == np.uint16 else raw
+                depth = (raw.astype(np.float32) / TUM_DEPTH_SCALE) if raw.dtype == np.uint16 else raw.copy()
+                depth[~(depth > 0)] = np.nan  # 0 = no measurement
                 if depth.shape != image.shape[:2]:
                     raise DatasetError(f"depth {depth_path} is {depth.shape[1]}x{depth.shape[0]} px but image "
                                        f"{image_path} is {image.shape[1]}x{image.shape[0]}")

@@ -65,15 +65,24 @@ class CameraModel:
     @classmethod
     def from_camera_info(cls, info) -> "CameraModel":
         """From a sensor_msgs/CameraInfo message or a mapping with its fields (width, height, k, d, distortion_model)."""
-        get = info.get if isinstance(info, Mapping) else lambda key, default=None: getattr(info, key, default)
-        k = np.asarray(get("k", get("K")), dtype=float).reshape(-1)
+        def get(key: str, default=None):
+            for name in (key, key.upper()):  # ROS 2 (k, d) and ROS 1 (K, D) field names
+                value = info.get(name) if isinstance(info, Mapping) else getattr(info, name, None)
+                if value is not None:
+                    return value
+            return default
+
+        try:
+            k = np.asarray(get("k", []), dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise CalibrationError("camera_info k is not numeric") from None
         if k.size != 9:
             raise CalibrationError(f"camera_info k must have 9 elements, got {k.size}")
         model = ALIASES.get(str(get("distortion_model", "")).strip(), str(get("distortion_model", "")).strip())
-        d = [float(x) for x in np.asarray(get("d", get("D")) or [], dtype=float).reshape(-1)]
+        d = [float(x) for x in np.asarray(get("d", []), dtype=float).reshape(-1)]
         if model != "equidistant" and d and not any(d):
             d = []
-        return cls(int(get("width")), int(get("height")), float(k[0]), float(k[4]), float(k[2]), float(k[5]), model,
+        return cls(int(get("width", 0)), int(get("height", 0)), float(k[0]), float(k[4]), float(k[2]), float(k[5]), model,
                    tuple(d))
 
     @classmethod

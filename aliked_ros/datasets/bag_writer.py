@@ -1,0 +1,84 @@
+"""Writing a ``Sequence`` as a rosbag (ROS 2 sqlite3/mcap, or ROS 1 .bag) with the ``rosbags`` library.
+
+Topics (TUM's names by default): rgb8 images, their camera_info, and with depth 32FC1 images in metres (NaN where
+unknown, as TUM's own bags).
+Message stamps are the frames' stamps; so are the bag's receive times.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aliked_ros.datasets.base import DatasetError, Sequence
+from aliked_ros.geometry.camera import CameraModel
+
+DEFAULT_TOPICS = {"image": "/camera/rgb/image_color", "camera_info": "/camera/rgb/camera_info",
+                  "depth": "/camera/depth/image"}
+
+
+def _stamp(typestore, seconds: float):
+    Time = typestore.types["builtin_interfaces/msg/Time"]
+    nanoseconds = int(round(seconds * 1e9))
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def _header(typestore, seconds: float, frame_id: str, ros1: bool):
+    Header = typestore.types["std_msgs/msg/Header"]
+    return Header(seq=0, stamp=_stamp(typestore, seconds), frame_id=frame_id) if ros1 else \
+        Header(stamp=_stamp(typestore, seconds), frame_id=frame_id)
+
+
+def camera_info_message(typestore, camera: CameraModel, header, ros1: bool):
+    CameraInfo = typestore.types["sensor_msgs/msg/CameraInfo"]
+    RegionOfInterest = typestore.types["sensor_msgs/msg/RegionOfInterest"]
+    K = camera.K
+    P = np.hstack([K, np.zeros((3, 1))])
+    matrices = {"d": np.array(camera.distortion, float), "k": K.reshape(-1), "r": np.eye(3).reshape(-1),
+                "p": P.reshape(-1)}
+    if ros1:  # ROS 1 names them D, K, R, P
+        matrices = {name.upper(): value for name, value in matrices.items()}
+    return CameraInfo(header=header, height=camera.height, width=camera.width,
+                      distortion_model=camera.distortion_model, binning_x=0, binning_y=0,
+                      roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False), **matrices)
+
+
+def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage: str = "sqlite3",
+              frame_id: str = "camera_rgb_optical_frame", topics: dict[str, str] | None = None) -> Path:
+    """Write ``sequence`` to ``path`` (a folder for ROS 2, a .bag file for ROS 1); returns the path."""
+    from rosbags.typesys import Stores, get_typestore
+
+    topics = {**DEFAULT_TOPICS, **(topics or {})}
+    path = Path(path)
+    if path.exists():
+        raise DatasetError(f"{path} exists; rosbag writers do not overwrite")
+    typestore = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_KILTED)
+    Image = typestore.types["sensor_msgs/msg/Image"]
+    if ros1:
+        from rosbags.rosbag1 import Writer
+
+        writer, serialize = Writer(path), typestore.serialize_ros1
+    else:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        writer, serialize = Writer(path, version=9, storage_plugin=plugin), typestore.serialize_cdr
+    with writer:
+        image_conn = writer.add_connection(topics["image"], Image.__msgtype__, typestore=typestore)
+        info_conn = writer.add_connection(topics["camera_info"], "sensor_msgs/msg/CameraInfo", typestore=typestore)
+        depth_conn = writer.add_connection(topics["depth"], Image.__msgtype__, typestore=typestore) if sequence.has_depth else None
+        for frame in sequence:
+            header = _header(typestore, frame.stamp, frame_id, ros1)
+            time_ns = int(round(frame.stamp * 1e9))
+            rgb = frame.image if frame.image.ndim == 3 else np.repeat(frame.image[:, :, None], 3, axis=2)
+            image = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
+                          step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).reshape(-1))
+            writer.write(image_conn, time_ns, serialize(image, Image.__msgtype__))
+            info = camera_info_message(typestore, frame.camera, header, ros1)
+            writer.write(info_conn, time_ns, serialize(info, info.__msgtype__))
+            if depth_conn is not None and frame.depth is not None:
+                metres = np.ascontiguousarray(frame.depth, dtype="<f4")
+                depth = Image(header=header, height=metres.shape[0], width=metres.shape[1], encoding="32FC1",
+                              is_bigendian=0, step=metres.shape[1] * 4, data=metres.view(np.uint8).reshape(-1))
+                writer.write(depth_conn, time_ns, serialize(depth, Image.__msgtype__))
+    return path

@@ -1,0 +1,146 @@
+"""``aliked-vo eval SOURCE``: run the VO pipeline offline on a dataset folder or bag, write the trajectory
+(TUM format) and score it against the ground truth (definitions in ``aliked_ros.evaluation``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from aliked_ros.datasets import Sequence, open_sequence
+from aliked_ros.evaluation import Metrics, evaluate
+from aliked_ros.features import create_extractor
+from aliked_ros.odometry import FrameResult, TrackingState, VisualOdometry
+from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
+from aliked_ros.trajectory import Trajectory, write_tum
+
+
+@dataclass(frozen=True)
+class OfflineRun:
+    trajectory: Trajectory  # the posed frames, T_odom_camera
+    frames: int
+    lost: int
+    resets: int
+    frame_ms: list[float]
+    last_result: FrameResult | None
+
+
+def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None = None,
+                progress: bool = True) -> OfflineRun:
+    """Feed every frame of ``sequence`` to ``vo``; collect the poses."""
+    stamps, poses, frame_ms = [], [], []
+    lost = frames = 0
+    result = None
+    total = min(len(sequence), max_frames) if max_frames else len(sequence)
+    for frame in tqdm(sequence, total=total, desc=f"VO {sequence.name}", unit="frame", file=sys.stderr,
+                      disable=not progress, leave=False):
+        if frames == total:
+            break
+        result = vo.process(frame)
+        frames += 1
+        frame_ms.append(result.timings_ms["total"])
+        if result.state == TrackingState.LOST:
+            lost += 1
+        if result.T_odom_camera is not None:
+            stamps.append(result.stamp)
+            poses.append(result.T_odom_camera)
+    trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
+    return OfflineRun(trajectory, frames, lost, vo.resets, frame_ms, result)
+
+
+def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
+    """Estimated (aligned) vs true trajectory: top view (x, y) and each axis over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    est, gt = metrics.aligned_positions, metrics.true_positions
+    t = metrics.stamps - metrics.stamps[0]
+    figure = plt.figure(figsize=(11, 5))
+    top = figure.add_subplot(1, 2, 1)
+    top.plot(gt[:, 0], gt[:, 1], "k-", label="ground truth")
+    top.plot(est[:, 0], est[:, 1], "r.-", label=f"estimate ({metrics.alignment}-aligned)")
+    top.set_xlabel("x [m]")
+    top.set_ylabel("y [m]")
+    top.set_aspect("equal", adjustable="datalim")
+    top.legend()
+    top.set_title(f"{title}: ATE {metrics.ate_rmse_m * 1000:.1f} mm")
+    for axis in range(3):
+        ax = figure.add_subplot(3, 2, 2 * axis + 2)
+        ax.plot(t, gt[:, axis], "k-")
+        ax.plot(t, est[:, axis], "r.-")
+        ax.set_ylabel("xyz"[axis] + " [m]")
+    ax.set_xlabel("time [s]")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="TUM/KITTI/EuRoC folder or rosbag (ROS 1 .bag, ROS 2 folder/.mcap/.db3)")
+    add_extractor_arguments(parser)
+    parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=True,
+                        help="use depth when the source has it (metric RGB-D odometry, se3 alignment)")
+    parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
+    parser.add_argument("--image-topic", default=None)
+    parser.add_argument("--camera-info-topic", default=None)
+    parser.add_argument("--depth-topic", default=None)
+    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--output-trajectory", default=None, help="write the estimate here (TUM format)")
+    parser.add_argument("--plot", default=None, help="write a PNG of estimate vs ground truth")
+    parser.add_argument("--max-time-difference", type=float, default=0.02,
+                        help="association tolerance to the ground truth, s")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    sequence = open_sequence(args.source, camera_info=args.camera_info, use_depth=args.depth,
+                             image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+                             depth_topic=args.depth_topic)
+    extractor = create_extractor(args.extractor, extractor_config(args))
+    vo = VisualOdometry(extractor)
+    outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
+    if args.output_trajectory:
+        write_tum(args.output_trajectory, outcome.trajectory)
+    alignment = "se3" if sequence.has_depth and args.depth else "sim3"
+    metrics = None
+    note = None
+    if sequence.groundtruth is None:
+        note = "no ground truth in the source: metrics unavailable"
+    else:
+        metrics = evaluate(outcome.trajectory, sequence.groundtruth, alignment, args.max_time_difference)
+        if metrics is None:
+            note = "fewer than 2 poses match ground-truth stamps: metrics unavailable"
+    if metrics is not None and args.plot:
+        plot_trajectory(metrics, args.plot, sequence.name)
+    report = {
+        "source": str(args.source), "extractor": extractor.name, "device": extractor.device,
+        "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
+        "alignment": alignment,
+        "ate_rmse_m": metrics.ate_rmse_m if metrics else None,
+        "rot_err_deg": {k: metrics.rot_err_deg[k] for k in ("median", "mean")} if metrics else None,
+        "tdir_err_deg": {k: metrics.tdir_err_deg[k] for k in ("median", "mean")} if metrics else None,
+        "path_length_m": metrics.path_length_m if metrics else None,
+        "sim3_scale": metrics.scale if metrics else None,
+        "frame_ms_median": float(np.median(outcome.frame_ms)) if outcome.frame_ms else None,
+        "output_trajectory": args.output_trajectory, "plot": args.plot if metrics else None,
+        "note": note,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['source']}: {outcome.frames} frames, {report['poses']} posed, {outcome.lost} lost "
+              f"({extractor.name} on {extractor.device}, median {report['frame_ms_median']:.0f} ms/frame)")
+        if metrics:
+            print(f"  {alignment}: ATE {metrics.ate_rmse_m * 1000:.2f} mm, rotation error median "
+                  f"{metrics.rot_err_deg['median']:.3f} deg, translation direction error median "
+                  f"{metrics.tdir_err_deg['median']:.2f} deg, path {metrics.path_length_m:.3f} m")
+        else:
+            print(f"  {note}")
+    return 0

@@ -1,0 +1,94 @@
+"""Dataset readers: TUM, EuRoC and KITTI layouts, and rosbags (ROS 1 and ROS 2, written here from the shared
+TUM frames) giving the same frames and the same odometry as the folders; corrupt bags and unknown topics."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from aliked_ros.datasets import DatasetError, open_sequence
+from aliked_ros.datasets.bag_writer import write_bag
+from aliked_ros.datasets.euroc import EurocSequence
+from aliked_ros.datasets.kitti import KittiSequence
+from aliked_ros.datasets.rosbag import BagSequence
+from aliked_ros.datasets.tum import TumSequence
+from aliked_ros.odometry import VisualOdometry
+from aliked_ros.tools.eval import run_offline
+
+
+def test_tum_and_euroc_readers(shared_dir):
+    tum = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
+    assert isinstance(tum, TumSequence) and len(tum) == 40 and tum.has_depth
+    frame = next(iter(tum))
+    assert frame.image.shape == (480, 640, 3) and frame.depth.dtype == np.float32
+    assert 0.3 < np.nanmedian(frame.depth) < 5 and np.isnan(frame.depth).any()
+    euroc = open_sequence(shared_dir / "data/euroc_v101_static_stereo")
+    assert isinstance(euroc, EurocSequence) and len(euroc) == 30
+    assert euroc.camera.width == 752 and euroc.camera.distortion_model == "plumb_bob"
+    assert next(iter(euroc)).image.shape == (480, 752)
+    # ground truth is the camera's (body pose composed with T_BS), stamps in seconds
+    assert len(euroc.groundtruth) > 0 and 1.4e9 < euroc.groundtruth.stamps[0] < 1.5e9
+
+
+def test_kitti_layout(shared_dir, tmp_path):
+    source = open_sequence(shared_dir / "data/tum_fr2_desk")
+    (tmp_path / "00" / "image_0").mkdir(parents=True)
+    gt = source.groundtruth
+    stamps, poses = [], []
+    for i, frame in zip(range(5), source):
+        cv2.imwrite(str(tmp_path / "00" / "image_0" / f"{i:06d}.png"), cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY))
+        stamps.append(frame.stamp - 1311868169.0)
+        poses.append(gt.poses[gt.nearest(np.array([frame.stamp]), 0.02)[0]][:3].reshape(-1))
+    K = source.camera.K
+    (tmp_path / "00" / "calib.txt").write_text("P0: " + " ".join(map(str, np.hstack([K, np.zeros((3, 1))]).ravel())) + "\n")
+    np.savetxt(tmp_path / "00" / "times.txt", stamps)
+    np.savetxt(tmp_path / "00" / "poses.txt", poses)
+    kitti = open_sequence(tmp_path / "00")
+    assert isinstance(kitti, KittiSequence) and len(kitti) == 5 and kitti.camera.fx == K[0, 0]
+    frames = list(kitti)
+    assert frames[0].image.ndim == 2 and frames[1].stamp == pytest.approx(stamps[1])
+    np.testing.assert_allclose(kitti.groundtruth.poses[2][:3].ravel(), poses[2])
+
+
+@pytest.mark.parametrize("ros1", [False, True], ids=["ros2-sqlite3", "ros1"])
+def test_bag_round_trip_gives_same_odometry(shared_dir, tmp_path, extractor_cache, ros1):
+    folder = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
+    bag_path = write_bag(folder, tmp_path / ("seq.bag" if ros1 else "seq"), ros1=ros1)
+    bag = open_sequence(bag_path)
+    assert isinstance(bag, BagSequence) and len(bag) == 40 and bag.has_depth and bag.camera == folder.camera
+    extractor = extractor_cache("orb")
+    from_folder = run_offline(folder, VisualOdometry(extractor), max_frames=10, progress=False)
+    from_bag = run_offline(bag, VisualOdometry(extractor), max_frames=10, progress=False)
+    np.testing.assert_allclose(from_bag.trajectory.stamps, from_folder.trajectory.stamps, atol=1e-6)
+    np.testing.assert_allclose(from_bag.trajectory.poses, from_folder.trajectory.poses, atol=1e-9)
+
+
+def test_mcap_bag_and_topic_errors(shared_dir, tmp_path):
+    folder = open_sequence(shared_dir / "data/tum_fr2_desk")
+    bag_path = write_bag(folder, tmp_path / "mono", storage="mcap",
+                         topics={"image": "/cam/image_raw", "camera_info": "/cam/camera_info"})
+    bag = open_sequence(bag_path)
+    assert (bag.image_topic, bag.camera_info_topic, bag.depth_topic) == ("/cam/image_raw", "/cam/camera_info", None)
+    assert len(list(bag)) == 20
+    with pytest.raises(DatasetError, match="topic /nope is not in the bag; it has: /cam/camera_info"):
+        open_sequence(bag_path, image_topic="/nope")
+    with pytest.raises(DatasetError, match="is sensor_msgs/msg/CameraInfo, expected"):
+        open_sequence(bag_path, image_topic="/cam/camera_info")
+
+
+def test_corrupt_and_truncated_bags(shared_dir, tmp_path):
+    garbage = tmp_path / "garbage.bag"
+    garbage.write_bytes(b"#ROSBAG V2.0\n" + bytes(1000))
+    with pytest.raises(DatasetError, match="cannot read bag"):
+        open_sequence(garbage)
+    folder = open_sequence(shared_dir / "data/tum_fr2_desk")
+    good = write_bag(folder, tmp_path / "good.bag", ros1=True)
+    truncated = tmp_path / "truncated.bag"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DatasetError):
+        list(open_sequence(truncated))
+    with pytest.raises(DatasetError, match="no such dataset"):
+        open_sequence(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="is not a TUM, KITTI or EuRoC folder"):
+        open_sequence(tmp_path / "empty")

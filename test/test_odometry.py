@@ -1,0 +1,162 @@
+"""The VO core on the shared real sequences, scored against ground truth (the targets of the VO issue), plus
+tracking behaviour and bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aliked_ros.datasets import DatasetError, open_sequence
+from aliked_ros.evaluation import evaluate
+from aliked_ros.geometry.camera import CalibrationError
+from aliked_ros.odometry import Frame, TrackingState, VisualOdometry
+from aliked_ros.tools.eval import run_offline
+
+
+@pytest.fixture(scope="session")
+def aliked_runs(shared_dir, extractor_cache):
+    """One offline ALIKED-t16 run per shared sequence, shared by the tests below."""
+    runs = {}
+    for name, depth in (("tum_fr2_desk", False), ("tum_fr1_rpy_rgbd", True), ("euroc_v101_static_stereo", False)):
+        sequence = open_sequence(shared_dir / "data" / name, use_depth=depth)
+        runs[name] = (sequence, run_offline(sequence, VisualOdometry(extractor_cache("aliked-t16")), progress=False))
+    return runs
+
+
+def test_fr2_desk_monocular_targets(aliked_runs):
+    sequence, run = aliked_runs["tum_fr2_desk"]
+    assert run.frames == 20 and len(run.trajectory) == 20 and run.lost == 0
+    metrics = evaluate(run.trajectory, sequence.groundtruth, "sim3")
+    assert metrics.rot_err_deg["median"] <= 0.30
+    assert metrics.tdir_err_deg["median"] <= 8.0
+    assert metrics.ate_rmse_m <= 0.010
+
+
+def test_fr1_rpy_rgbd_metric_targets(aliked_runs):
+    sequence, run = aliked_runs["tum_fr1_rpy_rgbd"]
+    assert len(run.trajectory) == 40
+    metrics = evaluate(run.trajectory, sequence.groundtruth, "se3")
+    assert metrics.ate_rmse_m <= 0.010
+    assert metrics.rot_err_deg["median"] <= 0.5
+
+
+def test_euroc_static_camera_does_not_drift(aliked_runs):
+    sequence, run = aliked_runs["euroc_v101_static_stereo"]
+    assert len(run.trajectory) == 30
+    metrics = evaluate(run.trajectory, sequence.groundtruth, "sim3")
+    assert metrics.path_length_m <= 0.005
+    # no invented translation at all: every pose stays at the origin
+    assert np.abs(run.trajectory.poses[:, :3, 3]).max() == 0.0
+
+
+def test_track_ids_persist_on_real_frames(shared_dir, extractor_cache):
+    sequence = open_sequence(shared_dir / "data/tum_fr2_desk")
+    vo = VisualOdometry(extractor_cache("aliked-t16"))
+    results = [vo.process(frame) for _, frame in zip(range(4), sequence)]
+    seen: set[int] = set()
+    for previous, current in zip(results, results[1:]):
+        continued = current.track_ages > 0
+        assert continued.sum() > 300  # most features survive 10 Hz motion
+        # a continued track's id existed in the previous frame, with age one less
+        prev_age = dict(zip(previous.track_ids.tolist(), previous.track_ages.tolist()))
+        for track, age in zip(current.track_ids[continued].tolist(), current.track_ages[continued].tolist()):
+            assert prev_age[track] == age - 1
+        assert np.all(current.inliers[continued])  # only verified matches continue tracks
+        new_ids = set(current.track_ids[~continued].tolist())
+        assert not new_ids & seen and not new_ids & set(prev_age)
+        seen |= set(previous.track_ids.tolist())
+    assert len(set(results[-1].track_ids.tolist())) == len(results[-1].track_ids)
+
+
+def test_black_frame_is_lost_then_recovers(shared_dir, extractor_cache):
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:4]
+    vo = VisualOdometry(extractor_cache("aliked-t16"))
+    r0, r1 = vo.process(frames[0]), vo.process(frames[1])
+    black = Frame(np.zeros_like(frames[2].image), frames[2].stamp, frames[2].camera)
+    lost = vo.process(black)
+    assert lost.state == TrackingState.LOST and lost.T_odom_camera is None and len(lost.features) == 0
+    recovered = vo.process(frames[3])
+    assert recovered.state == TrackingState.TRACKING and recovered.T_odom_camera is not None
+    assert recovered.num_inliers > 100
+
+
+def test_time_going_backwards_resets(shared_dir, extractor_cache):
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
+    vo = VisualOdometry(extractor_cache("orb"))
+    for frame in frames:
+        vo.process(frame)
+    result = vo.process(frames[0])
+    assert result.reset_reason.startswith("time went backwards") and result.state == TrackingState.INITIALIZING
+    assert result.frame_index == 0 and vo.resets == 1 and result.track_ages.max() == 0
+
+
+def test_bad_frames_raise_clear_errors(shared_dir, extractor_cache):
+    frame = next(iter(open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")))
+    vo = VisualOdometry(extractor_cache("orb"))
+    with pytest.raises(CalibrationError, match="calibration is for 640x480"):
+        vo.process(Frame(frame.image[:, :600], frame.stamp, frame.camera))
+    with pytest.raises(Exception, match="depth image is 320x240 px"):
+        vo.process(Frame(frame.image, frame.stamp, frame.camera, frame.depth[::2, ::2]))
+    nan_depth = np.full_like(frame.depth, np.nan)
+    assert vo.process(Frame(frame.image, frame.stamp, frame.camera, nan_depth)).state == TrackingState.INITIALIZING
+
+
+def run_eval(*args):
+    result = subprocess.run([sys.executable, "-m", "aliked_ros.cli", "eval", *args, "--json", "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    return result
+
+
+def test_eval_cli_json_trajectory_and_plot(shared_dir, tmp_path):
+    trajectory, plot = tmp_path / "est.txt", tmp_path / "plot.png"
+    result = run_eval(str(shared_dir / "data/tum_fr2_desk"), "--extractor", "sift", "--output-trajectory",
+                      str(trajectory), "--plot", str(plot))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for key in ("frames", "poses", "alignment", "ate_rmse_m", "rot_err_deg", "tdir_err_deg", "path_length_m",
+                "frame_ms_median", "extractor"):
+        assert key in report
+    assert report["frames"] == report["poses"] == 20 and report["alignment"] == "sim3"
+    assert set(report["rot_err_deg"]) == {"median", "mean"} and report["ate_rmse_m"] < 0.05
+    assert len(trajectory.read_text().splitlines()) == 21 and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_without_groundtruth_and_without_calibration(shared_dir, tmp_path):
+    folder = tmp_path / "tum"
+    (folder / "rgb").mkdir(parents=True)
+    source = shared_dir / "data/tum_fr2_desk"
+    lines = (source / "rgb.txt").read_text().splitlines()[3:6]
+    for line in lines:
+        name = line.split()[1]
+        (folder / name).write_bytes((source / name).read_bytes())
+    (folder / "rgb.txt").write_text("\n".join(lines) + "\n")
+    result = run_eval(str(folder), "--extractor", "orb")
+    assert result.returncode == 1 and "no camera calibration" in result.stderr and "--camera-info" in result.stderr
+    out = tmp_path / "est.txt"
+    result = run_eval(str(folder), "--extractor", "orb", "--camera-info", str(source / "camera_info.yaml"),
+                      "--output-trajectory", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ate_rmse_m"] is None and "no ground truth" in report["note"] and out.is_file()
+    (folder / lines[1].split()[1]).write_bytes(b"not a png")
+    result = run_eval(str(folder), "--extractor", "orb", "--camera-info", str(source / "camera_info.yaml"))
+    assert result.returncode == 1 and f"cannot read image {folder / lines[1].split()[1]}" in result.stderr
+
+
+def test_depth_size_mismatch_names_the_file(shared_dir, tmp_path):
+    import cv2
+
+    source = shared_dir / "data/tum_fr1_rpy_rgbd"
+    folder = tmp_path / "rgbd"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    row = (source / "associations.txt").read_text().splitlines()[0].split()
+    (folder / row[1]).write_bytes((source / row[1]).read_bytes())
+    cv2.imwrite(str(folder / row[3]), cv2.imread(str(source / row[3]), cv2.IMREAD_UNCHANGED)[::2, ::2])
+    (folder / "associations.txt").write_text(" ".join(row) + "\n")
+    (folder / "camera_info.yaml").write_bytes((source / "camera_info.yaml").read_bytes())
+    with pytest.raises(DatasetError, match=f"depth {folder / row[3]} is 320x240"):
+        list(open_sequence(folder))

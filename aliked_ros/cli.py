@@ -17,6 +17,7 @@ from aliked_ros.errors import AlikedRosError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "detect and describe keypoints in one image, write them to .npz"),
     "eval": ("eval", "run the VO offline on a dataset folder or bag and score it against ground truth"),
+    "synth": ("synth", "render a synthetic RGB-D sequence with exact ground truth (TUM folder or ROS 2 bag)"),
     "bench": ("bench", "benchmark extractors and matcher side by side (median ms per stage)"),
 }
 

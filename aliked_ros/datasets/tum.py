@@ -65,3 +65,36 @@ class TumSequence(Sequence):
                     raise DatasetError(f"depth {depth_path} is {depth.shape[1]}x{depth.shape[0]} px but image "
                                        f"{image_path} is {image.shape[1]}x{image.shape[0]}")
             yield Frame(image=image, stamp=stamp, camera=self.camera, depth=depth)
+
+
+def write_tum_folder(sequence, root: str | Path) -> Path:
+    """Write a sequence as a TUM RGB-D folder (rgb/, depth/ uint16 5000 = 1 m, lists, camera_info.yaml,
+    groundtruth.txt when the sequence has one) that ``TumSequence`` reads back."""
+    import cv2
+
+    from aliked_ros.trajectory import write_tum
+
+    root = Path(root)
+    (root / "rgb").mkdir(parents=True, exist_ok=True)
+    rgb_lines, depth_lines, associations = [], [], []
+    for frame in sequence:
+        name = f"{frame.stamp:.6f}.png"
+        image = frame.image if frame.image.ndim == 2 else cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(root / "rgb" / name), image):
+            raise DatasetError(f"cannot write {root / 'rgb' / name}")
+        rgb_lines.append(f"{frame.stamp:.6f} rgb/{name}")
+        if frame.depth is not None:
+            (root / "depth").mkdir(exist_ok=True)
+            scaled = np.nan_to_num(frame.depth * TUM_DEPTH_SCALE, nan=0.0).round().clip(0, 65535).astype(np.uint16)
+            cv2.imwrite(str(root / "depth" / name), scaled)
+            depth_lines.append(f"{frame.stamp:.6f} depth/{name}")
+            associations.append(f"{frame.stamp:.6f} rgb/{name} {frame.stamp:.6f} depth/{name}")
+    header = "# written by aliked_ros\n# timestamp filename\n"
+    (root / "rgb.txt").write_text(header + "\n".join(rgb_lines) + "\n")
+    if depth_lines:
+        (root / "depth.txt").write_text(header + "\n".join(depth_lines) + "\n")
+        (root / "associations.txt").write_text("\n".join(associations) + "\n")
+    sequence.camera.to_yaml(root / "camera_info.yaml", sequence.name)
+    if sequence.groundtruth is not None:
+        write_tum(root / "groundtruth.txt", sequence.groundtruth)
+    return root

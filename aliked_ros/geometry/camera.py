@@ -100,6 +100,19 @@ class CameraModel:
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
             raise CalibrationError(f"cannot read camera_info YAML {path}: {error!r}") from None
 
+    def to_yaml(self, path: str | Path, camera_name: str = "camera") -> None:
+        """Write a ROS camera_info YAML (camera_calibration_parsers format) that ``from_yaml`` reads back."""
+        K = self.K.reshape(-1).tolist()
+        data = {
+            "image_width": self.width, "image_height": self.height, "camera_name": camera_name,
+            "camera_matrix": {"rows": 3, "cols": 3, "data": K},
+            "distortion_model": self.distortion_model,
+            "distortion_coefficients": {"rows": 1, "cols": len(self.distortion), "data": list(self.distortion)},
+            "rectification_matrix": {"rows": 3, "cols": 3, "data": np.eye(3).reshape(-1).tolist()},
+            "projection_matrix": {"rows": 3, "cols": 4, "data": np.hstack([self.K, np.zeros((3, 1))]).reshape(-1).tolist()},
+        }
+        Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
     def check_image_size(self, width: int, height: int) -> None:
         if (width, height) != (self.width, self.height):
             raise CalibrationError(f"image is {width}x{height} px but the camera calibration is for {self.width}x{self.height}")

@@ -15,6 +15,7 @@ from aliked_ros.errors import AlikedRosError
 
 # name -> (module under aliked_ros.tools, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "start the aliked_vo ROS 2 node (same as ros2 run aliked_ros vo_node)"),
     "extract": ("extract", "detect and describe keypoints in one image, write them to .npz"),
     "eval": ("eval", "run the VO offline on a dataset folder or bag and score it against ground truth"),
     "synth": ("synth", "render a synthetic RGB-D sequence with exact ground truth (TUM folder or ROS 2 bag)"),
@@ -45,7 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(f"aliked_ros.tools.{module_name}")
     sub = argparse.ArgumentParser(prog=f"aliked-vo {known.command}", description=help_text)
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    rest, passthrough = argv[1:], []
+    marker = getattr(module, "PASSTHROUGH", None)  # e.g. "--ros-args": the rest belongs to ROS
+    if marker and marker in rest:
+        index = rest.index(marker)
+        rest, passthrough = rest[:index], rest[index:]
+    args = sub.parse_args(rest)
+    if marker:
+        args.passthrough = passthrough
     try:
         return int(module.run(args) or 0)
     except AlikedRosError as error:

@@ -1,0 +1,407 @@
+"""The ``aliked_vo`` node: camera topics in, keypoints / odometry / status / diagnostics out.
+
+Threads: subscription callbacks only store the newest input (never block, never process); one worker thread
+takes the newest complete frame, runs the VO pipeline, and publishes. When processing is slower than the
+camera, older frames are replaced before they are processed and counted as dropped.
+
+Topics (relative names, remap or namespace them):
+  in   ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, parameter ``compressed``),
+       ``camera_info``, optional ``depth`` (registered depth, 16UC1 mm or 32FC1 m; parameter ``use_depth``)
+  out  ``~/keypoints`` (aliked_ros/FrameKeypoints), ``~/status`` (aliked_ros/TrackingStatus),
+       ``~/odometry`` (nav_msgs/Odometry), ``~/pose`` (geometry_msgs/PoseStamped), ``~/path`` (nav_msgs/Path),
+       ``~/debug_image`` (only drawn while subscribed), ``/diagnostics``, TF odom -> base (when tf2_ros exists)
+  srv  ``~/reset`` (std_srvs/Trigger)
+All outputs carry the source image's stamp. Poses: REP 105 ``odom_frame`` -> ``base_frame``, the camera mounted
+at ``camera_mount`` (see aliked_ros.ros.frames). Covariances are not estimated: their diagonal is -1.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data, ReliabilityPolicy, HistoryPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
+
+from aliked_ros.errors import AlikedRosError
+from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
+from aliked_ros.geometry.camera import CalibrationError, CameraModel
+from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
+from aliked_ros.msg import FrameKeypoints, TrackingStatus
+from aliked_ros.odometry import Frame, FrameError, TrackingState, VisualOdometry
+from aliked_ros.ros.frames import base_odometry, mount_transform, quaternion, twist
+from aliked_ros.ros.messages import KeypointArrays, fill_frame_keypoints
+from aliked_ros.ros.sync import StampSynchronizer
+from aliked_ros.ros.visualization import TrackHistory, draw_tracks
+
+UNKNOWN_COVARIANCE = [-1.0 if i % 7 == 0 else 0.0 for i in range(36)]
+RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period"}
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+@dataclass
+class _Input:
+    image_msg: object
+    depth_msg: object | None
+    received: float  # monotonic time of arrival
+
+
+class VoNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("aliked_vo", **kwargs)
+        self._declare_parameters()
+        p = self._param
+        self.counts: Counter = Counter()  # received, processed, dropped, and one key per bad-input kind
+        self._lock = threading.Condition()
+        self._pending: _Input | None = None
+        self._stop = False
+        self._reset_requested = False
+        self._camera_msg: CameraInfo | None = None
+        self._camera: CameraModel | None = None
+        self._camera_msg_used: CameraInfo | None = None  # the camera_info message _camera was built from
+        self._warned: set[str] = set()
+        self._latencies: deque[float] = deque(maxlen=100)
+        self._arrivals: deque[float] = deque(maxlen=100)
+        self._last_status: TrackingStatus | None = None
+        self._last_odom_base: tuple[float, np.ndarray] | None = None
+
+        self.T_base_cam = mount_transform(list(p("camera_mount")))
+        extractor = create_extractor(p("extractor"), ExtractorConfig(
+            max_keypoints=p("max_keypoints"), threshold=None if p("threshold") <= 0 else p("threshold"),
+            nms_radius=p("nms_radius"), device=p("device"), weights=p("weights") or None))
+        self.vo = VisualOdometry(extractor)
+        self.get_logger().info(f"extractor {extractor.name} on {extractor.device}")
+        self.history = TrackHistory()
+
+        qos = qos_profile_sensor_data if p("qos") == "sensor_data" else QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self._sync = StampSynchronizer(p("depth_sync_tolerance"), self._on_frame) if p("use_depth") else None
+        if p("compressed"):
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
+        else:
+            self.create_subscription(Image, "image", self._on_image, qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
+        if self._sync is not None:
+            self.create_subscription(Image, "depth", self._on_depth, qos)
+
+        self.pub_keypoints = self.create_publisher(FrameKeypoints, "~/keypoints", 10)
+        self.pub_status = self.create_publisher(TrackingStatus, "~/status", 10)
+        self.pub_odometry = self.create_publisher(Odometry, "~/odometry", 10)
+        self.pub_pose = self.create_publisher(PoseStamped, "~/pose", 10)
+        self.pub_path = self.create_publisher(Path, "~/path", 10)
+        self.pub_debug = self.create_publisher(Image, "~/debug_image", 2)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.path = Path()
+        self.tf_broadcaster = self._make_tf_broadcaster()
+        self._diagnostics_timer = self.create_timer(p("diagnostics_period"), self.publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._worker = threading.Thread(target=self._work, name="aliked_vo_worker", daemon=True)
+        self._worker.start()
+
+    # --- parameters ---------------------------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> None:
+        def declare(name, default, description, read_only=True, **ranges):
+            descriptor = ParameterDescriptor(description=description, read_only=read_only)
+            if "integer" in ranges:
+                descriptor.integer_range = [IntegerRange(from_value=ranges["integer"][0], to_value=ranges["integer"][1], step=1)]
+            if "floating" in ranges:
+                descriptor.floating_point_range = [FloatingPointRange(from_value=ranges["floating"][0], to_value=ranges["floating"][1], step=0.0)]
+            self.declare_parameter(name, default, descriptor)
+
+        declare("extractor", "aliked-t16", f"feature extractor: {', '.join(EXTRACTORS)}")
+        declare("device", "auto", "torch device: auto (CUDA if available), cuda, cuda:N, cpu")
+        declare("weights", "", "ALIKED weights file; empty = $ALIKED_WEIGHTS_DIR, torch hub cache, download")
+        declare("max_keypoints", 1024, "keypoint budget per frame", integer=(16, 20000))
+        declare("threshold", 0.0, "ALIKED score threshold; <= 0 selects top-k mode", floating=(0.0, 1.0))
+        declare("nms_radius", 2, "non-maximum suppression radius, px", integer=(1, 8))
+        declare("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
+        declare("use_depth", False, "subscribe to a registered depth image (16UC1 mm or 32FC1 m) for metric pose")
+        declare("depth_sync_tolerance", 0.02, "max stamp difference between image and depth, s", floating=(0.0, 1.0))
+        declare("qos", "sensor_data", "input QoS: sensor_data (best effort) or reliable")
+        declare("odom_frame", "odom", "odometry frame (REP 105)")
+        declare("base_frame", "base_link", "robot base frame: child frame of the odometry")
+        declare("camera_mount", [0.0, 0.0, 0.0],
+                "camera optical frame in base_frame: x y z [qx qy qz qw]; 3 values = REP 103 optical rotation")
+        declare("publish_tf", True, "broadcast odom -> base on TF (needs tf2_ros)", read_only=False)
+        declare("path_max_length", 1000, "poses kept in ~/path", read_only=False, integer=(1, 1000000))
+        declare("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=False,
+                floating=(0.05, 60.0))
+        if self._param("qos") not in ("sensor_data", "reliable"):
+            raise ValueError(f"parameter qos must be sensor_data or reliable, got {self._param('qos')!r}")
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            if parameter.name not in RUNTIME_PARAMETERS:
+                return SetParametersResult(successful=False, reason=f"{parameter.name} is read-only: restart the node")
+        for parameter in parameters:
+            if parameter.name == "diagnostics_period":
+                self._diagnostics_timer.cancel()
+                self._diagnostics_timer = self.create_timer(parameter.value, self.publish_diagnostics)
+        return SetParametersResult(successful=True)
+
+    def _make_tf_broadcaster(self):
+        try:
+            from tf2_ros import TransformBroadcaster
+        except ImportError:
+            self.get_logger().info("tf2_ros is not installed: no TF broadcast (odometry, pose and path are published)")
+            return None
+        return TransformBroadcaster(self)
+
+    # --- inputs (executor thread: store only) -------------------------------------------------------------------
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._camera_msg = msg
+
+    def _on_image(self, msg) -> None:
+        self.counts["received"] += 1
+        self._arrivals.append(time.monotonic())
+        if self._sync is not None:
+            self._sync.add_image(stamp_seconds(msg.header.stamp), msg)
+        else:
+            self._on_frame(msg, None)
+
+    def _on_depth(self, msg: Image) -> None:
+        self._sync.add_depth(stamp_seconds(msg.header.stamp), msg)
+
+    def _on_frame(self, image_msg, depth_msg) -> None:
+        with self._lock:
+            if self._pending is not None:
+                self.counts["dropped"] += 1  # superseded before the worker took it
+            self._pending = _Input(image_msg, depth_msg, time.monotonic())
+            self._lock.notify()
+
+    def _on_reset(self, request, response):
+        with self._lock:
+            self._reset_requested = True
+        response.success, response.message = True, "the pipeline resets before the next frame"
+        return response
+
+    # --- worker ---------------------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stop:
+                    self._lock.wait()
+                if self._stop:
+                    return
+                item, self._pending = self._pending, None
+                camera_msg = self._camera_msg
+                if self._reset_requested:
+                    self._reset_requested = False
+                    self._reset("reset service called")
+            try:
+                self._process(item, camera_msg)
+            except Exception as error:  # never let one frame kill the worker; log and count
+                self._reject("processing_error", f"frame failed: {error!r}")
+
+    def _reset(self, reason: str) -> None:
+        self.vo.reset(reason)
+        self.history.clear()
+        self._last_odom_base = None
+        self.get_logger().warning(f"pipeline reset: {reason}")
+
+    def _reject(self, kind: str, message: str) -> None:
+        """Count a bad input; log the first of each kind as a warning, later ones at debug level."""
+        self.counts[kind] += 1
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self.get_logger().warning(f"{message} (counted as '{kind}' in /diagnostics; further ones not logged)")
+        else:
+            self.get_logger().debug(message)
+
+    def _camera_model(self, msg: CameraInfo | None) -> CameraModel | None:
+        if msg is None:
+            self._reject("no_camera_info", "no camera_info received yet: frames are not processed until one is")
+            return None
+        if msg is not self._camera_msg_used:
+            self._camera_msg_used = msg
+            try:
+                self._camera = CameraModel.from_camera_info(msg)
+            except CalibrationError as error:
+                self._camera = None
+                self._reject("bad_camera_info", f"unusable camera_info: {error}")
+        elif self._camera is None:
+            self.counts["bad_camera_info"] += 1
+        return self._camera
+
+    def _process(self, item: _Input, camera_msg: CameraInfo | None) -> None:
+        msg = item.image_msg
+        camera = self._camera_model(camera_msg)
+        if camera is None:
+            return
+        try:
+            if isinstance(msg, CompressedImage):
+                image = decode_compressed(msg.format, bytes(msg.data))
+            else:
+                image = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+            depth = None
+            if item.depth_msg is not None:
+                d = item.depth_msg
+                depth = decode_depth(d.encoding, d.height, d.width, d.step, d.data, bool(d.is_bigendian))
+            result = self.vo.process(Frame(image, stamp_seconds(msg.header.stamp), camera, depth))
+        except EncodingError as error:
+            self._reject("bad_encoding", f"bad image: {error}")
+            return
+        except CalibrationError as error:
+            self._reject("size_mismatch", f"image does not fit camera_info: {error}")
+            return
+        except FrameError as error:
+            self._reject("bad_depth", f"bad depth image: {error}")
+            return
+        except AlikedRosError as error:
+            self._reject("bad_input", f"frame rejected: {error}")
+            return
+        if result.reset_reason:
+            self.get_logger().warning(f"pipeline reset: {result.reset_reason}")
+            self.counts["resets"] += 1
+            self.history.clear()
+            self._last_odom_base = None
+        self.counts["processed"] += 1
+        self._publish(msg.header, result, image)
+        self._latencies.append(time.monotonic() - item.received)
+
+    # --- outputs --------------------------------------------------------------------------------------------------
+
+    def _publish(self, header, result, image) -> None:
+        features = result.features
+        keypoints = FrameKeypoints(header=header, extractor=features.extractor, image_width=features.image_size[0],
+                                   image_height=features.image_size[1])
+        fill_frame_keypoints(keypoints, KeypointArrays(
+            pixel_xy=features.keypoints, normalized_xy=result.normalized, scores=features.scores,
+            track_ids=result.track_ids, track_ages=result.track_ages, inliers=result.inliers,
+            descriptors=features.descriptors))
+        self.pub_keypoints.publish(keypoints)
+
+        t = result.timings_ms
+        status = TrackingStatus(
+            header=header, state=int(result.state), pose_source=result.pose_source, frame_index=result.frame_index,
+            is_keyframe=result.is_keyframe, num_keypoints=len(features), num_matches=result.num_matches,
+            num_inliers=result.num_inliers, num_tracks=result.num_tracks, frames_dropped=self.counts["dropped"],
+            extract_ms=t["extract"], match_ms=t["match"], pose_ms=t["pose"], total_ms=t["total"])
+        self._last_status = status
+
+        if result.T_odom_camera is not None:
+            self._publish_pose(header, base_odometry(result.T_odom_camera, self.T_base_cam))
+        if self.pub_debug.get_subscription_count() > 0:
+            self.history.update(result.track_ids, features.keypoints)
+            caption = f"{features.extractor} {result.state.name.lower()} {result.num_inliers}/{result.num_matches}"
+            drawn = draw_tracks(image, features.keypoints, result.track_ids, result.track_ages, result.inliers,
+                                self.history, caption)
+            self.pub_debug.publish(Image(header=header, height=drawn.shape[0], width=drawn.shape[1], encoding="rgb8",
+                                         is_bigendian=0, step=drawn.shape[1] * 3, data=drawn.tobytes()))
+        self.pub_status.publish(status)  # last: a consumer that waits for status has everything else already
+
+    def _publish_pose(self, header, T_odom_base: np.ndarray) -> None:
+        odom_frame, base_frame = self._param("odom_frame"), self._param("base_frame")
+        position, orientation = T_odom_base[:3, 3], quaternion(T_odom_base[:3, :3])
+        odometry = Odometry()
+        odometry.header.stamp, odometry.header.frame_id, odometry.child_frame_id = header.stamp, odom_frame, base_frame
+        pose = odometry.pose.pose
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in orientation)
+        odometry.pose.covariance = UNKNOWN_COVARIANCE
+        stamp = stamp_seconds(header.stamp)
+        if self._last_odom_base is not None and stamp > self._last_odom_base[0]:
+            linear, angular = twist(self._last_odom_base[1], T_odom_base, stamp - self._last_odom_base[0])
+            tw = odometry.twist.twist
+            tw.linear.x, tw.linear.y, tw.linear.z = (float(v) for v in linear)
+            tw.angular.x, tw.angular.y, tw.angular.z = (float(v) for v in angular)
+        odometry.twist.covariance = UNKNOWN_COVARIANCE
+        self._last_odom_base = (stamp, T_odom_base)
+        self.pub_odometry.publish(odometry)
+
+        pose_stamped = PoseStamped()
+        pose_stamped.header.stamp, pose_stamped.header.frame_id = header.stamp, odom_frame
+        pose_stamped.pose = pose
+        self.pub_pose.publish(pose_stamped)
+        self.path.header.stamp, self.path.header.frame_id = header.stamp, odom_frame
+        self.path.poses.append(pose_stamped)
+        del self.path.poses[: max(0, len(self.path.poses) - self._param("path_max_length"))]
+        self.pub_path.publish(self.path)
+
+        if self.tf_broadcaster is not None and self._param("publish_tf"):
+            from geometry_msgs.msg import TransformStamped
+
+            transform = TransformStamped()
+            transform.header.stamp, transform.header.frame_id, transform.child_frame_id = header.stamp, odom_frame, base_frame
+            transform.transform.translation.x, transform.transform.translation.y, transform.transform.translation.z = (float(v) for v in position)
+            transform.transform.rotation = pose.orientation
+            self.tf_broadcaster.sendTransform(transform)
+
+    def publish_diagnostics(self) -> None:
+        arrivals = list(self._arrivals)
+        rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 and arrivals[-1] > arrivals[0] else 0.0
+        latency = float(np.mean(self._latencies)) * 1e3 if self._latencies else 0.0
+        status = self._last_status
+        diag = DiagnosticStatus(name="aliked_vo: visual odometry frontend", hardware_id=self.get_fully_qualified_name())
+        bad = {k: v for k, v in self.counts.items() if k not in ("received", "processed", "dropped", "resets")}
+        if self._camera_msg is None or (self._camera is None and self.counts["processed"] == 0):
+            diag.level, diag.message = DiagnosticStatus.ERROR, "no usable camera_info"
+        elif status is not None and status.state == TrackingStatus.STATE_LOST:
+            diag.level, diag.message = DiagnosticStatus.WARN, "tracking lost"
+        elif bad:
+            diag.level, diag.message = DiagnosticStatus.WARN, "bad inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
+        else:
+            diag.level, diag.message = DiagnosticStatus.OK, "tracking" if status is not None else "waiting for images"
+        values = {
+            "input_rate_hz": f"{rate:.2f}", "processing_latency_ms": f"{latency:.1f}",
+            "frames_received": self.counts["received"], "frames_processed": self.counts["processed"],
+            "frames_dropped": self.counts["dropped"], "resets": self.counts["resets"],
+            "tracking_state": TrackingState(status.state).name if status else "none",
+            "inliers": status.num_inliers if status else 0, "keypoints": status.num_keypoints if status else 0,
+            **{f"rejected_{k}": v for k, v in sorted(bad.items())},
+        }
+        if self._sync is not None:
+            values["images_without_depth"] = self._sync.unmatched
+        diag.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        self.pub_diagnostics.publish(DiagnosticArray(header=self._diagnostics_header(), status=[diag]))
+
+    def _diagnostics_header(self):
+        from std_msgs.msg import Header
+
+        return Header(stamp=self.get_clock().now().to_msg())
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify()
+        self._worker.join(timeout=10)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = VoNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except AlikedRosError as error:
+        print(f"aliked_vo: {error}")
+        return 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

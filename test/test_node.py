@@ -1,0 +1,245 @@
+"""The aliked_vo node in its own process on a real DDS graph (loopback): inputs published from the test,
+outputs received and compared with the offline pipeline."""
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aliked_ros.datasets import open_sequence
+from aliked_ros.odometry import VisualOdometry
+from aliked_ros.ros.frames import camera_from_base_odometry, mount_transform
+from aliked_ros.geometry.transforms import make_transform
+from aliked_ros.msg import TrackingStatus
+from aliked_ros.tools.eval import run_offline
+from scipy.spatial.transform import Rotation
+from vo_graph import VoGraph, node_command
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def odometry_pose(msg) -> np.ndarray:
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    return make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [p.x, p.y, p.z])
+
+
+def camera_poses(graph: VoGraph) -> np.ndarray:
+    T_base_cam = mount_transform([0.0, 0.0, 0.0])
+    return np.array([camera_from_base_odometry(odometry_pose(m), T_base_cam) for m in graph.odometry])
+
+
+def start_node(ros_process, weights_dir, *extra, name="vo_node"):
+    args = ["-r", "image:=/cam/image", "-r", "image/compressed:=/cam/image/compressed", "-r", "camera_info:=/cam/camera_info",
+            "-r", "depth:=/cam/depth", "-p", f"weights:={weights_dir / 'aliked-t16.pth'}", "-p", "device:=cpu",
+            "-p", "diagnostics_period:=0.2", *extra]
+    return ros_process(node_command(*args), name=name)
+
+
+@pytest.fixture
+def graph(ros_context):
+    graphs = []
+
+    def make(**kwargs) -> VoGraph:
+        graphs.append(VoGraph(ros_context, **kwargs))
+        return graphs[-1]
+
+    yield make
+    for g in graphs:
+        g.close()
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["best_effort", "reliable"])
+def test_node_poses_equal_offline_eval(reliable, shared_dir, weights_dir, ros_process, graph, extractor_cache):
+    sequence = open_sequence(shared_dir / "data/tum_fr2_desk")
+    frames = list(sequence)[: 20 if reliable else 8]
+    node = start_node(ros_process, weights_dir, "-p", f"qos:={'reliable' if reliable else 'sensor_data'}")
+    g = graph(reliable=reliable)
+    g.wait_for_node(node)
+    for frame in frames:
+        g.publish_and_wait(frame)
+    g.spin_until(lambda: len(g.odometry) >= len(frames) and len(g.keypoints) >= len(frames), 10)
+    assert len(g.status) == len(g.keypoints) == len(g.odometry) == len(frames)
+    assert [s.frame_index for s in g.status] == list(range(len(frames)))
+    for kp, status in zip(g.keypoints, g.status):
+        assert kp.header.stamp == status.header.stamp and kp.num_keypoints == status.num_keypoints > 500
+        assert len(kp.track_ids) == kp.num_keypoints and len(kp.descriptors) == kp.num_keypoints * 64 * 4
+    assert g.odometry[0].header.frame_id == "odom" and g.odometry[0].child_frame_id == "base_link"
+    g.spin_until(lambda: g.latest_diagnostics().get("frames_processed") == str(len(frames)), 5)
+    diagnostics = g.latest_diagnostics()
+    assert int(diagnostics["frames_processed"]) + int(diagnostics["frames_dropped"]) == g.published
+    # the same frames through the offline pipeline, same extractor settings
+    offline = run_offline(_Frames(frames, sequence), VisualOdometry(extractor_cache("aliked-t16")), progress=False)
+    np.testing.assert_allclose(camera_poses(g), offline.trajectory.poses, atol=1e-6)
+    assert node.running
+
+
+class _Frames:
+    """A list of frames as a sequence (for run_offline)."""
+
+    def __init__(self, frames, sequence):
+        self.frames, self.name = frames, sequence.name
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames)
+
+
+def test_node_compressed_and_depth(shared_dir, weights_dir, ros_process, graph, extractor_cache):
+    sequence = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
+    frames = list(sequence)[:10]
+    node = start_node(ros_process, weights_dir, "-p", "compressed:=true", "-p", "use_depth:=true")
+    g = graph(compressed=True)
+    g.wait_for_node(node)
+    for frame in frames:
+        status = g.publish_and_wait(frame, depth_encoding="32FC1")
+    assert status.pose_source == "pnp" and status.state == TrackingStatus.STATE_TRACKING
+    g.spin_until(lambda: len(g.odometry) >= len(frames), 10)
+    offline = run_offline(_Frames(frames, sequence), VisualOdometry(extractor_cache("aliked-t16")), progress=False)
+    np.testing.assert_allclose(camera_poses(g), offline.trajectory.poses, atol=1e-6)
+    # 16UC1 millimetres works too (no equality: millimetre rounding)
+    frame = frames[-1]
+    status = g.publish_and_wait(type(frame)(frame.image, frame.stamp + 0.033, frame.camera, frame.depth),
+                                depth_encoding="16UC1")
+    assert status.pose_source == "pnp"
+
+
+def test_params_file_namespace_and_remap(shared_dir, weights_dir, ros_process, graph, tmp_path):
+    params = tmp_path / "params.yaml"
+    text = (REPO_ROOT / "config/params.yaml").read_text().replace("extractor: aliked-t16", "extractor: orb")
+    params.write_text(text.replace("odom_frame: odom", "odom_frame: robot1/odom"))
+    node = ros_process(node_command("-r", "__ns:=/robot1", "-r", "image:=/cam/image", "-r", "camera_info:=/cam/camera_info",
+                                    "--params-file", str(params)), name="vo_node_ns")
+    g = graph(node_ns="/robot1/aliked_vo")
+    g.wait_for_node(node)
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
+    for frame in frames:
+        g.publish_and_wait(frame)
+    assert g.keypoints[-1].extractor == "orb" and g.keypoints[-1].descriptor_type == 2
+    g.spin_until(lambda: len(g.odometry) >= 3, 5)
+    assert g.odometry[-1].header.frame_id == "robot1/odom"
+
+
+def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_process, graph):
+    frames = list(open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd"))[:6]
+    node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "use_depth:=true", "-p", "qos:=reliable")
+    g = graph(reliable=True)
+    g.wait_for_node(node)
+    from std_msgs.msg import Header
+    from vo_graph import camera_info_msg, image_msg, stamp_of
+
+    camera = frames[0].camera
+    g.publish_and_wait(frames[0], depth_encoding="32FC1")
+
+    def send(image_message, info=None, stamp=None, depth=None):
+        stamp = stamp or frames[1].stamp
+        header = Header(stamp=stamp_of(stamp), frame_id="cam")
+        g.pub_info.publish(info or camera_info_msg(camera, header))
+        g.pub_depth.publish(depth if depth is not None else image_msg(frames[1].depth.astype(np.float32), header, "32FC1"))
+        image_message.header = header
+        g.pub_image.publish(image_message)
+        g.spin_until(lambda: False, 0.5)
+
+    wrong_encoding = image_msg(frames[1].image, Header(), "rgb8")
+    wrong_encoding.encoding = "yuv422_weird"
+    send(wrong_encoding)
+    short_step = image_msg(frames[1].image, Header(), "rgb8")
+    short_step.step = 100
+    send(short_step)
+    send(image_msg(np.ascontiguousarray(frames[1].image[:240, :320]), Header()))  # size != camera_info
+    zero_k = camera_info_msg(camera, Header())
+    zero_k.k = [0.0] * 9
+    send(image_msg(frames[1].image, Header()), info=zero_k)
+    nan_depth = image_msg(np.full((480, 640), np.nan, np.float32), Header(stamp=stamp_of(frames[2].stamp)), "32FC1")
+    send(image_msg(frames[2].image, Header()), stamp=frames[2].stamp, depth=nan_depth)
+    status = g.publish_and_wait(frames[3], depth_encoding="32FC1")
+    back = g.publish_and_wait(frames[1], depth_encoding="32FC1")  # stamp jumps back
+    assert back.state == TrackingStatus.STATE_INITIALIZING and back.frame_index == 0
+    g.spin_until(lambda: int(g.latest_diagnostics().get("resets", 0)) >= 1, 5)
+    diagnostics = g.latest_diagnostics()
+    for kind in ("rejected_bad_encoding", "rejected_size_mismatch", "rejected_bad_camera_info"):
+        assert int(diagnostics.get(kind, 0)) >= 1, (kind, diagnostics)
+    assert int(diagnostics["rejected_bad_encoding"]) >= 2  # unknown encoding and short step
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    assert diagnostics["_level"] == DiagnosticStatus.WARN and "bad inputs" in diagnostics["_message"]
+    assert node.running and status.state in (TrackingStatus.STATE_TRACKING, TrackingStatus.STATE_INITIALIZING)
+    assert "unusable camera_info" in node.output() and "time went backwards" in node.output()
+
+
+def test_slow_processing_drops_old_frames(shared_dir, weights_dir, ros_process, graph):
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))
+    node = start_node(ros_process, weights_dir, "-p", "qos:=reliable")
+    g = graph(reliable=True)
+    g.wait_for_node(node)
+    for frame in frames:  # 20 frames in ~0.4 s; the node needs ~0.5 s per frame
+        g.publish(frame)
+        g.spin_until(lambda: False, 0.02)
+    g.spin_until(lambda: (d := g.latest_diagnostics()) and int(d["frames_processed"]) + int(d["frames_dropped"]) == 20
+                 and int(d["frames_received"]) == 20, 60)
+    diagnostics = g.latest_diagnostics()
+    processed, dropped = int(diagnostics["frames_processed"]), int(diagnostics["frames_dropped"])
+    assert processed + dropped == g.published == 20 and dropped > 5
+    assert len(g.status) == processed and g.status[-1].frames_dropped == dropped
+    assert g.status[-1].header.stamp == g.keypoints[-1].header.stamp  # the newest frame was processed last
+
+
+def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_process, graph, ros_context):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from std_srvs.srv import Trigger
+
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
+    node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "qos:=reliable")
+    g = graph(reliable=True)
+    g.wait_for_node(node)
+    g.publish_and_wait(frames[0])
+    assert g.publish_and_wait(frames[1]).frame_index == 1
+    reset = g.node.create_client(Trigger, "/aliked_vo/reset")
+    assert reset.wait_for_service(timeout_sec=10)
+    future = reset.call_async(Trigger.Request())
+    g.spin_until(future.done, 10)
+    assert future.result().success
+    assert g.publish_and_wait(frames[2]).frame_index == 0
+    setter = g.node.create_client(SetParameters, "/aliked_vo/set_parameters")
+    assert setter.wait_for_service(timeout_sec=10)
+
+    def set_parameter(name, value):
+        kind = ParameterType.PARAMETER_INTEGER if isinstance(value, int) else ParameterType.PARAMETER_STRING
+        parameter_value = ParameterValue(type=kind, integer_value=value) if isinstance(value, int) else \
+            ParameterValue(type=kind, string_value=value)
+        future = setter.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)]))
+        g.spin_until(future.done, 10)
+        return future.result().results[0]
+
+    assert set_parameter("path_max_length", 10).successful
+    rejected = set_parameter("extractor", "sift")
+    assert not rejected.successful and "read-only" in rejected.reason
+    out_of_range = set_parameter("path_max_length", 0)
+    assert not out_of_range.successful
+    assert node.running
+
+
+def test_launch_file_is_consistent():
+    """launch_ros is not installable here: parse the launch file and check what it names exists and is installed."""
+    source = (REPO_ROOT / "launch/aliked_vo.launch.py").read_text()
+    tree = ast.parse(source)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert {"vo_node", "aliked_ros", "params.yaml", "aliked_vo.rviz"} <= strings
+    for name in ("params.yaml", "aliked_vo.rviz"):
+        assert (REPO_ROOT / "config" / name).is_file()
+    cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
+    assert "install(DIRECTORY config launch" in cmake and '"vo_node:aliked_ros.ros.node:main"' in cmake
+    import yaml
+
+    params = yaml.safe_load((REPO_ROOT / "config/params.yaml").read_text())["/**"]["ros__parameters"]
+    node_source = (REPO_ROOT / "aliked_ros/ros/node.py").read_text()
+    for name in params:
+        assert f'declare("{name}"' in node_source, f"params.yaml sets {name}, which the node does not declare"
+    arguments = {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"}
+    assert {"camera", "image", "extractor", "device", "params_file", "use_sim_time", "rviz"} <= arguments

@@ -1,0 +1,125 @@
+"""Test side of a real ROS graph around the aliked_vo node: publishes frames (image, camera_info, depth) and
+collects the node's outputs, all from the pytest process; the node runs in its own process."""
+from __future__ import annotations
+
+import sys
+import time
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from aliked_ros.msg import FrameKeypoints, TrackingStatus
+
+
+def camera_info_msg(camera, header) -> CameraInfo:
+    msg = CameraInfo(header=header, width=camera.width, height=camera.height, distortion_model=camera.distortion_model)
+    msg.k = camera.K.reshape(-1).tolist()
+    msg.d = list(camera.distortion)
+    msg.p = np.hstack([camera.K, np.zeros((3, 1))]).reshape(-1).tolist()
+    msg.r = np.eye(3).reshape(-1).tolist()
+    return msg
+
+
+def image_msg(image: np.ndarray, header, encoding: str = "rgb8") -> Image:
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    return Image(header=header, height=image.shape[0], width=image.shape[1], encoding=encoding, is_bigendian=0,
+                 step=image.shape[1] * channels * image.dtype.itemsize, data=np.ascontiguousarray(image).tobytes())
+
+
+def stamp_of(seconds: float):
+    from builtin_interfaces.msg import Time
+
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+class VoGraph:
+    """Publishers to the node's inputs and subscribers to its outputs, on one test node."""
+
+    def __init__(self, context, namespace: str = "/cam", node_ns: str = "/aliked_vo", reliable: bool = False,
+                 compressed: bool = False) -> None:
+        self.node = rclpy.create_node("vo_test_client", context=context)
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
+        out_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.compressed = compressed
+        image_type, image_topic = (CompressedImage, f"{namespace}/image/compressed") if compressed else (Image, f"{namespace}/image")
+        self.pub_image = self.node.create_publisher(image_type, image_topic, qos)
+        self.pub_info = self.node.create_publisher(CameraInfo, f"{namespace}/camera_info", qos)
+        self.pub_depth = self.node.create_publisher(Image, f"{namespace}/depth", qos)
+        self.keypoints: list[FrameKeypoints] = []
+        self.status: list[TrackingStatus] = []
+        self.odometry: list[Odometry] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(FrameKeypoints, f"{node_ns}/keypoints", self.keypoints.append, out_qos)
+        self.node.create_subscription(TrackingStatus, f"{node_ns}/status", self.status.append, out_qos)
+        self.node.create_subscription(Odometry, f"{node_ns}/odometry", self.odometry.append, out_qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, out_qos)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.published = 0
+
+    def spin_until(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def wait_for_node(self, process, timeout: float = 120.0) -> None:
+        """Until the node (model loaded) subscribes to the images and its outputs are matched."""
+        ok = self.spin_until(lambda: self.pub_image.get_subscription_count() > 0
+                             and self.pub_info.get_subscription_count() > 0 or not process.running, timeout)
+        assert ok and process.running, f"node did not come up:\n{process.output()}"
+        self.spin_until(lambda: False, 0.5)  # let the output subscriptions match too
+
+    def publish(self, frame, depth_encoding: str | None = None, stamp: float | None = None, camera=None,
+                image: np.ndarray | None = None) -> float:
+        stamp = frame.stamp if stamp is None else stamp
+        from std_msgs.msg import Header
+
+        header = Header(stamp=stamp_of(stamp), frame_id="camera_rgb_optical_frame")
+        self.pub_info.publish(camera_info_msg(camera or frame.camera, header))
+        if depth_encoding is not None and frame.depth is not None:
+            depth = frame.depth.astype(np.float32) if depth_encoding == "32FC1" else \
+                np.nan_to_num(frame.depth * 1000, nan=0).round().astype(np.uint16)
+            self.pub_depth.publish(image_msg(depth, header, depth_encoding))
+        image = frame.image if image is None else image
+        if self.compressed:
+            ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            self.pub_image.publish(CompressedImage(header=header, format="png", data=png.tobytes()))
+        else:
+            self.pub_image.publish(image_msg(image, header))
+        self.published += 1
+        return stamp
+
+    def publish_and_wait(self, frame, timeout: float = 60.0, **kwargs) -> TrackingStatus:
+        """Lock-step: publish one frame, wait for the node's status for its stamp (republish once if the frame
+        was lost in transport)."""
+        for attempt in range(2):
+            stamp = self.publish(frame, **kwargs)
+            key = stamp_of(stamp)
+            if self.spin_until(lambda: any(s.header.stamp == key for s in self.status), timeout / 2):
+                return next(s for s in self.status if s.header.stamp == key)
+        raise AssertionError(f"no status for the frame stamped {stamp}")
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name.startswith("aliked_vo"):
+                    return {kv.key: kv.value for kv in status.values} | {"_level": status.level, "_message": status.message}
+        return {}
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def node_command(*ros_args: str) -> list[str]:
+    return [sys.executable, "-m", "aliked_ros.cli", "run", "--ros-args", *ros_args]

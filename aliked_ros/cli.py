@@ -15,7 +15,9 @@ from aliked_ros.errors import AlikedRosError
 
 # name -> (module under aliked_ros.tools, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "synthetic sequence -> node -> replay over loopback DDS -> ATE, trajectory and pictures"),
     "run": ("run", "start the aliked_vo ROS 2 node (same as ros2 run aliked_ros vo_node)"),
+    "replay": ("replay", "publish a dataset folder or bag onto ROS topics with the original stamps"),
     "extract": ("extract", "detect and describe keypoints in one image, write them to .npz"),
     "eval": ("eval", "run the VO offline on a dataset folder or bag and score it against ground truth"),
     "synth": ("synth", "render a synthetic RGB-D sequence with exact ground truth (TUM folder or ROS 2 bag)"),

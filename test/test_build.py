@@ -83,6 +83,7 @@ ROSDEP_MODULES = {
     "nav_msgs": "nav_msgs", "visualization_msgs": "visualization_msgs", "diagnostic_msgs": "diagnostic_msgs",
     "std_srvs": "std_srvs", "tf2_ros": "tf2_ros", "builtin_interfaces": "builtin_interfaces",
     "rosgraph_msgs": "rosgraph_msgs", "launch": "launch", "launch_ros": "launch_ros",
+    "rcl_interfaces": "rcl_interfaces", "ament_index_python": "ament_index_python",
     "python3-numpy": "numpy", "python3-opencv": "cv2", "python3-yaml": "yaml", "python3-torch": "torch",
     "python3-scipy": "scipy", "python3-tqdm": "tqdm", "python3-matplotlib": "matplotlib",
     "python3-rosbags-pip": "rosbags", "python3-poselib-pip": "poselib", "python3-evo-pip": "evo",
@@ -118,7 +119,8 @@ def test_package_xml_format3_and_dependencies_match_imports():
     assert not unknown, f"add these dependencies to ROSDEP_MODULES: {unknown}"
     declared = {ROSDEP_MODULES[k] for k in run_keys} - {None}
     optional = {ROSDEP_MODULES[k] for k in test_keys} - {None}  # e.g. kornia, the benchmark's reference
-    third_party = {m for m in imported_modules(REPO_ROOT / "aliked_ros") if m in set(ROSDEP_MODULES.values())}
+    code = imported_modules(REPO_ROOT / "aliked_ros") | imported_modules(REPO_ROOT / "launch")
+    third_party = {m for m in code if m in set(ROSDEP_MODULES.values())}
     # every third-party import is declared, and every declared runtime dependency is imported somewhere
     assert third_party - declared - optional == set(), f"imported but not in package.xml: {third_party - declared - optional}"
     assert declared - third_party == set(), f"in package.xml but never imported: {declared - third_party}"

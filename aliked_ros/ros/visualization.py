@@ -46,6 +46,7 @@ def draw_tracks(image: np.ndarray, pixels: np.ndarray, track_ids: np.ndarray, tr
             cv2.polylines(canvas, [np.round(np.array(tail)).astype(np.int32)], False, colour, 1, cv2.LINE_AA)
         cv2.circle(canvas, (int(round(xy[0])), int(round(xy[1]))), 3, colour, -1 if inlier else 1, cv2.LINE_AA)
     if caption:
-        cv2.putText(canvas, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
-        cv2.putText(canvas, caption, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        (width, height), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+        cv2.rectangle(canvas, (0, 0), (width + 16, height + 14), (0, 0, 0), -1)
+        cv2.putText(canvas, caption, (8, height + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     return canvas

@@ -1,0 +1,178 @@
+"""``aliked-vo demo``: the whole product in one command, on a live ROS 2 graph kept on this machine.
+
+synthetic sequence (or ``--source``) -> the aliked_vo node in its own process -> replay into it over DDS
+(loopback profile, a private ROS_DOMAIN_ID, lock-step so nothing is dropped) -> record its odometry and
+keypoints -> stop the node cleanly -> ATE / relative errors against the ground truth, the TUM trajectory, a
+trajectory plot and a picture of the keypoint tracks on one frame.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aliked_ros.datasets import open_sequence
+from aliked_ros.evaluation import evaluate
+from aliked_ros.features import ALIKED_MODELS, EXTRACTORS
+from aliked_ros.features.weights import resolve_weights
+from aliked_ros.synth import SynthConfig, SyntheticSequence
+from aliked_ros.trajectory import Trajectory, write_tum
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default=None, help="replayable source instead of the synthetic sequence")
+    parser.add_argument("--frames", type=int, default=40, help="frames of the synthetic sequence (or max of --source)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic sequence seed")
+    parser.add_argument("--output-dir", default="aliked_demo", help="where the trajectory and pictures go")
+    parser.add_argument("--extractor", choices=EXTRACTORS, default="aliked-t16")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--weights", default=None, help="ALIKED weights file (default: $ALIKED_WEIGHTS_DIR, cache, download)")
+    parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=False,
+                        help="feed depth too (metric RGB-D odometry, se3 alignment)")
+    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the demo graph (default: random)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="s to wait for the node to start")
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGINT, then SIGTERM, then SIGKILL to the process group."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+    return process.wait()
+
+
+def draw_tracks_picture(frame, keypoint_msgs, index: int, path: Path) -> None:
+    import cv2
+
+    from aliked_ros.ros.messages import read_frame_keypoints
+    from aliked_ros.ros.visualization import TrackHistory, draw_tracks
+
+    history = TrackHistory(tail_length=10)
+    for msg in keypoint_msgs[: index + 1]:
+        arrays = read_frame_keypoints(msg)
+        history.update(arrays.track_ids, arrays.pixel_xy)
+    arrays = read_frame_keypoints(keypoint_msgs[index])
+    caption = f"{keypoint_msgs[index].extractor}: {len(arrays.pixel_xy)} keypoints, {int(arrays.inliers.sum())} inliers"
+    canvas = draw_tracks(frame.image, arrays.pixel_xy, arrays.track_ids, arrays.track_ages, arrays.inliers, history, caption)
+    cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+
+
+def run(args: argparse.Namespace) -> int:
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from aliked_ros.msg import FrameKeypoints, TrackingStatus
+    from aliked_ros.ros.dds import apply_loopback_environment, loopback_environment
+    from aliked_ros.ros.frames import camera_from_base_odometry, mount_transform
+    from aliked_ros.geometry.transforms import make_transform
+    from aliked_ros.tools.eval import plot_trajectory
+    from aliked_ros.tools.replay import Replayer
+    from scipy.spatial.transform import Rotation
+
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.source:
+        sequence = open_sequence(args.source, use_depth=args.depth)
+    else:
+        sequence = SyntheticSequence(SynthConfig(frames=args.frames, seed=args.seed))
+    weights = str(resolve_weights(args.extractor, args.weights)) if args.extractor in ALIKED_MODELS else ""
+    domain = args.domain_id if args.domain_id is not None else random.randint(1, 101)
+    env = loopback_environment(domain)
+    ns = "/aliked_demo/camera"
+    node_cmd = [sys.executable, "-m", "aliked_ros.cli", "run", "--ros-args",
+                "-r", f"image:={ns}/image", "-r", f"camera_info:={ns}/camera_info", "-r", f"depth:={ns}/depth",
+                "-p", f"extractor:={args.extractor}", "-p", f"device:={args.device}", "-p", f"weights:={weights}",
+                "-p", f"use_depth:={'true' if args.depth else 'false'}", "-p", "qos:=reliable"]
+    log_path = output / "node.log"
+    print(f"demo: starting the aliked_vo node (ROS_DOMAIN_ID={domain}, loopback DDS; log {log_path})", file=sys.stderr)
+    with open(log_path, "wb") as log:
+        node_process = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+    apply_loopback_environment(domain)
+    rclpy.init(domain_id=domain)
+    client = rclpy.create_node("aliked_demo")
+    odometry, keypoints, status = [], [], []
+    reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    client.create_subscription(Odometry, "/aliked_vo/odometry", odometry.append, reliable)
+    client.create_subscription(FrameKeypoints, "/aliked_vo/keypoints", keypoints.append, reliable)
+    client.create_subscription(TrackingStatus, "/aliked_vo/status", status.append, reliable)
+    replay_args = argparse.Namespace(
+        namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=not args.depth,
+        compressed=False, frame_id="camera_optical_frame", clock=False, qos="reliable", loop=False,
+        wait_for="/aliked_vo/status", wait_timeout=60.0, rate=0.0, max_frames=args.frames)
+    try:
+        replayer = Replayer(client, replay_args)
+        deadline = time.monotonic() + args.timeout
+        while replayer.pub_image.get_subscription_count() == 0:
+            if node_process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"demo: the node did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
+            rclpy.spin_once(client, timeout_sec=0.1)
+        replayer._spin(0.5)  # outputs matched too
+        print(f"demo: replaying {min(len(sequence), args.frames)} frames of {sequence.name} (lock-step)", file=sys.stderr)
+        summary = replayer.play(sequence)
+        replayer._spin(1.0, lambda: len(odometry) >= len(status) and len(keypoints) >= len(status))
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown()
+        node_code = stop_process(node_process)
+    T_base_cam = mount_transform([0.0, 0.0, 0.0])
+
+    def pose(msg):
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        return camera_from_base_odometry(make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(),
+                                                        [p.x, p.y, p.z]), T_base_cam)
+
+    stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in odometry])
+    estimate = Trajectory(stamps, np.array([pose(m) for m in odometry]).reshape(-1, 4, 4))
+    trajectory_path = output / "trajectory.txt"
+    write_tum(trajectory_path, estimate)
+    alignment = "se3" if args.depth else "sim3"
+    metrics = evaluate(estimate, sequence.groundtruth, alignment) if sequence.groundtruth is not None else None
+    plot_path = tracks_path = None
+    if metrics is not None:
+        plot_path = output / "trajectory.png"
+        plot_trajectory(metrics, plot_path, f"aliked_vo demo ({sequence.name})")
+    if keypoints:
+        index = len(keypoints) // 2
+        frame = next(f for i, f in enumerate(sequence) if i == index)
+        tracks_path = output / "tracks.png"
+        draw_tracks_picture(frame, keypoints, index, tracks_path)
+    report = {
+        "source": args.source or f"synthetic (seed {args.seed})", "extractor": args.extractor, "ros_domain_id": domain,
+        "frames_published": summary.frames_published, "frames_processed": len(status),
+        "frames_dropped": status[-1].frames_dropped if status else 0, "odometry_received": len(odometry),
+        "alignment": alignment,
+        "ate_rmse_m": metrics.ate_rmse_m if metrics else None,
+        "rot_err_deg": {k: metrics.rot_err_deg[k] for k in ("median", "mean")} if metrics else None,
+        "tdir_err_deg": {k: metrics.tdir_err_deg[k] for k in ("median", "mean")} if metrics else None,
+        "path_length_m": metrics.path_length_m if metrics else None,
+        "node_exit_code": node_code,
+        "files": {"trajectory": str(trajectory_path), "trajectory_plot": plot_path and str(plot_path),
+                  "tracks_image": tracks_path and str(tracks_path), "node_log": str(log_path)},
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"demo: {report['frames_published']} frames published, {report['frames_processed']} processed, "
+              f"{report['frames_dropped']} dropped, {report['odometry_received']} odometry messages")
+        if metrics:
+            print(f"demo: {alignment} ATE {metrics.ate_rmse_m * 1000:.2f} mm over {metrics.path_length_m:.2f} m, "
+                  f"rotation error median {metrics.rot_err_deg['median']:.3f} deg, translation direction error "
+                  f"median {metrics.tdir_err_deg['median']:.2f} deg")
+        print(f"demo: wrote {trajectory_path}, {plot_path}, {tracks_path}")
+    return 0 if node_code in (0, -signal.SIGINT) else 1

@@ -1,0 +1,179 @@
+"""``aliked-vo replay SOURCE``: publish a dataset folder or a bag (anything ``aliked-vo eval`` reads) onto
+image / camera_info / depth topics with the original stamps.
+
+``--rate 1`` plays in real time, ``--rate 0`` as fast as possible; ``--wait-for STATUS_TOPIC`` publishes each
+frame only after the aliked_vo node reported the previous one (lock-step: nothing is dropped, whatever the
+processing speed). ``--clock`` publishes /clock from the frame stamps for nodes with use_sim_time. Ctrl-C stops
+cleanly. Depth goes out as 32FC1 (metres), images as rgb8/mono8 (or PNG with ``--compressed``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from aliked_ros.datasets import Sequence, open_sequence
+
+LOOP_GAP_S = 0.1  # stamp gap between the end of one loop and the start of the next
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="TUM/KITTI/EuRoC folder or rosbag (ROS 1 .bag, ROS 2 folder/.mcap/.db3)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed: 1 real time, 0 as fast as possible")
+    parser.add_argument("--namespace", default="/camera", help="topics: <ns>/image, <ns>/camera_info, <ns>/depth")
+    parser.add_argument("--image-topic", default=None, help="override <ns>/image")
+    parser.add_argument("--camera-info-topic", default=None, help="override <ns>/camera_info")
+    parser.add_argument("--depth-topic", default=None, help="override <ns>/depth")
+    parser.add_argument("--no-depth", action="store_true", help="do not publish depth")
+    parser.add_argument("--compressed", action="store_true", help="publish <image>/compressed (PNG) instead")
+    parser.add_argument("--frame-id", default="camera_optical_frame")
+    parser.add_argument("--clock", action="store_true", help="publish /clock from the frame stamps")
+    parser.add_argument("--qos", choices=["reliable", "sensor_data"], default="reliable")
+    parser.add_argument("--loop", action="store_true", help="start over at the end (stamps keep increasing)")
+    parser.add_argument("--wait-for", default=None, metavar="STATUS_TOPIC",
+                        help="lock-step: wait for an aliked_ros/TrackingStatus with each frame's stamp")
+    parser.add_argument("--wait-timeout", type=float, default=60.0, help="s per frame in lock-step")
+    parser.add_argument("--wait-subscribers", type=float, default=30.0,
+                        help="s to wait for an image subscriber before starting (0: do not wait)")
+    parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
+    parser.add_argument("--bag-image-topic", default=None, help="image topic to read from a bag (default: found)")
+    parser.add_argument("--bag-camera-info-topic", default=None)
+    parser.add_argument("--bag-depth-topic", default=None)
+    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--loopback", action="store_true", help="keep DDS on this machine")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@dataclass
+class ReplaySummary:
+    frames_published: int
+    depth_published: int
+    duration_s: float
+    first_stamp: float | None
+    last_stamp: float | None
+    status_missed: int  # lock-step frames whose status did not arrive in time
+
+
+class Replayer:
+    """Publishes frames of a sequence; owns one rclpy node (the caller owns rclpy.init)."""
+
+    def __init__(self, node, args: argparse.Namespace) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        self.node, self.args = node, args
+        ns = args.namespace.rstrip("/")
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE) if args.qos == "reliable" else qos_profile_sensor_data
+        image_topic = args.image_topic or f"{ns}/image"
+        if args.compressed:
+            self.pub_image = node.create_publisher(CompressedImage, f"{image_topic}/compressed", qos)
+        else:
+            self.pub_image = node.create_publisher(Image, image_topic, qos)
+        self.pub_info = node.create_publisher(CameraInfo, args.camera_info_topic or f"{ns}/camera_info", qos)
+        self.pub_depth = None if args.no_depth else node.create_publisher(Image, args.depth_topic or f"{ns}/depth", qos)
+        self.pub_clock = node.create_publisher(Clock, "/clock", 10) if args.clock else None
+        self._status_stamps: set[tuple[int, int]] = set()
+        if args.wait_for:
+            from aliked_ros.msg import TrackingStatus
+
+            node.create_subscription(TrackingStatus, args.wait_for,
+                                     lambda m: self._status_stamps.add((m.header.stamp.sec, m.header.stamp.nanosec)),
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+
+    def _spin(self, seconds: float, until=lambda: False) -> bool:
+        import rclpy
+
+        deadline = time.monotonic() + seconds
+        while not until():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            rclpy.spin_once(self.node, timeout_sec=min(remaining, 0.02))
+        return True
+
+    def wait_for_subscribers(self, timeout: float) -> bool:
+        return self._spin(timeout, lambda: self.pub_image.get_subscription_count() > 0)
+
+    def play(self, sequence: Sequence, progress: bool = True) -> ReplaySummary:
+        from rosgraph_msgs.msg import Clock
+
+        from aliked_ros.ros.publishing import camera_info_message, compressed_message, image_message, make_header
+
+        args = self.args
+        published = depth_published = missed = 0
+        first = last = None
+        offset = 0.0  # added to stamps on each loop so that time never goes backwards
+        sequence_start = None
+        start_wall = time.monotonic()
+        total = min(len(sequence), args.max_frames) if args.max_frames else len(sequence)
+        bar = tqdm(total=total, desc="replay", unit="frame", file=sys.stderr, disable=not progress, leave=False)
+        while True:
+            count = 0
+            for frame in sequence:
+                if count == total:
+                    break
+                sequence_start = frame.stamp if sequence_start is None else sequence_start
+                stamp = frame.stamp + offset
+                first = stamp if first is None else first
+                if args.rate > 0 and last is not None:
+                    due = start_wall + (stamp - first) / args.rate
+                    self._spin(max(0.0, due - time.monotonic()))
+                header = make_header(stamp, args.frame_id)
+                if self.pub_clock is not None:
+                    self.pub_clock.publish(Clock(clock=header.stamp))
+                self.pub_info.publish(camera_info_message(frame.camera, header))
+                if self.pub_depth is not None and frame.depth is not None:
+                    self.pub_depth.publish(image_message(frame.depth, header))
+                    depth_published += 1
+                self.pub_image.publish(compressed_message(frame.image, header) if args.compressed
+                                       else image_message(frame.image, header))
+                published += 1
+                count += 1
+                last = stamp
+                bar.update(1)
+                key = (header.stamp.sec, header.stamp.nanosec)
+                if args.wait_for and not self._spin(args.wait_timeout, lambda: key in self._status_stamps):
+                    missed += 1
+                else:
+                    self._spin(0.0)
+            if not args.loop:
+                break
+            if last is None:
+                break  # an empty sequence
+            offset = last - sequence_start + LOOP_GAP_S
+        bar.close()
+        return ReplaySummary(published, depth_published, time.monotonic() - start_wall, first, last, missed)
+
+
+def run(args: argparse.Namespace) -> int:
+    import rclpy
+
+    from aliked_ros.ros.dds import apply_loopback_environment
+
+    if args.loopback:
+        apply_loopback_environment()
+    sequence = open_sequence(args.source, camera_info=args.camera_info, use_depth=not args.no_depth,
+                             image_topic=args.bag_image_topic, camera_info_topic=args.bag_camera_info_topic,
+                             depth_topic=args.bag_depth_topic)
+    rclpy.init()
+    node = rclpy.create_node("aliked_replay")
+    try:
+        replayer = Replayer(node, args)
+        if args.wait_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_subscribers):
+            print(f"replay: no subscriber on the image topic after {args.wait_subscribers:.0f} s; publishing anyway",
+                  file=sys.stderr)
+        summary = replayer.play(sequence, progress=not args.quiet)
+        replayer._spin(0.5)  # let reliable publishers deliver the tail
+    except KeyboardInterrupt:
+        print("replay: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    print(json.dumps({"source": str(args.source), **summary.__dict__}))
+    return 0

@@ -1,0 +1,170 @@
+"""Replay (folders and bags onto a live graph), /clock, synthetic sequences, and the one-command demo."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+
+from aliked_ros.datasets import open_sequence
+from aliked_ros.evaluation import evaluate
+from aliked_ros.odometry import Frame, VisualOdometry
+from aliked_ros.synth import SynthConfig, SyntheticSequence
+from aliked_ros.tools.eval import run_offline
+from test_node import _Frames, camera_poses, start_node
+from vo_graph import VoGraph
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "aliked_ros.cli", *args]
+
+
+class Listener:
+    """Counts what a replay publishes (pytest process)."""
+
+    def __init__(self, context, namespace="/camera", use_sim_time=False):
+        from rclpy.parameter import Parameter
+
+        self.node = rclpy.create_node("replay_listener", context=context,
+                                      parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)])
+        qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.images, self.infos, self.depths = [], [], []
+        self.node.create_subscription(Image, f"{namespace}/image", self.images.append, qos)
+        self.node.create_subscription(CameraInfo, f"{namespace}/camera_info", self.infos.append, qos)
+        self.node.create_subscription(Image, f"{namespace}/depth", self.depths.append, qos)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate():
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def test_synth_is_accurate_for_the_vo_core(extractor_cache):
+    sequence = SyntheticSequence(SynthConfig(frames=24))
+    frames = list(sequence)
+    path = np.sum(np.linalg.norm(np.diff(sequence.groundtruth.poses[:, :3, 3], axis=0), axis=1))
+    mono = _Frames([Frame(f.image, f.stamp, f.camera) for f in frames], sequence)
+    run = run_offline(mono, VisualOdometry(extractor_cache("aliked-t16")), progress=False)
+    assert evaluate(run.trajectory, sequence.groundtruth, "sim3").ate_rmse_m <= 0.01 * path
+    run = run_offline(_Frames(frames, sequence), VisualOdometry(extractor_cache("aliked-t16")), progress=False)
+    assert evaluate(run.trajectory, sequence.groundtruth, "se3").ate_rmse_m <= 0.005
+    # deterministic: the same seed renders the same pixels, another seed a different scene
+    again = SyntheticSequence(SynthConfig(frames=24)).render(5)[0]
+    assert np.array_equal(again, frames[5].image)
+    assert not np.array_equal(SyntheticSequence(SynthConfig(frames=24, seed=1)).render(5)[0], again)
+
+
+def test_synth_cli_folder_and_bags_read_back(tmp_path):
+    for fmt, name in (("tum", "folder"), ("bag", "bag2"), ("mcap", "mcap")):
+        result = subprocess.run(cli("synth", str(tmp_path / name), "--frames", "5", "--format", fmt, "--noise", "2",
+                                    "--distortion", "0.05,-0.01,0,0,0"), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        sequence = open_sequence(tmp_path / name)
+        frames = list(sequence)
+        assert len(frames) == 5 and frames[0].depth is not None and sequence.camera.distortion[0] == 0.05
+        assert sequence.groundtruth is not None or fmt != "tum"
+
+
+def test_replay_tum_folder_into_node_equals_eval(shared_dir, weights_dir, ros_process, ros_context, ros_env,
+                                                  extractor_cache):
+    sequence = open_sequence(shared_dir / "data/tum_fr2_desk")
+    node = start_node(ros_process, weights_dir, "-p", "qos:=reliable")
+    graph = VoGraph(ros_context, reliable=True)
+    graph.wait_for_node(node)
+    replay = ros_process(cli("replay", str(shared_dir / "data/tum_fr2_desk"), "--namespace", "/cam", "--rate", "0",
+                             "--wait-for", "/aliked_vo/status", "--max-frames", "8", "--quiet"), name="replay")
+    assert graph.spin_until(lambda: not replay.running, 120), replay.output()
+    assert replay.wait(5) == 0, replay.output()
+    summary = json.loads(replay.output().strip().splitlines()[-1])
+    assert summary["frames_published"] == 8 and summary["status_missed"] == 0
+    graph.spin_until(lambda: len(graph.odometry) >= 8, 10)
+    assert len(graph.status) == 8 and graph.status[-1].frames_dropped == 0
+    frames = list(sequence)[:8]
+    offline = run_offline(_Frames(frames, sequence), VisualOdometry(extractor_cache("aliked-t16")), progress=False)
+    np.testing.assert_allclose(camera_poses(graph), offline.trajectory.poses, atol=1e-6)
+    graph.close()
+
+
+@pytest.mark.parametrize("ros1", [True, False], ids=["ros1-bag", "ros2-bag"])
+def test_replay_bags_with_clock(ros1, tmp_path, ros_process, ros_context):
+    from aliked_ros.datasets.bag_writer import write_bag
+
+    sequence = SyntheticSequence(SynthConfig(frames=6))
+    bag = write_bag(sequence, tmp_path / ("synth.bag" if ros1 else "synth"), ros1=ros1)
+    listener = Listener(ros_context, use_sim_time=True)
+    replay = ros_process(cli("replay", str(bag), "--rate", "0", "--clock", "--quiet", "--wait-subscribers", "30"),
+                         name="replay")
+    assert listener.spin_until(lambda: len(listener.images) == 6 and len(listener.depths) == 6, 60), replay.output()
+    assert replay.wait(30) == 0, replay.output()
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in listener.images]
+    np.testing.assert_allclose(stamps, sequence.stamps, atol=1e-6)
+    assert listener.images[0].encoding == "rgb8" and listener.depths[0].encoding == "32FC1"
+    assert listener.infos[0].k[0] == pytest.approx(sequence.camera.fx)
+    # the use_sim_time node's clock follows /clock: it ends at the last frame's stamp
+    listener.spin_until(lambda: abs(listener.node.get_clock().now().nanoseconds * 1e-9 - sequence.stamps[-1]) < 1e-6, 5)
+    assert listener.node.get_clock().now().nanoseconds * 1e-9 == pytest.approx(sequence.stamps[-1], abs=1e-6)
+    listener.close()
+
+
+def test_replay_errors_and_ctrl_c(tmp_path, shared_dir, ros_process):
+    garbage = tmp_path / "broken.bag"
+    garbage.write_bytes(b"#ROSBAG V2.0\n" + bytes(500))
+    result = subprocess.run(cli("replay", str(garbage)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "cannot read bag" in result.stderr and "Traceback" not in result.stderr
+    folder = tmp_path / "nocalib"
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "rgb.txt").write_text("1.0 rgb/a.png\n")
+    result = subprocess.run(cli("replay", str(folder)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "no camera calibration" in result.stderr
+    from aliked_ros.datasets.bag_writer import write_bag
+
+    bag = write_bag(open_sequence(shared_dir / "data/tum_fr2_desk"), tmp_path / "two.bag", ros1=True,
+                    topics={"image": "/a/image", "camera_info": "/a/camera_info"})
+    result = subprocess.run(cli("replay", str(bag), "--bag-image-topic", "/missing"), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and "topic /missing is not in the bag" in result.stderr
+    # Ctrl-C in the middle of a real-time replay: prompt, clean exit
+    replay = ros_process(cli("replay", str(bag), "--rate", "0.5", "--wait-subscribers", "0", "--quiet"), name="replay")
+    time.sleep(4)
+    assert replay.running
+    import os
+
+    os.killpg(replay.popen.pid, signal.SIGINT)
+    assert replay.wait(10) == 130 and "interrupted" in replay.output()
+
+
+def test_demo_short_run(weights_dir, tmp_path, ros_env):
+    env = dict(ros_env, ALIKED_WEIGHTS_DIR=str(weights_dir))
+    result = subprocess.run(cli("demo", "--frames", "10", "--output-dir", str(tmp_path), "--json", "--device", "cpu"),
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["frames_published"] == report["frames_processed"] == report["odometry_received"] == 10
+    assert report["frames_dropped"] == 0 and report["alignment"] == "sim3" and report["node_exit_code"] == 0
+    assert report["ate_rmse_m"] < 0.02 and report["rot_err_deg"]["median"] < 0.5
+    for path in report["files"].values():
+        assert path and (tmp_path / path.split("/")[-1]).is_file()
+
+
+def test_demo_without_weights_says_where_to_put_them(tmp_path, ros_env):
+    env = {k: v for k, v in ros_env.items() if k != "ALIKED_WEIGHTS_DIR"}
+    env["TORCH_HOME"] = str(tmp_path / "torch")
+    # offline: the download URL is unreachable (no network to GitHub here)
+    result = subprocess.run(cli("demo", "--frames", "3", "--output-dir", str(tmp_path), "--weights", str(tmp_path / "none.pth")),
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1 and "weights file not found" in result.stderr and "Traceback" not in result.stderr

@@ -148,15 +148,18 @@ def test_replay_errors_and_ctrl_c(tmp_path, shared_dir, ros_process):
     assert replay.wait(10) == 130 and "interrupted" in replay.output()
 
 
-def test_demo_short_run(weights_dir, tmp_path, ros_env):
+@pytest.mark.parametrize("extractor,frames,depth", [("aliked-t16", 10, False), ("sift", 6, True)])
+def test_demo_short_run(extractor, frames, depth, weights_dir, tmp_path, ros_env):
     env = dict(ros_env, ALIKED_WEIGHTS_DIR=str(weights_dir))
-    result = subprocess.run(cli("demo", "--frames", "10", "--output-dir", str(tmp_path), "--json", "--device", "cpu"),
+    result = subprocess.run(cli("demo", "--frames", str(frames), "--output-dir", str(tmp_path), "--json", "--device",
+                                "cpu", "--extractor", extractor, "--depth" if depth else "--no-depth"),
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["frames_published"] == report["frames_processed"] == report["odometry_received"] == 10
-    assert report["frames_dropped"] == 0 and report["alignment"] == "sim3" and report["node_exit_code"] == 0
-    assert report["ate_rmse_m"] < 0.02 and report["rot_err_deg"]["median"] < 0.5
+    assert report["frames_published"] == report["frames_processed"] == report["odometry_received"] == frames
+    assert report["frames_dropped"] == 0 and report["node_exit_code"] == 0
+    assert report["alignment"] == ("se3" if depth else "sim3")
+    assert report["ate_rmse_m"] < (0.005 if depth else 0.02) and report["rot_err_deg"]["median"] < 0.5
     for path in report["files"].values():
         assert path and (tmp_path / path.split("/")[-1]).is_file()
 

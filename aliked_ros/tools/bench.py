@@ -1,6 +1,10 @@
 """``aliked-vo bench extract IMAGE...``: median milliseconds per stage for each extractor and the matcher, with
 kornia's ALIKED on the same input in the same run as the reference (ratio = ours / kornia).
 
+``aliked-vo bench node SOURCE``: the node in its own process, fed by replay at ``--rate`` over loopback DDS;
+prints latency (frame published -> odometry received, wall clock) and throughput (processed frames / s), and
+how many frames the node dropped to keep up.
+
 Timing: each extractor runs ``--warmup`` times untimed, then ``--repeat`` times per image; medians over all
 timed runs. Matching: mutual NN between the features of consecutive images (or an image with itself).
 """
@@ -19,8 +23,10 @@ from aliked_ros.matching import match_mutual_nearest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["extract"], help="what to benchmark")
-    parser.add_argument("images", nargs="+", help="image files (e.g. ../shared/data/tum_fr2_desk/rgb/*.png)")
+    parser.add_argument("what", choices=["extract", "node"], help="what to benchmark")
+    parser.add_argument("images", nargs="+", help="extract: image files (e.g. ../shared/data/tum_fr2_desk/rgb/*.png); "
+                        "node: one replayable source")
+    parser.add_argument("--rate", type=float, default=1.0, help="node: replay speed (1 = real time)")
     parser.add_argument("--extractors", default="aliked-t16,sift,orb",
                         help=f"comma-separated, from {','.join(EXTRACTORS)}")
     parser.add_argument("--max-keypoints", type=int, default=1024)
@@ -67,6 +73,8 @@ def _sync(device) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "node":
+        return run_node_benchmark(args)
     images = [read_image(p) for p in args.images]
     images = [im if im.ndim == 3 else im[:, :, None].repeat(3, axis=2) for im in images]
     results: dict[str, dict] = {}
@@ -121,3 +129,83 @@ def run(args: argparse.Namespace) -> int:
                      f" -> ratio total {entry['ratio_total_vs_kornia']}, dense {entry['ratio_dense_map_vs_kornia']}")
         print(line)
     return 0
+
+
+def run_node_benchmark(args: argparse.Namespace) -> int:
+    """Latency and throughput of the node on a live loopback graph."""
+    import random
+    import subprocess
+    import sys
+
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from aliked_ros.datasets import open_sequence
+    from aliked_ros.msg import TrackingStatus
+    from aliked_ros.ros.dds import apply_loopback_environment, loopback_environment
+    from aliked_ros.tools.demo import stop_process
+    from aliked_ros.tools.replay import Replayer
+
+    extractor = args.extractors.split(",")[0]
+    weights = f"{args.weights_dir}/{extractor}.pth" if args.weights_dir and extractor in ALIKED_MODELS else ""
+    sequence = open_sequence(args.images[0], use_depth=False)
+    domain = random.randint(1, 101)
+    ns = "/bench/camera"
+    node = subprocess.Popen(
+        [sys.executable, "-m", "aliked_ros.cli", "run", "--ros-args", "-r", f"image:={ns}/image",
+         "-r", f"camera_info:={ns}/camera_info", "-p", f"extractor:={extractor}", "-p", f"device:={args.device}",
+         "-p", f"max_keypoints:={args.max_keypoints}"] + (["-p", f"weights:={weights}"] if weights else []),
+        env=loopback_environment(domain), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    apply_loopback_environment(domain)
+    rclpy.init(domain_id=domain)
+    client = rclpy.create_node("aliked_bench")
+    arrivals: dict[tuple[int, int], float] = {}
+    status: list = []
+    qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    client.create_subscription(Odometry, "/aliked_vo/odometry",
+                               lambda m: arrivals.setdefault((m.header.stamp.sec, m.header.stamp.nanosec), time.monotonic()), qos)
+    client.create_subscription(TrackingStatus, "/aliked_vo/status", status.append, qos)
+    replay_args = argparse.Namespace(
+        namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=True, compressed=False,
+        frame_id="camera", clock=False, qos="sensor_data", loop=False, wait_for=None, wait_timeout=0.0,
+        rate=args.rate, max_frames=None)
+    try:
+        replayer = Replayer(client, replay_args)
+        if not replayer.wait_for_subscribers(120):
+            raise SystemExit("bench node: the node did not subscribe within 120 s")
+        replayer._spin(0.5)
+        start = time.monotonic()
+        summary = replayer.play(sequence, progress=False)
+        replayer._spin(10.0, lambda: status and status[-1].header.stamp == replayer_last(replayer))
+        elapsed = time.monotonic() - start
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown()
+        stop_process(node)
+    latencies = [(arrivals[k] - t) * 1e3 for k, t in replayer.published_at.items() if k in arrivals]
+    report = {
+        "source": args.images[0], "extractor": extractor, "rate": args.rate,
+        "frames_published": summary.frames_published, "frames_processed": len(status),
+        "frames_dropped": status[-1].frames_dropped if status else None,
+        "input_hz": round(summary.frames_published / max(summary.duration_s, 1e-9), 2),
+        "throughput_hz": round(len(status) / elapsed, 2),
+        "latency_ms": {"median": round(statistics.median(latencies), 1), "max": round(max(latencies), 1)} if latencies else None,
+        "processing_ms_median": round(statistics.median(s.total_ms for s in status), 1) if status else None,
+    }
+    print(json.dumps(report) if args.json else
+          f"node ({extractor}) fed at {report['input_hz']} Hz: processed {report['frames_processed']} of "
+          f"{report['frames_published']} frames ({report['frames_dropped']} dropped), throughput "
+          f"{report['throughput_hz']} Hz, latency median {report['latency_ms']['median'] if latencies else '-'} ms "
+          f"(max {report['latency_ms']['max'] if latencies else '-'}), processing median {report['processing_ms_median']} ms")
+    return 0
+
+
+def replayer_last(replayer) -> tuple[int, int] | None:
+    """The stamp of the last published frame, as a builtin_interfaces Time for comparison."""
+    from builtin_interfaces.msg import Time
+
+    if not replayer.published_at:
+        return None
+    sec, nanosec = max(replayer.published_at)
+    return Time(sec=sec, nanosec=nanosec)

@@ -96,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
     ns = "/aliked_demo/camera"
     node_cmd = [sys.executable, "-m", "aliked_ros.cli", "run", "--ros-args",
                 "-r", f"image:={ns}/image", "-r", f"camera_info:={ns}/camera_info", "-r", f"depth:={ns}/depth",
-                "-p", f"extractor:={args.extractor}", "-p", f"device:={args.device}", "-p", f"weights:={weights}",
+                "-p", f"extractor:={args.extractor}", "-p", f"device:={args.device}",
                 "-p", f"use_depth:={'true' if args.depth else 'false'}", "-p", "qos:=reliable"]
+    if weights:  # an empty value would not parse as a string parameter
+        node_cmd += ["-p", f"weights:={weights}"]
     log_path = output / "node.log"
     print(f"demo: starting the aliked_vo node (ROS_DOMAIN_ID={domain}, loopback DDS; log {log_path})", file=sys.stderr)
     with open(log_path, "wb") as log:

@@ -53,7 +53,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
-    """Estimated (aligned) vs true trajectory: top view (x, y) and each axis over time."""
+    """Estimated (aligned) vs true trajectory: the plane of largest motion and each axis over time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,10 +63,11 @@ def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
     t = metrics.stamps - metrics.stamps[0]
     figure = plt.figure(figsize=(11, 5))
     top = figure.add_subplot(1, 2, 1)
-    top.plot(gt[:, 0], gt[:, 1], "k-", label="ground truth")
-    top.plot(est[:, 0], est[:, 1], "r.-", label=f"estimate ({metrics.alignment}-aligned)")
-    top.set_xlabel("x [m]")
-    top.set_ylabel("y [m]")
+    a, b = sorted(np.argsort(np.ptp(gt, axis=0))[-2:])  # the plane of largest motion (a top view for most datasets)
+    top.plot(gt[:, a], gt[:, b], "k-", label="ground truth")
+    top.plot(est[:, a], est[:, b], "r.-", label=f"estimate ({metrics.alignment}-aligned)")
+    top.set_xlabel(f"{'xyz'[a]} [m]")
+    top.set_ylabel(f"{'xyz'[b]} [m]")
     top.set_aspect("equal", adjustable="datalim")
     top.legend()
     top.set_title(f"{title}: ATE {metrics.ate_rmse_m * 1000:.1f} mm")

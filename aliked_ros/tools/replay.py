@@ -78,6 +78,7 @@ class Replayer:
         self.pub_depth = None if args.no_depth else node.create_publisher(Image, args.depth_topic or f"{ns}/depth", qos)
         self.pub_clock = node.create_publisher(Clock, "/clock", 10) if args.clock else None
         self._status_stamps: set[tuple[int, int]] = set()
+        self.published_at: dict[tuple[int, int], float] = {}  # stamp (sec, nanosec) -> monotonic publish time
         if args.wait_for:
             from aliked_ros.msg import TrackingStatus
 
@@ -132,6 +133,7 @@ class Replayer:
                     depth_published += 1
                 self.pub_image.publish(compressed_message(frame.image, header) if args.compressed
                                        else image_message(frame.image, header))
+                self.published_at[(header.stamp.sec, header.stamp.nanosec)] = time.monotonic()
                 published += 1
                 count += 1
                 last = stamp

@@ -35,10 +35,23 @@ class Metrics:
     aligned_positions: np.ndarray  # (M,3) estimated positions after alignment, in the ground-truth world frame
     true_positions: np.ndarray  # (M,3) associated ground-truth positions
 
-    def as_dict(self) -> dict:
-        return {"associated": self.associated, "alignment": self.alignment, "ate_rmse_m": self.ate_rmse_m,
-                "rot_err_deg": self.rot_err_deg, "tdir_err_deg": self.tdir_err_deg,
-                "path_length_m": self.path_length_m, "sim3_scale": self.scale}
+    def describe(self) -> str:
+        """One line for people."""
+        return (f"{self.alignment} ATE {self.ate_rmse_m * 1000:.2f} mm, rotation error median "
+                f"{self.rot_err_deg['median']:.3f} deg, translation direction error median "
+                f"{self.tdir_err_deg['median']:.2f} deg, path {self.path_length_m:.3f} m")
+
+
+def report_fields(metrics: Metrics | None, alignment: str) -> dict:
+    """The metric keys of the ``eval`` and ``demo`` JSON reports (None values when there are no metrics)."""
+    return {
+        "alignment": alignment,
+        "ate_rmse_m": metrics.ate_rmse_m if metrics else None,
+        "rot_err_deg": {k: metrics.rot_err_deg[k] for k in ("median", "mean")} if metrics else None,
+        "tdir_err_deg": {k: metrics.tdir_err_deg[k] for k in ("median", "mean")} if metrics else None,
+        "path_length_m": metrics.path_length_m if metrics else None,
+        "sim3_scale": metrics.scale if metrics else None,
+    }
 
 
 def _summary(values: list[float]) -> dict[str, float]:

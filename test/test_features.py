@@ -158,3 +158,11 @@ def test_bench_extract_reduced(shared_dir, weights_dir):
     assert {"dense_map", "detect", "describe", "total", "match"} <= aliked.keys()
     assert aliked["kornia"]["total"] > 0 and aliked["ratio_total_vs_kornia"] > 0
     assert report["extractors"]["orb"]["keypoints"] > 100
+
+
+@pytest.mark.parametrize("model", ["aliked-n16rot", "aliked-n32"])
+def test_other_aliked_models_load_and_run(model, shared_dir, extractor_cache):
+    image = read_image(sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[0])
+    f = extractor_cache(model, max_keypoints=512).extract(image)
+    assert len(f) == 512 and f.descriptors.shape == (512, 128)
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)

@@ -198,7 +198,15 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     g = graph(reliable=True)
     g.wait_for_node(node)
     g.publish_and_wait(frames[0])
+    from sensor_msgs.msg import Image
+
+    debug_images = []  # drawn only while subscribed: subscribe now, then one frame
+    g.node.create_subscription(Image, "/aliked_vo/debug_image", debug_images.append, 5)
+    g.spin_until(lambda: False, 1.0)
     assert g.publish_and_wait(frames[1]).frame_index == 1
+    assert g.spin_until(lambda: debug_images, 5)
+    assert (debug_images[0].encoding, debug_images[0].width, debug_images[0].height) == ("rgb8", 640, 480)
+    assert debug_images[0].header.stamp == g.status[-1].header.stamp
     reset = g.node.create_client(Trigger, "/aliked_vo/reset")
     assert reset.wait_for_service(timeout_sec=10)
     future = reset.call_async(Trigger.Request())

@@ -55,7 +55,7 @@ class Listener:
 
 
 def test_synth_is_accurate_for_the_vo_core(extractor_cache):
-    sequence = SyntheticSequence(SynthConfig(frames=24))
+    sequence = SyntheticSequence(SynthConfig())  # the default sequence (the demo's)
     frames = list(sequence)
     path = np.sum(np.linalg.norm(np.diff(sequence.groundtruth.poses[:, :3, 3], axis=0), axis=1))
     mono = _Frames([Frame(f.image, f.stamp, f.camera) for f in frames], sequence)
@@ -64,9 +64,9 @@ def test_synth_is_accurate_for_the_vo_core(extractor_cache):
     run = run_offline(_Frames(frames, sequence), VisualOdometry(extractor_cache("aliked-t16")), progress=False)
     assert evaluate(run.trajectory, sequence.groundtruth, "se3").ate_rmse_m <= 0.005
     # deterministic: the same seed renders the same pixels, another seed a different scene
-    again = SyntheticSequence(SynthConfig(frames=24)).render(5)[0]
+    again = SyntheticSequence(SynthConfig()).render(5)[0]
     assert np.array_equal(again, frames[5].image)
-    assert not np.array_equal(SyntheticSequence(SynthConfig(frames=24, seed=1)).render(5)[0], again)
+    assert not np.array_equal(SyntheticSequence(SynthConfig(seed=1)).render(5)[0], again)
 
 
 def test_synth_cli_folder_and_bags_read_back(tmp_path):
@@ -164,10 +164,9 @@ def test_demo_short_run(extractor, frames, depth, weights_dir, tmp_path, ros_env
         assert path and (tmp_path / path.split("/")[-1]).is_file()
 
 
-def test_demo_without_weights_says_where_to_put_them(tmp_path, ros_env):
+def test_demo_with_a_missing_weights_file_fails_clearly(tmp_path, ros_env):
     env = {k: v for k, v in ros_env.items() if k != "ALIKED_WEIGHTS_DIR"}
     env["TORCH_HOME"] = str(tmp_path / "torch")
-    # offline: the download URL is unreachable (no network to GitHub here)
     result = subprocess.run(cli("demo", "--frames", "3", "--output-dir", str(tmp_path), "--weights", str(tmp_path / "none.pth")),
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1 and "weights file not found" in result.stderr and "Traceback" not in result.stderr

@@ -46,6 +46,13 @@ from aliked_ros.ros.visualization import TrackHistory, draw_tracks
 
 UNKNOWN_COVARIANCE = [-1.0 if i % 7 == 0 else 0.0 for i in range(36)]
 RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period"}
+# bad input -> (counter in /diagnostics, log text); the first matching type wins
+REJECTIONS = (
+    (EncodingError, "bad_encoding", "bad image"),
+    (CalibrationError, "size_mismatch", "image does not fit camera_info"),
+    (FrameError, "bad_depth", "bad depth image"),
+    (AlikedRosError, "bad_input", "frame rejected"),
+)
 
 
 def stamp_seconds(stamp) -> float:
@@ -259,17 +266,9 @@ class VoNode(Node):
                 d = item.depth_msg
                 depth = decode_depth(d.encoding, d.height, d.width, d.step, d.data, bool(d.is_bigendian))
             result = self.vo.process(Frame(image, stamp_seconds(msg.header.stamp), camera, depth))
-        except EncodingError as error:
-            self._reject("bad_encoding", f"bad image: {error}")
-            return
-        except CalibrationError as error:
-            self._reject("size_mismatch", f"image does not fit camera_info: {error}")
-            return
-        except FrameError as error:
-            self._reject("bad_depth", f"bad depth image: {error}")
-            return
         except AlikedRosError as error:
-            self._reject("bad_input", f"frame rejected: {error}")
+            kind, what = next((k, w) for t, k, w in REJECTIONS if isinstance(error, t))
+            self._reject(kind, f"{what}: {error}")
             return
         if result.reset_reason:
             self.get_logger().warning(f"pipeline reset: {result.reset_reason}")

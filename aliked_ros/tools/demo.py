@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from aliked_ros.datasets import open_sequence
-from aliked_ros.evaluation import evaluate
+from aliked_ros.evaluation import evaluate, report_fields
 from aliked_ros.features import ALIKED_MODELS, EXTRACTORS
 from aliked_ros.features.weights import resolve_weights
 from aliked_ros.synth import SynthConfig, SyntheticSequence
@@ -158,11 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "source": args.source or f"synthetic (seed {args.seed})", "extractor": args.extractor, "ros_domain_id": domain,
         "frames_published": summary.frames_published, "frames_processed": len(status),
         "frames_dropped": status[-1].frames_dropped if status else 0, "odometry_received": len(odometry),
-        "alignment": alignment,
-        "ate_rmse_m": metrics.ate_rmse_m if metrics else None,
-        "rot_err_deg": {k: metrics.rot_err_deg[k] for k in ("median", "mean")} if metrics else None,
-        "tdir_err_deg": {k: metrics.tdir_err_deg[k] for k in ("median", "mean")} if metrics else None,
-        "path_length_m": metrics.path_length_m if metrics else None,
+        **report_fields(metrics, alignment),
         "node_exit_code": node_code,
         "files": {"trajectory": str(trajectory_path), "trajectory_plot": plot_path and str(plot_path),
                   "tracks_image": tracks_path and str(tracks_path), "node_log": str(log_path)},
@@ -173,8 +169,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo: {report['frames_published']} frames published, {report['frames_processed']} processed, "
               f"{report['frames_dropped']} dropped, {report['odometry_received']} odometry messages")
         if metrics:
-            print(f"demo: {alignment} ATE {metrics.ate_rmse_m * 1000:.2f} mm over {metrics.path_length_m:.2f} m, "
-                  f"rotation error median {metrics.rot_err_deg['median']:.3f} deg, translation direction error "
-                  f"median {metrics.tdir_err_deg['median']:.2f} deg")
+            print(f"demo: {metrics.describe()}")
         print(f"demo: wrote {trajectory_path}, {plot_path}, {tracks_path}")
     return 0 if node_code in (0, -signal.SIGINT) else 1

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aliked_ros.datasets import Sequence, open_sequence
-from aliked_ros.evaluation import Metrics, evaluate
+from aliked_ros.evaluation import Metrics, evaluate, report_fields
 from aliked_ros.features import create_extractor
 from aliked_ros.odometry import FrameResult, TrackingState, VisualOdometry
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
@@ -123,12 +123,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "source": str(args.source), "extractor": extractor.name, "device": extractor.device,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
-        "alignment": alignment,
-        "ate_rmse_m": metrics.ate_rmse_m if metrics else None,
-        "rot_err_deg": {k: metrics.rot_err_deg[k] for k in ("median", "mean")} if metrics else None,
-        "tdir_err_deg": {k: metrics.tdir_err_deg[k] for k in ("median", "mean")} if metrics else None,
-        "path_length_m": metrics.path_length_m if metrics else None,
-        "sim3_scale": metrics.scale if metrics else None,
+        **report_fields(metrics, alignment),
         "frame_ms_median": float(np.median(outcome.frame_ms)) if outcome.frame_ms else None,
         "output_trajectory": args.output_trajectory, "plot": args.plot if metrics else None,
         "note": note,
@@ -139,9 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{report['source']}: {outcome.frames} frames, {report['poses']} posed, {outcome.lost} lost "
               f"({extractor.name} on {extractor.device}, median {report['frame_ms_median']:.0f} ms/frame)")
         if metrics:
-            print(f"  {alignment}: ATE {metrics.ate_rmse_m * 1000:.2f} mm, rotation error median "
-                  f"{metrics.rot_err_deg['median']:.3f} deg, translation direction error median "
-                  f"{metrics.tdir_err_deg['median']:.2f} deg, path {metrics.path_length_m:.3f} m")
+            print(f"  {metrics.describe()}")
         else:
             print(f"  {note}")
     return 0

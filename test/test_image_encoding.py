@@ -1,0 +1,79 @@
+"""Decoding sensor_msgs/Image data (every supported encoding, row padding, big-endian), and the stamp
+synchroniser that pairs images with depth."""
+import cv2
+import numpy as np
+import pytest
+
+from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
+from aliked_ros.ros.sync import StampSynchronizer
+
+RGB = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+
+
+def padded(pixels: np.ndarray, pad: int = 7) -> tuple[bytes, int]:
+    rows = pixels.reshape(pixels.shape[0], -1).view(np.uint8)
+    step = rows.shape[1] + pad
+    out = np.zeros((rows.shape[0], step), np.uint8)
+    out[:, : rows.shape[1]] = rows
+    return out.tobytes(), step
+
+
+@pytest.mark.parametrize("encoding,pixels,expected", [
+    ("rgb8", RGB, RGB),
+    ("bgr8", RGB[:, :, ::-1].copy(), RGB),
+    ("rgba8", np.dstack([RGB, np.full((6, 5), 9, np.uint8)]), RGB),
+    ("bgra8", np.dstack([RGB[:, :, ::-1], np.full((6, 5), 9, np.uint8)]), RGB),
+    ("mono8", RGB[:, :, 0].copy(), RGB[:, :, 0]),
+    ("mono16", RGB[:, :, 0].astype(np.uint16) * 256 + 7, RGB[:, :, 0]),
+])
+def test_decode_every_encoding_with_row_padding(encoding, pixels, expected):
+    data, step = padded(pixels)
+    np.testing.assert_array_equal(decode_image(encoding, 6, 5, step, data), expected)
+
+
+def test_big_endian_mono16_and_depth():
+    mono = RGB[:, :, 0].astype(np.uint16) * 256
+    np.testing.assert_array_equal(decode_image("mono16", 6, 5, 10, mono.astype(">u2").tobytes(), True), RGB[:, :, 0])
+    millimetres = np.array([[0, 1500], [65535, 250]], np.uint16)
+    depth = decode_depth("16UC1", 2, 2, 4, millimetres.tobytes())
+    assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.5) and depth.dtype == np.float32
+    metres = np.array([[np.nan, 2.0], [-1.0, np.inf]], np.float32)
+    depth = decode_depth("32FC1", 2, 2, 8, metres.tobytes())
+    assert depth[0, 1] == 2.0 and np.isnan(depth[[0, 1, 1], [0, 0, 1]]).all()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("yuv422", 6, 5, 10, bytes(60)), "unsupported image encoding"),
+    (("rgb8", 6, 5, 10, bytes(90)), "step 10 is smaller"),
+    (("rgb8", 6, 5, 15, bytes(40)), "40 bytes of data"),
+    (("rgb8", 0, 5, 15, b""), "empty image"),
+])
+def test_bad_image_data(args, message):
+    with pytest.raises(EncodingError, match=message):
+        decode_image(*args)
+    with pytest.raises(EncodingError, match="expected 16UC1"):
+        decode_depth("rgb8", 6, 5, 15, bytes(90))
+
+
+def test_compressed_png_round_trip_and_garbage():
+    ok, png = cv2.imencode(".png", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(decode_compressed("png", png.tobytes()), RGB)
+    with pytest.raises(EncodingError, match="cannot decode"):
+        decode_compressed("jpeg", b"not an image")
+
+
+def test_stamp_synchronizer_pairs_nearest_and_counts_unmatched():
+    pairs = []
+    sync = StampSynchronizer(0.02, lambda image, depth: pairs.append((image, depth)), queue_size=3)
+    sync.add_image(1.000, "i1")
+    assert pairs == []  # waits: a nearer depth may still come
+    sync.add_depth(0.990, "d0")
+    sync.add_depth(1.005, "d1")
+    assert pairs == [("i1", "d1")]
+    sync.add_depth(1.040, "d2")
+    sync.add_image(1.100, "i2")  # no depth near 1.100 yet
+    sync.add_depth(1.200, "d3")  # ... and none will come: dropped
+    assert pairs == [("i1", "d1")] and sync.unmatched == 1
+    for k in range(5):  # a depth stream that stopped: images overflow the queue
+        sync.add_image(2.0 + k, f"x{k}")
+    assert sync.unmatched == 3

@@ -86,6 +86,11 @@ def ros_process(ros_env: dict[str, str], tmp_path: Path):
     _registry.stop_all()
 
 
+def leftover_test_processes() -> list[int]:
+    """Processes started by this test session (and their children) that are still alive."""
+    return _registry.leftover_pids()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_orphan_processes():
     yield

@@ -94,7 +94,7 @@ def test_node_compressed_and_depth(shared_dir, weights_dir, ros_process, graph, 
     frames = list(sequence)[:10]
     node = start_node(ros_process, weights_dir, "-p", "compressed:=true", "-p", "use_depth:=true")
     g = graph(compressed=True)
-    g.wait_for_node(node)
+    g.wait_for_node(node, depth=True)
     for frame in frames:
         status = g.publish_and_wait(frame, depth_encoding="32FC1")
     assert status.pose_source == "pnp" and status.state == TrackingStatus.STATE_TRACKING
@@ -128,7 +128,7 @@ def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_proces
     frames = list(open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd"))[:6]
     node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "use_depth:=true", "-p", "qos:=reliable")
     g = graph(reliable=True)
-    g.wait_for_node(node)
+    g.wait_for_node(node, depth=True)
     from std_msgs.msg import Header
     from vo_graph import camera_info_msg, image_msg, stamp_of
 
@@ -161,7 +161,7 @@ def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_proces
     assert back.state == TrackingStatus.STATE_INITIALIZING and back.frame_index == 0
     g.spin_until(lambda: int(g.latest_diagnostics().get("resets", 0)) >= 1, 5)
     diagnostics = g.latest_diagnostics()
-    for kind in ("rejected_bad_encoding", "rejected_size_mismatch", "rejected_bad_camera_info"):
+    for kind in ("rejected_bad_encoding", "rejected_size_mismatch", "rejected_bad_camera_info", "warning_depth_all_invalid"):
         assert int(diagnostics.get(kind, 0)) >= 1, (kind, diagnostics)
     assert int(diagnostics["rejected_bad_encoding"]) >= 2  # unknown encoding and short step
     from diagnostic_msgs.msg import DiagnosticStatus

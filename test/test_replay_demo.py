@@ -90,7 +90,9 @@ def test_replay_tum_folder_into_node_equals_eval(shared_dir, weights_dir, ros_pr
                              "--wait-for", "/aliked_vo/status", "--max-frames", "8", "--quiet"), name="replay")
     assert graph.spin_until(lambda: not replay.running, 120), replay.output()
     assert replay.wait(5) == 0, replay.output()
-    summary = json.loads(replay.output().strip().splitlines()[-1])
+    lines = [line for line in replay.output().splitlines() if line.startswith("{")]
+    assert lines, replay.output()
+    summary = json.loads(lines[-1])
     assert summary["frames_published"] == 8 and summary["status_missed"] == 0
     graph.spin_until(lambda: len(graph.odometry) >= 8, 10)
     assert len(graph.status) == 8 and graph.status[-1].frames_dropped == 0
@@ -170,3 +172,21 @@ def test_demo_with_a_missing_weights_file_fails_clearly(tmp_path, ros_env):
     result = subprocess.run(cli("demo", "--frames", "3", "--output-dir", str(tmp_path), "--weights", str(tmp_path / "none.pth")),
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1 and "weights file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_demo_leaves_no_process(weights_dir, tmp_path, ros_process):
+    import os
+
+    from conftest import leftover_test_processes
+
+    demo = ros_process(cli("demo", "--frames", "40", "--output-dir", str(tmp_path), "--extractor", "orb"),
+                       name="demo", extra_env={"ALIKED_WEIGHTS_DIR": str(weights_dir)})
+    assert demo.wait_for_output("replaying", 120), demo.output()
+    time.sleep(1.0)
+    os.killpg(demo.popen.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert demo.wait(30) == 130, demo.output()
+    assert "interrupted" in demo.output()
+    deadline = time.monotonic() + 10
+    while leftover_test_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftover_test_processes(), "the node outlived the demo"

@@ -56,9 +56,11 @@ class VoGraph:
         self.status: list[TrackingStatus] = []
         self.odometry: list[Odometry] = []
         self.diagnostics: list[DiagnosticArray] = []
-        self.node.create_subscription(FrameKeypoints, f"{node_ns}/keypoints", self.keypoints.append, out_qos)
-        self.node.create_subscription(TrackingStatus, f"{node_ns}/status", self.status.append, out_qos)
-        self.node.create_subscription(Odometry, f"{node_ns}/odometry", self.odometry.append, out_qos)
+        self.outputs = [
+            self.node.create_subscription(FrameKeypoints, f"{node_ns}/keypoints", self.keypoints.append, out_qos),
+            self.node.create_subscription(TrackingStatus, f"{node_ns}/status", self.status.append, out_qos),
+            self.node.create_subscription(Odometry, f"{node_ns}/odometry", self.odometry.append, out_qos),
+        ]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, out_qos)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
@@ -72,12 +74,14 @@ class VoGraph:
             self.executor.spin_once(timeout_sec=0.05)
         return predicate()
 
-    def wait_for_node(self, process, timeout: float = 120.0) -> None:
-        """Until the node (model loaded) subscribes to the images and its outputs are matched."""
-        ok = self.spin_until(lambda: self.pub_image.get_subscription_count() > 0
-                             and self.pub_info.get_subscription_count() > 0 or not process.running, timeout)
+    def wait_for_node(self, process, timeout: float = 120.0, depth: bool = False) -> None:
+        """Until the node (model loaded) subscribes to our inputs and its outputs are matched."""
+        inputs = [self.pub_image, self.pub_info] + ([self.pub_depth] if depth else [])
+        ok = self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in inputs) or not process.running,
+                             timeout)
         assert ok and process.running, f"node did not come up:\n{process.output()}"
-        self.spin_until(lambda: False, 0.5)  # let the output subscriptions match too
+        # our subscriptions to its outputs must be matched too, or the first outputs are lost (volatile QoS)
+        assert self.spin_until(lambda: all(sub.get_publisher_count() > 0 for sub in self.outputs), 30)
 
     def publish(self, frame, depth_encoding: str | None = None, stamp: float | None = None, camera=None,
                 image: np.ndarray | None = None) -> float:

@@ -71,7 +71,8 @@ class VoNode(Node):
         super().__init__("aliked_vo", **kwargs)
         self._declare_parameters()
         p = self._param
-        self.counts: Counter = Counter()  # received, processed, dropped, and one key per bad-input kind
+        self.counts: Counter = Counter()  # received, processed, dropped, resets, and one key per rejected-input kind
+        self.notes: Counter = Counter()  # inputs processed despite a problem, one key per kind
         self._lock = threading.Condition()
         self._pending: _Input | None = None
         self._stop = False
@@ -228,8 +229,16 @@ class VoNode(Node):
         self.get_logger().warning(f"pipeline reset: {reason}")
 
     def _reject(self, kind: str, message: str) -> None:
-        """Count a bad input; log the first of each kind as a warning, later ones at debug level."""
+        """Count a bad input that was dropped; log the first of each kind as a warning, later ones at debug level."""
         self.counts[kind] += 1
+        self._log_once(kind, message)
+
+    def _note(self, kind: str, message: str) -> None:
+        """Count a problem with an input that was still processed (e.g. depth without valid pixels)."""
+        self.notes[kind] += 1
+        self._log_once(kind, message)
+
+    def _log_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
             self.get_logger().warning(f"{message} (counted as '{kind}' in /diagnostics; further ones not logged)")
@@ -265,6 +274,9 @@ class VoNode(Node):
             if item.depth_msg is not None:
                 d = item.depth_msg
                 depth = decode_depth(d.encoding, d.height, d.width, d.step, d.data, bool(d.is_bigendian))
+                if not np.isfinite(depth).any():
+                    self._note("depth_all_invalid", "depth image without one valid pixel: this frame is posed "
+                               "without depth")
             result = self.vo.process(Frame(image, stamp_seconds(msg.header.stamp), camera, depth))
         except AlikedRosError as error:
             kind, what = next((k, w) for t, k, w in REJECTIONS if isinstance(error, t))
@@ -358,8 +370,9 @@ class VoNode(Node):
             diag.level, diag.message = DiagnosticStatus.ERROR, "no usable camera_info"
         elif status is not None and status.state == TrackingStatus.STATE_LOST:
             diag.level, diag.message = DiagnosticStatus.WARN, "tracking lost"
-        elif bad:
-            diag.level, diag.message = DiagnosticStatus.WARN, "bad inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
+        elif bad or self.notes:
+            problems = {**bad, **self.notes}
+            diag.level, diag.message = DiagnosticStatus.WARN, "bad inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items()))
         else:
             diag.level, diag.message = DiagnosticStatus.OK, "tracking" if status is not None else "waiting for images"
         values = {
@@ -369,6 +382,7 @@ class VoNode(Node):
             "tracking_state": TrackingState(status.state).name if status else "none",
             "inliers": status.num_inliers if status else 0, "keypoints": status.num_keypoints if status else 0,
             **{f"rejected_{k}": v for k, v in sorted(bad.items())},
+            **{f"warning_{k}": v for k, v in sorted(self.notes.items())},
         }
         if self._sync is not None:
             values["images_without_depth"] = self._sync.unmatched

@@ -110,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
     client = rclpy.create_node("aliked_demo")
     odometry, keypoints, status = [], [], []
     reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-    client.create_subscription(Odometry, "/aliked_vo/odometry", odometry.append, reliable)
-    client.create_subscription(FrameKeypoints, "/aliked_vo/keypoints", keypoints.append, reliable)
-    client.create_subscription(TrackingStatus, "/aliked_vo/status", status.append, reliable)
+    outputs = [
+        client.create_subscription(Odometry, "/aliked_vo/odometry", odometry.append, reliable),
+        client.create_subscription(FrameKeypoints, "/aliked_vo/keypoints", keypoints.append, reliable),
+        client.create_subscription(TrackingStatus, "/aliked_vo/status", status.append, reliable),
+    ]
     replay_args = argparse.Namespace(
         namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=not args.depth,
         compressed=False, frame_id="camera_optical_frame", clock=False, qos="reliable", loop=False,
@@ -120,11 +122,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         replayer = Replayer(client, replay_args)
         deadline = time.monotonic() + args.timeout
-        while replayer.pub_image.get_subscription_count() == 0:
+        while not (replayer.subscribed() and all(sub.get_publisher_count() > 0 for sub in outputs)):
             if node_process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"demo: the node did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
             rclpy.spin_once(client, timeout_sec=0.1)
-        replayer._spin(0.5)  # outputs matched too
         print(f"demo: replaying {min(len(sequence), args.frames)} frames of {sequence.name} (lock-step)", file=sys.stderr)
         summary = replayer.play(sequence)
         replayer._spin(1.0, lambda: len(odometry) >= len(status) and len(keypoints) >= len(status))

@@ -97,8 +97,14 @@ class Replayer:
             rclpy.spin_once(self.node, timeout_sec=min(remaining, 0.02))
         return True
 
+    def subscribed(self) -> bool:
+        """Every input we publish (image, camera_info, depth if any) has a subscriber: a frame sent earlier
+        could lose its depth or camera_info to a subscription that is still being matched."""
+        publishers = [self.pub_image, self.pub_info] + ([self.pub_depth] if self.pub_depth is not None else [])
+        return all(p.get_subscription_count() > 0 for p in publishers)
+
     def wait_for_subscribers(self, timeout: float) -> bool:
-        return self._spin(timeout, lambda: self.pub_image.get_subscription_count() > 0)
+        return self._spin(timeout, self.subscribed)
 
     def play(self, sequence: Sequence, progress: bool = True) -> ReplaySummary:
         from rosgraph_msgs.msg import Clock

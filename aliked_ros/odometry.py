@@ -40,7 +40,7 @@ from aliked_ros.geometry.camera import CameraModel
 from aliked_ros.geometry.pose import PoseEstimate, absolute_pose, relative_pose, rotation_compensated_parallax, triangulate
 from aliked_ros.geometry.transforms import invert, make_transform
 from aliked_ros.matching import Matches
-from aliked_ros.tracking import Tracker, TrackerConfig
+from aliked_ros.tracking import TrackedKeypoints, Tracker, TrackerConfig
 
 
 class TrackingState(enum.IntEnum):
@@ -336,10 +336,8 @@ class VisualOdometry:
 
     # --- bookkeeping after a posed frame ------------------------------------------------------------------------
 
-    def _provisional_tracks(self, features: Features, matches: Matches):
+    def _provisional_tracks(self, features: Features, matches: Matches) -> TrackedKeypoints:
         """Ids for a LOST frame's keypoints without committing it: matched keypoints show their reference track."""
-        from aliked_ros.tracking import TrackedKeypoints
-
         ids = np.full(len(features), np.iinfo(np.uint64).max, np.uint64)  # max = no track
         ages = np.zeros(len(features), np.uint32)
         ref_tracks = self.tracker.reference_tracks

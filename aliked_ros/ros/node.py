@@ -77,7 +77,8 @@ class VoNode(Node):
         self._pending: _Input | None = None
         self._stop = False
         self._reset_requested = False
-        self._camera_msg: CameraInfo | None = None
+        self._camera_msgs: deque[CameraInfo] = deque(maxlen=30)  # newest last
+        self._camera_info_stamped = True  # camera_info stamps have matched the images' so far
         self._camera: CameraModel | None = None
         self._camera_msg_used: CameraInfo | None = None  # the camera_info message _camera was built from
         self._warned: set[str] = set()
@@ -140,6 +141,8 @@ class VoNode(Node):
         declare("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
         declare("use_depth", False, "subscribe to a registered depth image (16UC1 mm or 32FC1 m) for metric pose")
         declare("depth_sync_tolerance", 0.02, "max stamp difference between image and depth, s", floating=(0.0, 1.0))
+        declare("camera_info_wait", 0.1, "longest wait for the camera_info stamped like an image, s",
+                floating=(0.0, 2.0))
         declare("qos", "sensor_data", "input QoS: sensor_data (best effort) or reliable")
         declare("odom_frame", "odom", "odometry frame (REP 105)")
         declare("base_frame", "base_link", "robot base frame: child frame of the odometry")
@@ -177,7 +180,8 @@ class VoNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._lock:
-            self._camera_msg = msg
+            self._camera_msgs.append(msg)
+            self._lock.notify_all()
 
     def _on_image(self, msg) -> None:
         self.counts["received"] += 1
@@ -195,7 +199,7 @@ class VoNode(Node):
             if self._pending is not None:
                 self.counts["dropped"] += 1  # superseded before the worker took it
             self._pending = _Input(image_msg, depth_msg, time.monotonic())
-            self._lock.notify()
+            self._lock.notify_all()
 
     def _on_reset(self, request, response):
         with self._lock:
@@ -213,7 +217,7 @@ class VoNode(Node):
                 if self._stop:
                     return
                 item, self._pending = self._pending, None
-                camera_msg = self._camera_msg
+                camera_msg = self._camera_info_for(item.image_msg.header.stamp)
                 if self._reset_requested:
                     self._reset_requested = False
                     self._reset("reset service called")
@@ -221,6 +225,28 @@ class VoNode(Node):
                 self._process(item, camera_msg)
             except Exception as error:  # never let one frame kill the worker; log and count
                 self._reject("processing_error", f"frame failed: {error!r}")
+
+    def _camera_info_for(self, stamp) -> CameraInfo | None:
+        """The camera_info for an image (call with the lock held): the one with the image's stamp, else the newest.
+
+        Drivers publish an image and its camera_info together, but their callbacks run in either order, so the
+        worker waits up to ``camera_info_wait`` s for the matching one while none has arrived yet or while the
+        stamps have matched so far; a stream whose camera_info stamps never match the images' never waits.
+        """
+        deadline = time.monotonic() + self._param("camera_info_wait")
+        while True:
+            match = next((m for m in reversed(self._camera_msgs) if m.header.stamp == stamp), None)
+            if match is not None:
+                self._camera_info_stamped = True
+                return match
+            remaining = deadline - time.monotonic()
+            if self._stop or remaining <= 0 or (self._camera_msgs and not self._camera_info_stamped):
+                break
+            self._lock.wait(remaining)
+        if self._camera_msgs:
+            self._camera_info_stamped = False
+            return self._camera_msgs[-1]
+        return None
 
     def _reset(self, reason: str) -> None:
         self.vo.reset(reason)
@@ -366,7 +392,7 @@ class VoNode(Node):
         status = self._last_status
         diag = DiagnosticStatus(name="aliked_vo: visual odometry frontend", hardware_id=self.get_fully_qualified_name())
         bad = {k: v for k, v in self.counts.items() if k not in ("received", "processed", "dropped", "resets")}
-        if self._camera_msg is None or (self._camera is None and self.counts["processed"] == 0):
+        if not self._camera_msgs or (self._camera is None and self.counts["processed"] == 0):
             diag.level, diag.message = DiagnosticStatus.ERROR, "no usable camera_info"
         elif status is not None and status.state == TrackingStatus.STATE_LOST:
             diag.level, diag.message = DiagnosticStatus.WARN, "tracking lost"
@@ -378,7 +404,8 @@ class VoNode(Node):
         values = {
             "input_rate_hz": f"{rate:.2f}", "processing_latency_ms": f"{latency:.1f}",
             "frames_received": self.counts["received"], "frames_processed": self.counts["processed"],
-            "frames_dropped": self.counts["dropped"], "resets": self.counts["resets"],
+            "frames_dropped": self.counts["dropped"], "frames_rejected": sum(bad.values()) + (self._sync.unmatched if self._sync else 0),
+            "resets": self.counts["resets"],
             "tracking_state": TrackingState(status.state).name if status else "none",
             "inliers": status.num_inliers if status else 0, "keypoints": status.num_keypoints if status else 0,
             **{f"rejected_{k}": v for k, v in sorted(bad.items())},

@@ -47,7 +47,9 @@ def check_parity(extractor, manifest, reference, shared_dir):
     features = extractor.extract(image)
     with torch.inference_mode():
         tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(extractor.device)
-        _, score_map = extractor.net.dense_maps(tensor)
+        _, dense_score_map = extractor.net.dense_maps(tensor)  # the published network
+        _, score_map = extractor.net.sparse_maps(tensor)  # the extractor's fast path
+    assert np.abs(dense_score_map[0, 0].cpu().numpy() - reference["score_map"]).max() <= 1e-4
     assert np.abs(score_map[0, 0].cpu().numpy() - reference["score_map"]).max() <= 1e-4
     near, same_descriptor, common = parity(features, reference)
     assert near >= 0.99, f"only {near:.3%} of keypoints match the official ones"
@@ -70,6 +72,35 @@ def test_aliked_matches_official_reference_cpu(name, shared_dir, extractor_cache
 def test_aliked_matches_official_reference_cuda(name, shared_dir, extractor_cache):
     manifest, reference = load_reference(shared_dir, name)
     check_parity(extractor_for(extractor_cache, manifest, device="cuda"), manifest, reference, shared_dir)
+
+
+@pytest.mark.parametrize("crop", [None, (470, 630)], ids=["640x480", "padded"])
+def test_sparse_feature_map_equals_dense(crop, shared_dir, extractor_cache):
+    """The fast path (score head on the small maps, features evaluated at the sampled pixels only) gives the
+    published network's feature map, score map and descriptors up to float rounding; also when padding is needed."""
+    from aliked_ros.features.aliked_net import max_filter
+
+    image = read_image(sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[5])
+    if crop is not None:
+        image = np.ascontiguousarray(image[:crop[0], :crop[1]])
+    net = extractor_cache("aliked-t16").net
+    with torch.inference_mode():
+        tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+        feature_map, score_map = net.dense_maps(tensor)
+        sparse, sparse_score_map = net.sparse_maps(tensor)
+        assert (sparse_score_map - score_map).abs().max() < 1e-5
+        rows, cols = torch.meshgrid(torch.arange(image.shape[0]), torch.arange(image.shape[1]), indexing="ij")
+        dense_features = feature_map[0].permute(1, 2, 0)
+        every_7th = (slice(None, None, 7), slice(None, None, 7))
+        torch.testing.assert_close(sparse.at(rows[every_7th], cols[every_7th]), dense_features[every_7th],
+                                   atol=1e-5, rtol=0)
+        keypoints = net.detect(score_map[0]).keypoints
+        cosine = (net.describe(sparse, keypoints) * net.describe(feature_map, keypoints)).sum(dim=1)
+        assert len(keypoints) == 1024 and cosine.min() > 0.99999
+        scores = torch.rand(1, 1, 61, 83)
+        for radius in (1, 2, 4):
+            assert torch.equal(max_filter(scores, radius),
+                               torch.nn.functional.max_pool2d(scores, 2 * radius + 1, stride=1, padding=radius))
 
 
 @pytest.mark.parametrize("name", ["aliked-t16", "sift", "orb"])

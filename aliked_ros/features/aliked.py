@@ -62,7 +62,7 @@ class AlikedExtractor(Extractor):
         t0 = clock()
         tensor = self._to_tensor(image)
         height, width = tensor.shape[-2:]
-        feature_map, score_map = self.net.dense_maps(tensor)
+        feature_map, score_map = self.net.sparse_maps(tensor)  # the feature map is evaluated at keypoints only
         self._sync()
         t1 = clock()
         detections = self.net.detect(score_map[0], radius=cfg.nms_radius, top_k=cfg.max_keypoints,
@@ -70,7 +70,7 @@ class AlikedExtractor(Extractor):
                                      min_score=cfg.min_score)
         self._sync()
         t2 = clock()
-        descriptors = self.net.describe(feature_map[0], detections.keypoints)
+        descriptors = self.net.describe(feature_map, detections.keypoints)
         self._sync()
         t3 = clock()
         result = Features(

@@ -92,3 +92,35 @@ def test_corrupt_and_truncated_bags(shared_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="is not a TUM, KITTI or EuRoC folder"):
         open_sequence(tmp_path / "empty")
+
+
+def test_prefetched_reads_ahead_and_passes_errors_on(shared_dir, tmp_path):
+    """Read-ahead (used by replay and the demo): the same frames in the same order; a reader error reaches the
+    consumer after the frames read before it; a consumer that stops early leaves no reader thread behind."""
+    import threading
+    import time
+
+    from aliked_ros.datasets import Prefetched
+
+    folder = open_sequence(shared_dir / "data/tum_fr2_desk")
+    ahead = Prefetched(folder, size=4).start()
+    assert len(ahead) == len(folder) and ahead.name == folder.name and ahead.groundtruth is folder.groundtruth
+    for direct, read_ahead in zip(folder, ahead, strict=True):
+        assert direct.stamp == read_ahead.stamp and np.array_equal(direct.image, read_ahead.image)
+    assert len(list(ahead)) == len(folder)  # a second pass reads the sequence again
+
+    good = write_bag(folder, tmp_path / "good.bag", ros1=True)
+    truncated = tmp_path / "truncated.bag"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    received = []
+    with pytest.raises(DatasetError):
+        for frame in Prefetched(open_sequence(truncated), size=2):
+            received.append(frame.stamp)
+    assert len(received) < len(folder) and received == sorted(received)
+
+    for frame in Prefetched(folder, size=2):
+        break
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("prefetch") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name.startswith("prefetch") for t in threading.enumerate())

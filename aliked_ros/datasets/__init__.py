@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aliked_ros.datasets.base import DatasetError, Sequence
+from aliked_ros.datasets.base import DatasetError, Prefetched, Sequence
 
 
 def open_sequence(path: str | Path, camera_info: str | Path | None = None, use_depth: bool = True,

@@ -39,3 +39,69 @@ def camera_from_file_or(default: Path | None, override: str | Path | None, what:
         raise CalibrationError(
             f"no camera calibration for {what}: expected {default} or pass --camera-info FILE (ROS camera_info YAML)")
     return CameraModel.from_yaml(path)
+
+
+class Prefetched(Sequence):
+    """Another sequence's frames, read ahead by a background thread into a queue of ``size`` frames, so that
+    reading, decoding or rendering overlaps with whatever consumes them. Errors of the reader are raised in the
+    consumer, at the frame where they happened. ``start()`` begins reading before the first iteration (e.g.
+    while a node starts); each later iteration reads the sequence again."""
+
+    def __init__(self, sequence: Sequence, size: int = 16) -> None:
+        self.sequence, self.size = sequence, max(1, size)
+        self.name, self.camera = sequence.name, sequence.camera
+        self.groundtruth, self.has_depth = sequence.groundtruth, sequence.has_depth
+        self._started: Iterator[Frame] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def start(self) -> "Prefetched":
+        if self._started is None:
+            self._started = self._read_ahead()
+        return self
+
+    def __iter__(self) -> Iterator[Frame]:
+        started, self._started = self._started, None
+        return started if started is not None else self._read_ahead()
+
+    def _read_ahead(self) -> Iterator[Frame]:
+        import queue
+        import threading
+
+        items: queue.Queue = queue.Queue(self.size)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def read() -> None:
+            try:
+                for frame in self.sequence:
+                    if not put(("frame", frame)):
+                        return
+                put(("end", None))
+            except BaseException as error:  # handed to the consumer
+                put(("error", error))
+
+        threading.Thread(target=read, name=f"prefetch {self.name}", daemon=True).start()
+
+        def drain() -> Iterator[Frame]:
+            try:
+                while True:
+                    kind, item = items.get()
+                    if kind == "end":
+                        return
+                    if kind == "error":
+                        raise item
+                    yield item
+            finally:
+                stop.set()  # the consumer stopped early: let the reader thread end
+
+        return drain()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros.datasets import open_sequence
+from aliked_ros.datasets import Prefetched, open_sequence
 from aliked_ros.evaluation import evaluate, report_fields
 from aliked_ros.features import ALIKED_MODELS, EXTRACTORS
 from aliked_ros.features.weights import resolve_weights
@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     with open(log_path, "wb") as log:
         node_process = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
+    # read (or render) the frames while the node loads its model; at most --frames of them are played
+    sequence = Prefetched(sequence, size=min(len(sequence), args.frames)).start()
     apply_loopback_environment(domain)
     rclpy.init(domain_id=domain)
     client = rclpy.create_node("aliked_demo")
@@ -127,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
                 raise SystemExit(f"demo: the node did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
             rclpy.spin_once(client, timeout_sec=0.1)
         print(f"demo: replaying {min(len(sequence), args.frames)} frames of {sequence.name} (lock-step)", file=sys.stderr)
-        summary = replayer.play(sequence)
+        picture_index = min(len(sequence), args.frames) // 2
+        picture = {}  # the frame drawn in tracks.png, kept while it is published
+        summary = replayer.play(sequence, on_frame=lambda i, f: picture.update(frame=f) if i == picture_index else None)
         replayer._spin(1.0, lambda: len(odometry) >= len(status) and len(keypoints) >= len(status))
     finally:
         client.destroy_node()
@@ -150,11 +154,11 @@ def run(args: argparse.Namespace) -> int:
     if metrics is not None:
         plot_path = output / "trajectory.png"
         plot_trajectory(metrics, plot_path, f"aliked_vo demo ({sequence.name})")
-    if keypoints:
-        index = len(keypoints) // 2
-        frame = next(f for i, f in enumerate(sequence) if i == index)
+    drawn = [i for i, msg in enumerate(keypoints) if "frame" in picture and
+             abs(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 - picture["frame"].stamp) < 1e-6]
+    if drawn:
         tracks_path = output / "tracks.png"
-        draw_tracks_picture(frame, keypoints, index, tracks_path)
+        draw_tracks_picture(picture["frame"], keypoints, drawn[0], tracks_path)
     report = {
         "source": args.source or f"synthetic (seed {args.seed})", "extractor": args.extractor, "ros_domain_id": domain,
         "frames_published": summary.frames_published, "frames_processed": len(status),

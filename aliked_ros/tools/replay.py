@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from aliked_ros.datasets import Sequence, open_sequence
+from aliked_ros.datasets import Prefetched, Sequence, open_sequence
 
 LOOP_GAP_S = 0.1  # stamp gap between the end of one loop and the start of the next
 
@@ -106,7 +106,9 @@ class Replayer:
     def wait_for_subscribers(self, timeout: float) -> bool:
         return self._spin(timeout, self.subscribed)
 
-    def play(self, sequence: Sequence, progress: bool = True) -> ReplaySummary:
+    def play(self, sequence: Sequence, progress: bool = True, on_frame=None) -> ReplaySummary:
+        """Publish the sequence (see the module docstring); ``on_frame(index, frame)`` is called after each frame
+        is published."""
         from rosgraph_msgs.msg import Clock
 
         from aliked_ros.ros.publishing import camera_info_message, compressed_message, image_message, make_header
@@ -140,6 +142,8 @@ class Replayer:
                 self.pub_image.publish(compressed_message(frame.image, header) if args.compressed
                                        else image_message(frame.image, header))
                 self.published_at[(header.stamp.sec, header.stamp.nanosec)] = time.monotonic()
+                if on_frame is not None:
+                    on_frame(count, frame)
                 published += 1
                 count += 1
                 last = stamp
@@ -175,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if args.wait_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_subscribers):
             print(f"replay: no subscriber on the image topic after {args.wait_subscribers:.0f} s; publishing anyway",
                   file=sys.stderr)
-        summary = replayer.play(sequence, progress=not args.quiet)
+        summary = replayer.play(Prefetched(sequence), progress=not args.quiet)  # read ahead while publishing
         replayer._spin(0.5)  # let reliable publishers deliver the tail
     except KeyboardInterrupt:
         print("replay: interrupted", file=sys.stderr)

@@ -55,6 +55,12 @@ class FrameError(AlikedRosError):
     """A frame the pipeline cannot take (depth of the wrong size or type, ...)."""
 
 
+class DuplicateFrameError(FrameError):
+    """A frame stamped exactly like the previous one (a driver or bag that repeats a frame, a republish): it
+    carries no new motion, and a second pose with the same stamp would repeat TF data, so it is refused before
+    it changes any state."""
+
+
 @dataclass(frozen=True)
 class OdometryConfig:
     ransac_threshold_px: float = 1.0  # epipolar error bound for essential-matrix inliers
@@ -217,8 +223,14 @@ class VisualOdometry:
         self._lost_in_a_row = 0
 
     def process(self, frame: Frame) -> FrameResult:
+        """Track and pose one frame. Stamps must increase: a stamp equal to the previous frame's raises
+        :class:`DuplicateFrameError` (nothing changes); an earlier one resets the pipeline first (time went
+        backwards, e.g. a bag replayed from its start). Other bad frames raise :class:`FrameError` or
+        :class:`~aliked_ros.geometry.camera.CalibrationError` before the tracks change."""
         start = time.perf_counter()
         reset_reason = None
+        if self._last_stamp is not None and frame.stamp == self._last_stamp:
+            raise DuplicateFrameError(f"frame stamped {frame.stamp:.9f} s like the previous one")
         if self._last_stamp is not None and frame.stamp < self._last_stamp:
             reset_reason = f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})"
             self.reset(reset_reason)

@@ -12,7 +12,7 @@ import pytest
 from aliked_ros.datasets import DatasetError, open_sequence
 from aliked_ros.evaluation import evaluate
 from aliked_ros.geometry.camera import CalibrationError
-from aliked_ros.odometry import Frame, TrackingState, VisualOdometry
+from aliked_ros.odometry import DuplicateFrameError, Frame, TrackingState, VisualOdometry
 from aliked_ros.tools.eval import run_offline
 
 
@@ -91,6 +91,30 @@ def test_time_going_backwards_resets(shared_dir, extractor_cache):
     result = vo.process(frames[0])
     assert result.reset_reason.startswith("time went backwards") and result.state == TrackingState.INITIALIZING
     assert result.frame_index == 0 and vo.resets == 1 and result.track_ages.max() == 0
+
+
+def test_duplicate_stamp_is_refused_without_changing_state(shared_dir, extractor_cache):
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
+    reference = run_offline(_List(frames), VisualOdometry(extractor_cache("orb")), progress=False)
+    vo = VisualOdometry(extractor_cache("orb"))
+    vo.process(frames[0])
+    second = vo.process(frames[1])
+    with pytest.raises(DuplicateFrameError, match="like the previous one"):
+        vo.process(frames[1])
+    third = vo.process(frames[2])  # as if the duplicate never came
+    assert (second.frame_index, third.frame_index) == (1, 2) and vo.resets == 0
+    np.testing.assert_allclose(third.T_odom_camera, reference.trajectory.poses[2], atol=1e-9)
+    # offline, a repeated frame (e.g. in a bag) is counted and skipped, not fatal
+    run = run_offline(_List([frames[0], frames[1], frames[1], frames[2]]), VisualOdometry(extractor_cache("orb")),
+                      progress=False)
+    assert (run.frames, run.rejected, len(run.trajectory)) == (4, 1, 3)
+    np.testing.assert_allclose(run.trajectory.poses, reference.trajectory.poses, atol=1e-9)
+
+
+class _List(list):
+    """Frames as a sequence for run_offline."""
+
+    name = "frames"
 
 
 def test_bad_frames_raise_clear_errors(shared_dir, extractor_cache):

@@ -38,7 +38,7 @@ from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
 from aliked_ros.msg import FrameKeypoints, TrackingStatus
-from aliked_ros.odometry import Frame, FrameError, TrackingState, VisualOdometry
+from aliked_ros.odometry import DuplicateFrameError, Frame, FrameError, TrackingState, VisualOdometry
 from aliked_ros.ros.frames import base_odometry, mount_transform, quaternion, twist
 from aliked_ros.ros.messages import KeypointArrays, fill_frame_keypoints
 from aliked_ros.ros.sync import StampSynchronizer
@@ -50,6 +50,7 @@ RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period"}
 REJECTIONS = (
     (EncodingError, "bad_encoding", "bad image"),
     (CalibrationError, "size_mismatch", "image does not fit camera_info"),
+    (DuplicateFrameError, "duplicate_stamp", "duplicate frame"),
     (FrameError, "bad_depth", "bad depth image"),
     (AlikedRosError, "bad_input", "frame rejected"),
 )

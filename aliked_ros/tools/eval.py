@@ -14,7 +14,7 @@ from tqdm import tqdm
 from aliked_ros.datasets import Sequence, open_sequence
 from aliked_ros.evaluation import Metrics, evaluate, report_fields
 from aliked_ros.features import create_extractor
-from aliked_ros.odometry import FrameResult, TrackingState, VisualOdometry
+from aliked_ros.odometry import FrameError, FrameResult, TrackingState, VisualOdometry
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
 from aliked_ros.trajectory import Trajectory, write_tum
 
@@ -25,23 +25,30 @@ class OfflineRun:
     frames: int
     lost: int
     resets: int
+    rejected: int  # frames the pipeline refused (duplicate stamp, bad depth), each warned about on stderr
     frame_ms: list[float]
     last_result: FrameResult | None
 
 
 def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None = None,
                 progress: bool = True) -> OfflineRun:
-    """Feed every frame of ``sequence`` to ``vo``; collect the poses."""
+    """Feed every frame of ``sequence`` to ``vo``; collect the poses. A frame the pipeline refuses
+    (:class:`FrameError`) is counted, reported on stderr and skipped; other errors stop the run."""
     stamps, poses, frame_ms = [], [], []
-    lost = frames = 0
+    lost = frames = rejected = 0
     result = None
     total = min(len(sequence), max_frames) if max_frames else len(sequence)
     for frame in tqdm(sequence, total=total, desc=f"VO {sequence.name}", unit="frame", file=sys.stderr,
                       disable=not progress, leave=False):
         if frames == total:
             break
-        result = vo.process(frame)
         frames += 1
+        try:
+            result = vo.process(frame)
+        except FrameError as error:
+            rejected += 1
+            print(f"warning: frame at {frame.stamp:.6f} s skipped: {error}", file=sys.stderr)
+            continue
         frame_ms.append(result.timings_ms["total"])
         if result.state == TrackingState.LOST:
             lost += 1
@@ -49,7 +56,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             stamps.append(result.stamp)
             poses.append(result.T_odom_camera)
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
-    return OfflineRun(trajectory, frames, lost, vo.resets, frame_ms, result)
+    return OfflineRun(trajectory, frames, lost, vo.resets, rejected, frame_ms, result)
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "source": str(args.source), "extractor": extractor.name, "device": extractor.device,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
+        "rejected": outcome.rejected,
         **report_fields(metrics, alignment),
         "frame_ms_median": float(np.median(outcome.frame_ms)) if outcome.frame_ms else None,
         "output_trajectory": args.output_trajectory, "plot": args.plot if metrics else None,
@@ -131,8 +139,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{report['source']}: {outcome.frames} frames, {report['poses']} posed, {outcome.lost} lost "
-              f"({extractor.name} on {extractor.device}, median {report['frame_ms_median']:.0f} ms/frame)")
+        print(f"{report['source']}: {outcome.frames} frames, {report['poses']} posed, {outcome.lost} lost, "
+              f"{outcome.rejected} rejected "
+              f"({extractor.name} on {extractor.device}, median {report['frame_ms_median'] or 0:.0f} ms/frame)")
         if metrics:
             print(f"  {metrics.describe()}")
         else:

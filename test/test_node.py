@@ -204,7 +204,7 @@ def test_camera_info_is_paired_with_the_image_by_stamp(shared_dir, weights_dir, 
 
     frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
     node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "qos:=reliable",
-                      "-p", "camera_info_wait:=0.5")
+                      "-p", "camera_info_wait:=1.5")
     g = graph(reliable=True)
     g.wait_for_node(node)
 
@@ -212,7 +212,7 @@ def test_camera_info_is_paired_with_the_image_by_stamp(shared_dir, weights_dir, 
         return Header(stamp=stamp_of(frame.stamp), frame_id="camera_rgb_optical_frame")
 
     g.pub_image.publish(image_msg(frames[0].image, header(frames[0])))  # never gets a camera_info
-    g.spin_until(lambda: False, 1.0)
+    g.spin_until(lambda: False, 2.5)  # > camera_info_wait, with margin for a loaded machine
     g.pub_image.publish(image_msg(frames[1].image, header(frames[1])))
     g.spin_until(lambda: False, 0.2)  # the worker is waiting for this frame's camera_info
     g.pub_info.publish(camera_info_msg(frames[1].camera, header(frames[1])))

@@ -111,6 +111,9 @@ class FrameResult:
     timings_ms: dict[str, float]
     covariance: np.ndarray | None = None  # 6x6 (x y z roll pitch yaw) or None = unknown
     reset_reason: str | None = None
+    map_id: int = 0  # grows by one at every reset; monocular scale is per map
+    relocalized: bool = False  # tracking recovered against a keyframe of the same map after LOST frames
+    num_landmarks: int = 0  # keypoints observing a landmark of the map
 
     @property
     def num_tracks(self) -> int:

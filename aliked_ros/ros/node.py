@@ -334,7 +334,9 @@ class VoNode(Node):
         status = TrackingStatus(
             header=header, state=int(result.state), pose_source=result.pose_source, frame_index=result.frame_index,
             is_keyframe=result.is_keyframe, num_keypoints=len(features), num_matches=result.num_matches,
-            num_inliers=result.num_inliers, num_tracks=result.num_tracks, frames_dropped=self.counts["dropped"],
+            num_inliers=result.num_inliers, num_tracks=result.num_tracks, num_landmarks=result.num_landmarks,
+            map_id=result.map_id, reset_reason=result.reset_reason or "", relocalized=result.relocalized,
+            frames_dropped=self.counts["dropped"],
             extract_ms=t["extract"], match_ms=t["match"], pose_ms=t["pose"], total_ms=t["total"])
         self._last_status = status
 

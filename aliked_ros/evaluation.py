@@ -1,18 +1,27 @@
-"""Scoring an estimated trajectory against ground truth (evo for association, alignment and ATE).
+"""Scoring an estimated trajectory against ground truth (evo for alignment and ATE).
 
 Definitions (used by ``aliked-vo eval`` and ``aliked-vo demo``):
   - association: each estimated pose to the ground-truth pose nearest in time, within ``max_difference`` s;
-  - ``ate_rmse_m``: RMSE of position differences after aligning the estimate to the ground truth (Umeyama):
-    ``sim3`` (rotation, translation, scale: monocular) or ``se3`` (RGB-D);
-  - ``rot_err_deg``: per consecutive pair of associated frames, the geodesic angle between the estimated and the
-    true relative rotation T_i_j = inv(T_w_i) T_w_j;
-  - ``tdir_err_deg``: per pair, the angle between estimated and true relative translation directions, pairs
-    with < 5 mm true translation (or no estimated translation) skipped;
+  - segments: poses of one map (``map_id``; a reset starts a new map with its own monocular scale) are aligned
+    on their own, never with one transform across maps;
+  - scored poses: a segment's poses from its initialisation on (monocular frames before it carry rotation only
+    and are counted in ``initializing``); a segment that never initialised (a camera at rest) is scored whole;
+  - ``ate_rmse_m``: RMSE of position differences over the scored poses after aligning each segment to the ground
+    truth (Umeyama): ``sim3`` (rotation, translation, scale: monocular) or ``se3`` (metric: RGB-D, stereo);
+  - ``rot_err_deg``: per consecutive pair of associated poses in one segment, the geodesic angle between the
+    estimated and the true relative rotation T_i_j = inv(T_w_i) T_w_j;
+  - ``tdir_err_deg``: per pair with >= 5 mm true translation, the angle between estimated and true relative
+    translation directions; a pair whose estimate has no translation counts as 90 deg (no direction known) and
+    in ``missed_motion_pairs``, so that lost motion cannot hide;
+  - ``rpe_trans_pct``: drift per distance travelled (KITTI-style): from every scored pose, the first later pose of
+    the same segment at least ``rpe_segment_m`` further along the true path; the error of the estimated
+    relative translation (scaled by the segment's alignment) in percent of that distance, averaged. The segment
+    length is 100 m for runs of >= 200 m, else 1 m for runs of >= 2 m, else 10 % of the path;
   - ``path_length_m``: the length of the aligned estimated path.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +29,17 @@ from aliked_ros.geometry.transforms import invert, rotation_angle
 from aliked_ros.trajectory import Trajectory
 
 MIN_TRUE_TRANSLATION_M = 0.005
+MISSED_MOTION_ERROR_DEG = 90.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    map_id: int
+    poses: int
+    scored: int
+    ate_rmse_m: float
+    scale: float
+    path_length_m: float
 
 
 @dataclass(frozen=True)
@@ -30,16 +50,23 @@ class Metrics:
     rot_err_deg: dict[str, float]
     tdir_err_deg: dict[str, float]
     path_length_m: float
-    scale: float  # the sim3 scale applied to the estimate (1 for se3)
+    scale: float  # the sim3 scale of the longest segment (1 for se3)
     stamps: np.ndarray  # (M,) stamps of the associated estimated poses
     aligned_positions: np.ndarray  # (M,3) estimated positions after alignment, in the ground-truth world frame
     true_positions: np.ndarray  # (M,3) associated ground-truth positions
+    missed_motion_pairs: int = 0
+    rpe_trans_pct: float = float("nan")
+    rpe_segment_m: float = float("nan")
+    initializing: int = 0  # associated poses before their segment's initialisation (not in the ATE)
+    segments: list[Segment] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line for people."""
         return (f"{self.alignment} ATE {self.ate_rmse_m * 1000:.2f} mm, rotation error median "
                 f"{self.rot_err_deg['median']:.3f} deg, translation direction error median "
-                f"{self.tdir_err_deg['median']:.2f} deg, path {self.path_length_m:.3f} m")
+                f"{self.tdir_err_deg['median']:.2f} deg, drift {self.rpe_trans_pct:.2f} % per "
+                f"{self.rpe_segment_m:g} m, path {self.path_length_m:.3f} m, {len(self.segments)} segment(s), "
+                f"{self.missed_motion_pairs} missed-motion pair(s)")
 
 
 def report_fields(metrics: Metrics | None, alignment: str) -> dict:
@@ -49,8 +76,13 @@ def report_fields(metrics: Metrics | None, alignment: str) -> dict:
         "ate_rmse_m": metrics.ate_rmse_m if metrics else None,
         "rot_err_deg": {k: metrics.rot_err_deg[k] for k in ("median", "mean")} if metrics else None,
         "tdir_err_deg": {k: metrics.tdir_err_deg[k] for k in ("median", "mean")} if metrics else None,
+        "missed_motion_pairs": metrics.missed_motion_pairs if metrics else None,
+        "rpe_trans_pct": metrics.rpe_trans_pct if metrics else None,
+        "rpe_segment_m": metrics.rpe_segment_m if metrics else None,
         "path_length_m": metrics.path_length_m if metrics else None,
         "sim3_scale": metrics.scale if metrics else None,
+        "initializing_poses": metrics.initializing if metrics else None,
+        "segments": [vars(s) for s in metrics.segments] if metrics else None,
     }
 
 
@@ -60,18 +92,44 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"median": float(np.median(values)), "mean": float(np.mean(values)), "count": len(values)}
 
 
-def relative_errors(est: np.ndarray, gt: np.ndarray) -> tuple[list[float], list[float]]:
-    """Rotation and translation-direction errors (degrees) over consecutive pairs of (N,4,4) poses."""
-    rot, tdir = [], []
+def relative_errors(est: np.ndarray, gt: np.ndarray) -> tuple[list[float], list[float], int]:
+    """Rotation and translation-direction errors (degrees) over consecutive pairs of (N,4,4) poses, and the
+    number of pairs whose true translation is >= 5 mm but whose estimate has none (counted as 90 deg)."""
+    rot, tdir, missed = [], [], 0
     for i in range(len(est) - 1):
         rel_est = invert(est[i]) @ est[i + 1]
         rel_gt = invert(gt[i]) @ gt[i + 1]
         rot.append(np.degrees(rotation_angle(rel_est[:3, :3].T @ rel_gt[:3, :3])))
         t_est, t_gt = rel_est[:3, 3], rel_gt[:3, 3]
-        if np.linalg.norm(t_gt) >= MIN_TRUE_TRANSLATION_M and np.linalg.norm(t_est) > 1e-12:
-            cosine = t_est @ t_gt / (np.linalg.norm(t_est) * np.linalg.norm(t_gt))
-            tdir.append(float(np.degrees(np.arccos(np.clip(cosine, -1, 1)))))
-    return rot, tdir
+        if np.linalg.norm(t_gt) < MIN_TRUE_TRANSLATION_M:
+            continue
+        if np.linalg.norm(t_est) <= 1e-12:
+            missed += 1
+            tdir.append(MISSED_MOTION_ERROR_DEG)
+            continue
+        cosine = t_est @ t_gt / (np.linalg.norm(t_est) * np.linalg.norm(t_gt))
+        tdir.append(float(np.degrees(np.arccos(np.clip(cosine, -1, 1)))))
+    return rot, tdir, missed
+
+
+def drift_segment_length(path_m: float) -> float:
+    return 100.0 if path_m >= 200.0 else 1.0 if path_m >= 2.0 else 0.1 * path_m
+
+
+def drift_errors(est: np.ndarray, gt: np.ndarray, scale: float, length_m: float) -> list[float]:
+    """Relative translation errors in % of ``length_m`` (see the module docstring)."""
+    if len(gt) < 2 or length_m <= 0:
+        return []
+    travelled = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1))])
+    errors = []
+    for i in range(len(gt)):
+        j = int(np.searchsorted(travelled, travelled[i] + length_m))
+        if j >= len(gt):
+            break
+        rel_gt = invert(gt[i]) @ gt[j]
+        rel_est = invert(est[i]) @ est[j]
+        errors.append(100.0 * float(np.linalg.norm(scale * rel_est[:3, 3] - rel_gt[:3, 3])) / length_m)
+    return errors
 
 
 def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool) -> tuple[np.ndarray, np.ndarray, float]:
@@ -87,18 +145,46 @@ def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool) -> tuple[n
     return R, t, float(s)
 
 
-def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "sim3",
-             max_difference: float = 0.02) -> Metrics | None:
-    """Metrics of ``estimate`` against ``groundtruth``; None when fewer than 2 poses can be associated."""
+def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "sim3", max_difference: float = 0.02,
+             map_ids: np.ndarray | None = None, initialized: np.ndarray | None = None) -> Metrics | None:
+    """Metrics of ``estimate`` against ``groundtruth``; None when fewer than 2 poses can be associated.
+    ``map_ids`` (N,): the map of each estimated pose (default: one map); ``initialized`` (N,) bool: False for
+    poses before their map's initialisation (default: all initialised)."""
     index = groundtruth.nearest(estimate.stamps, max_difference)
     ok = index >= 0
     if ok.sum() < 2:
         return None
     est, gt = estimate.poses[ok], groundtruth.poses[index[ok]]
-    R, t, s = umeyama(est[:, :3, 3], gt[:, :3, 3], with_scale=alignment == "sim3")
-    aligned = (s * est[:, :3, 3] @ R.T) + t
-    ate = float(np.sqrt(np.mean(np.sum((aligned - gt[:, :3, 3]) ** 2, axis=1))))
-    rot, tdir = relative_errors(est, gt)
-    path = float(np.sum(np.linalg.norm(np.diff(aligned, axis=0), axis=1)))
-    return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir), path, s, estimate.stamps[ok], aligned,
-                   gt[:, :3, 3])
+    maps = np.zeros(len(estimate), int) if map_ids is None else np.asarray(map_ids)
+    maps = maps[ok]
+    init = np.ones(len(estimate), bool) if initialized is None else np.asarray(initialized, bool)
+    init = init[ok]
+    aligned = np.full((len(est), 3), np.nan)
+    scored = np.zeros(len(est), bool)
+    segments, rot, tdir, drift, missed = [], [], [], [], 0
+    scales = []
+    total_path = float(np.sum(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1)))
+    length_m = drift_segment_length(total_path)
+    for map_id in np.unique(maps):
+        members = np.flatnonzero(maps == map_id)
+        score = members[init[members]] if init[members].sum() >= 2 else members
+        scored[score] = True
+        if len(score) >= 2:
+            R, t, s = umeyama(est[score, :3, 3], gt[score, :3, 3], with_scale=alignment == "sim3")
+        else:  # one pose: align its position only
+            R, t, s = np.eye(3), gt[score[0], :3, 3] - est[score[0], :3, 3], 1.0
+        aligned[members] = s * est[members, :3, 3] @ R.T + t
+        errors = np.linalg.norm(aligned[score] - gt[score, :3, 3], axis=1)
+        r, d, m = relative_errors(est[members], gt[members])
+        rot += r
+        tdir += d
+        missed += m
+        drift += drift_errors(est[score], gt[score], s, length_m)
+        path = float(np.sum(np.linalg.norm(np.diff(aligned[members], axis=0), axis=1)))
+        segments.append(Segment(int(map_id), len(members), len(score), float(np.sqrt(np.mean(errors ** 2))), s, path))
+        scales.append((len(members), s))
+    ate = float(np.sqrt(np.mean(np.sum((aligned[scored] - gt[scored, :3, 3]) ** 2, axis=1))))
+    return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir),
+                   float(sum(seg.path_length_m for seg in segments)), max(scales)[1], estimate.stamps[ok], aligned,
+                   gt[:, :3, 3], missed, float(np.mean(drift)) if drift else float("nan"), length_m,
+                   int((~init).sum()), segments)

@@ -54,8 +54,11 @@ class Tracker:
         b = new.device_descriptors if new.device_descriptors is not None else new.descriptors
         return match_mutual_nearest(a, b, min_similarity=self.config.min_similarity, ratio=self.config.ratio)
 
-    def commit(self, features: Features, matches: Matches, verified: np.ndarray | None) -> TrackedKeypoints:
-        """Assign ids to ``features`` (verified matches continue their track) and make it the reference."""
+    def assign(self, features: Features, matches: Matches, verified: np.ndarray | None,
+               revived: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[TrackedKeypoints, int]:
+        """Track ids for ``features`` without changing the tracker: verified matches continue their track, the
+        ``revived`` keypoints (indices, ids) take up an earlier track again (relocalisation), every other keypoint
+        starts a new one. Returns the tracks and the next free id, for ``commit``."""
         n = len(features)
         ids = np.zeros(n, np.uint64)
         ages = np.zeros(n, np.uint32)
@@ -65,9 +68,14 @@ class Tracker:
             ids[keep[:, 1]] = self.reference_tracks.track_ids[keep[:, 0]]
             ages[keep[:, 1]] = self.reference_tracks.track_ages[keep[:, 0]] + 1
             continued[keep[:, 1]] = True
+        if revived is not None and len(revived[0]):
+            ids[revived[0]] = revived[1]
+            ages[revived[0]] = 1
+            continued[revived[0]] = True
         fresh = np.flatnonzero(~continued)
         ids[fresh] = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.uint64)
-        self._next_id += len(fresh)
-        tracks = TrackedKeypoints(ids, ages)
-        self.reference, self.reference_tracks = features, tracks
-        return tracks
+        return TrackedKeypoints(ids, ages), self._next_id + len(fresh)
+
+    def commit(self, features: Features, tracks: TrackedKeypoints, next_id: int) -> None:
+        """Make ``features`` with ``tracks`` (from ``assign``) the reference of the next match."""
+        self.reference, self.reference_tracks, self._next_id = features, tracks, next_id

@@ -5,7 +5,7 @@
   - too few correspondences or inliers -> ``None``;
   - too little parallax after removing the rotation (no motion, or pure rotation) -> rotation only, t = 0.
 ``absolute_pose``: PnP from 3-D points in a reference frame to 2-D observations -> T_cam_ref (metric).
-``triangulate``: midpoint-free linear triangulation of normalised observations in two posed views.
+(Closed-form multi-view geometry — triangulation, epipolar errors, parallax — is in ``multiview``.)
 Thresholds are given in pixels and converted with the camera's focal length.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import poselib
 
+from aliked_ros.geometry.multiview import bearings, rotation_compensated_parallax
 from aliked_ros.geometry.transforms import make_transform
 
 _IDENTITY_CAMERA = {"model": "PINHOLE", "width": 2, "height": 2, "params": [1.0, 1.0, 0.0, 0.0]}
@@ -32,19 +33,6 @@ class PoseEstimate:
     @property
     def num_inliers(self) -> int:
         return int(self.inliers.sum())
-
-
-def _bearings(normalised: np.ndarray) -> np.ndarray:
-    rays = np.column_stack([normalised, np.ones(len(normalised))])
-    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
-
-
-def rotation_compensated_parallax(norm_a: np.ndarray, norm_b: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """Angle (radians) between each bearing in b and the rotated bearing from a: the part of the image motion
-    that only translation can explain."""
-    rotated = _bearings(norm_a) @ rotation.T
-    cosine = np.sum(rotated * _bearings(norm_b), axis=1)
-    return np.arccos(np.clip(cosine, -1.0, 1.0))
 
 
 def relative_pose(norm_a: np.ndarray, norm_b: np.ndarray, focal_px: float, threshold_px: float = 1.0,
@@ -68,7 +56,7 @@ def relative_pose(norm_a: np.ndarray, norm_b: np.ndarray, focal_px: float, thres
 
 def rotation_only(norm_a: np.ndarray, norm_b: np.ndarray) -> np.ndarray:
     """Least-squares rotation R with bearing_b ~ R bearing_a (Kabsch on unit bearings)."""
-    a, b = _bearings(norm_a), _bearings(norm_b)
+    a, b = bearings(norm_a), bearings(norm_b)
     u, _, vt = np.linalg.svd(b.T @ a)
     d = np.sign(np.linalg.det(u @ vt))
     return u @ np.diag([1.0, 1.0, d]) @ vt
@@ -86,21 +74,3 @@ def absolute_pose(points_ref: np.ndarray, norm: np.ndarray, focal_px: float, thr
     if inliers.sum() < min_inliers:
         return None
     return PoseEstimate(make_transform(pose.R, pose.t), inliers, "pnp", float("nan"))
-
-
-def triangulate(norm_a: np.ndarray, norm_b: np.ndarray, T_b_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points (N,3) in frame a from normalised observations in a and b (DLT per point), and a mask of points
-    in front of both cameras."""
-    P_a = np.hstack([np.eye(3), np.zeros((3, 1))])
-    P_b = T_b_a[:3]
-    rows = np.stack([
-        norm_a[:, 0:1] * P_a[2] - P_a[0], norm_a[:, 1:2] * P_a[2] - P_a[1],
-        norm_b[:, 0:1] * P_b[2] - P_b[0], norm_b[:, 1:2] * P_b[2] - P_b[1],
-    ], axis=1)  # (N, 4, 4)
-    _, _, vt = np.linalg.svd(rows)
-    homogeneous = vt[:, -1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        points = homogeneous[:, :3] / homogeneous[:, 3:4]
-    depth_b = points @ T_b_a[:3, :3].T[:, 2] + T_b_a[2, 3]
-    valid = np.isfinite(points).all(axis=1) & (points[:, 2] > 0) & (depth_b > 0)
-    return points, valid

@@ -31,3 +31,24 @@ def from_tum(values: np.ndarray) -> np.ndarray:
 def to_tum(transform: np.ndarray) -> np.ndarray:
     """4x4 -> (tx ty tz qx qy qz qw)."""
     return np.concatenate([transform[:3, 3], Rotation.from_matrix(transform[:3, :3]).as_quat()])
+
+
+def skew(vector: np.ndarray) -> np.ndarray:
+    """[v]x (3,3) for one vector, or (N,3,3) for (N,3) vectors: [v]x w = v x w."""
+    v = np.asarray(vector, dtype=float)
+    out = np.zeros(v.shape[:-1] + (3, 3))
+    out[..., 0, 1], out[..., 0, 2], out[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    return out - np.swapaxes(out, -1, -2)
+
+
+def exp_so3(rotation_vectors: np.ndarray) -> np.ndarray:
+    """Rotation matrices (...,3,3) from rotation vectors (...,3) (axis x angle, radians)."""
+    v = np.asarray(rotation_vectors, dtype=float)
+    return Rotation.from_rotvec(v.reshape(-1, 3)).as_matrix().reshape(v.shape[:-1] + (3, 3))
+
+
+def perturb_left(transform: np.ndarray, xi: np.ndarray) -> np.ndarray:
+    """exp(xi) T for a 6-vector xi = (rotation vector, translation), both in T's output frame (first order in
+    the translation part: R' = exp(w) R, t' = exp(w) t + v)."""
+    R = exp_so3(xi[:3])
+    return make_transform(R @ transform[:3, :3], R @ transform[:3, 3] + xi[3:])

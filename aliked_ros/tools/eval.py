@@ -22,6 +22,8 @@ from aliked_ros.trajectory import Trajectory, write_tum
 @dataclass(frozen=True)
 class OfflineRun:
     trajectory: Trajectory  # the posed frames, T_odom_camera
+    map_ids: np.ndarray  # (len(trajectory),) the map each pose belongs to (a reset starts a new one)
+    initialized: np.ndarray  # (len(trajectory),) bool: False for monocular poses before initialisation
     frames: int
     lost: int
     resets: int
@@ -34,7 +36,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
                 progress: bool = True) -> OfflineRun:
     """Feed every frame of ``sequence`` to ``vo``; collect the poses. A frame the pipeline refuses
     (:class:`FrameError`) is counted, reported on stderr and skipped; other errors stop the run."""
-    stamps, poses, frame_ms = [], [], []
+    stamps, poses, frame_ms, map_ids, initialized = [], [], [], [], []
     lost = frames = rejected = 0
     result = None
     total = min(len(sequence), max_frames) if max_frames else len(sequence)
@@ -55,8 +57,11 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
         if result.T_odom_camera is not None:
             stamps.append(result.stamp)
             poses.append(result.T_odom_camera)
+            map_ids.append(result.map_id)
+            initialized.append(not (result.state == TrackingState.INITIALIZING and result.pose_source == "rotation_only"))
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
-    return OfflineRun(trajectory, frames, lost, vo.resets, rejected, frame_ms, result)
+    return OfflineRun(trajectory, np.array(map_ids, int), np.array(initialized, bool), frames, lost, vo.resets,
+                      rejected, frame_ms, result)
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
@@ -122,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if sequence.groundtruth is None:
         note = "no ground truth in the source: metrics unavailable"
     else:
-        metrics = evaluate(outcome.trajectory, sequence.groundtruth, alignment, args.max_time_difference)
+        metrics = evaluate(outcome.trajectory, sequence.groundtruth, alignment, args.max_time_difference,
+                           outcome.map_ids, outcome.initialized)
         if metrics is None:
             note = "fewer than 2 poses match ground-truth stamps: metrics unavailable"
     if metrics is not None and args.plot:

@@ -1,0 +1,300 @@
+"""Non-linear refinement: the pose of one frame against fixed landmarks (motion-only), and local bundle
+adjustment of a window of keyframes and their landmarks.
+
+Parameterisation: a camera pose is T_cam_odom, updated on the left, T <- exp(xi) T with xi = (rotation vector,
+translation) in the camera frame. Reprojection residuals are in pixels (normalised error x focal), robustified with
+Huber; depth residuals (RGB-D) are (z_predicted - z_measured) / sigma_z, sigma_z = ``depth_sigma_per_m2`` z^2,
+so one unit of either is one standard deviation of the measurement (1 px for reprojection).
+
+Solvers of the bundle adjustment (``solver``): ``scipy`` (``scipy.optimize.least_squares``, trust-region with an
+analytic sparse Jacobian; always available) and ``gtsam`` (Levenberg-Marquardt on projection factors, when the
+``gtsam`` wheel is installed). ``auto`` picks gtsam when importable. README "Local bundle adjustment" has the
+measured comparison.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+from scipy.optimize import least_squares
+
+from aliked_ros.geometry.multiview import signed_sampson, transform_points
+from aliked_ros.geometry.transforms import invert, perturb_left, skew
+
+
+@dataclass(frozen=True)
+class PoseRefinement:
+    T_cam_odom: np.ndarray
+    inliers: np.ndarray  # (N,) bool: reprojection error below the threshold after refinement
+    covariance: np.ndarray | None  # 6x6 of xi (rotation, translation; camera frame), None if not observable
+    iterations: int
+
+
+def _projection_jacobian(points_cam: np.ndarray) -> np.ndarray:
+    """d(x/z, y/z)/d(point) (N,2,3)."""
+    x, y, z = points_cam.T
+    inv_z = 1.0 / z
+    J = np.zeros((len(points_cam), 2, 3))
+    J[:, 0, 0] = inv_z
+    J[:, 1, 1] = inv_z
+    J[:, 0, 2] = -x * inv_z**2
+    J[:, 1, 2] = -y * inv_z**2
+    return J
+
+
+@dataclass(frozen=True)
+class EpipolarTerms:
+    """Correspondences between a posed keyframe and the frame being refined, without landmarks: their epipolar
+    errors constrain the rotation and the direction of translation, the landmarks the rest (the scale)."""
+
+    T_odom_keyframe: np.ndarray
+    norm_keyframe: np.ndarray  # (N,2)
+    norm_frame: np.ndarray  # (N,2)
+
+
+def _epipolar_residuals(T_cam_odom: np.ndarray, terms: EpipolarTerms, focal_px: float) -> np.ndarray | None:
+    T_cur_kf = T_cam_odom @ terms.T_odom_keyframe
+    if np.linalg.norm(T_cur_kf[:3, 3]) < 1e-9:
+        return None
+    return signed_sampson(terms.norm_keyframe, terms.norm_frame, T_cur_kf) * focal_px
+
+
+def _huber_weights(norm: np.ndarray, k: float) -> np.ndarray:
+    return np.where(norm <= k, 1.0, k / np.maximum(norm, 1e-12))
+
+
+def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.ndarray, focal_px: float,
+                threshold_px: float, iterations: int = 10, epipolar: EpipolarTerms | None = None) -> PoseRefinement:
+    """Gauss-Newton with Huber weights (scale ``threshold_px``/2) on the reprojection error of fixed landmarks,
+    plus the epipolar errors of ``epipolar`` when given. Three rounds, as ORB-SLAM's pose optimisation: after
+    each round, landmarks whose error exceeds 4x, 2x, then 1x ``threshold_px`` are left out of the next, so that
+    a few wrong landmarks (a close one moves the pose a lot) cannot pull the pose away. The covariance is the
+    inverse of the weighted normal matrix scaled by the landmark inliers' residual variance."""
+    T = T_cam_odom.copy()
+    huber = 0.5 * threshold_px
+    done = 0
+
+    def errors_px(T):
+        pc = transform_points(T, points_odom)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            projected = np.where(pc[:, 2:3] > 1e-6, pc[:, :2] / pc[:, 2:3], np.inf)
+        return np.linalg.norm(projected - normalized, axis=1) * focal_px
+
+    def linearize(T, active):
+        pc = transform_points(T, points_odom[active])
+        front = pc[:, 2] > 1e-6
+        pc = pc[front]
+        r = (pc[:, :2] / pc[:, 2:3] - normalized[active][front]) * focal_px
+        Jp = _projection_jacobian(pc) * focal_px
+        J = np.concatenate([Jp @ -skew(pc), Jp], axis=2).reshape(-1, 6)
+        w = np.repeat(_huber_weights(np.linalg.norm(r, axis=1), huber), 2)
+        r = r.reshape(-1)
+        if epipolar is not None:
+            re = _epipolar_residuals(T, epipolar, focal_px)
+            if re is not None:
+                Je = np.empty((len(re), 6))
+                for i in range(6):
+                    delta = np.zeros(6)
+                    delta[i] = 1e-7
+                    moved = _epipolar_residuals(perturb_left(T, delta), epipolar, focal_px)
+                    Je[:, i] = (moved - re) / 1e-7
+                r, J = np.concatenate([r, re]), np.vstack([J, Je])
+                w = np.concatenate([w, _huber_weights(np.abs(re), huber)])
+        return r, J, w, int(front.sum())
+
+    active = np.ones(len(points_odom), bool)
+    for bound in (4.0, 2.0, 1.0):
+        for _ in range(iterations):
+            done += 1
+            r, J, w, count = linearize(T, active)
+            if count < 3:
+                break
+            H = J.T @ (J * w[:, None])
+            g = J.T @ (w * r)
+            try:
+                step = -np.linalg.solve(H + 1e-9 * np.eye(6), g)
+            except np.linalg.LinAlgError:
+                break
+            T = perturb_left(T, step)
+            if np.linalg.norm(step) < 1e-8:
+                break
+        active = errors_px(T) <= bound * threshold_px
+        if active.sum() < 6:
+            break
+    errors = errors_px(T)
+    inliers = errors <= threshold_px
+    covariance = None
+    if inliers.sum() >= 6:
+        r, J, w, _ = linearize(T, inliers)
+        dof = max(2 * int(inliers.sum()) - 6, 1)
+        sigma2 = float(np.sum(errors[inliers] ** 2) / dof)
+        information = J.T @ (J * w[:, None])
+        if np.linalg.cond(information) < 1e12:
+            covariance = np.linalg.inv(information) * max(sigma2, 1e-4)
+    return PoseRefinement(T, inliers, covariance, done)
+
+
+# --- local bundle adjustment ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BundleProblem:
+    """Observations of ``points`` by ``poses``: pose index, point index, normalised coordinates, and measured
+    depth (NaN where none). The first ``fixed`` poses are held constant (gauge; scale too, for monocular)."""
+
+    poses: np.ndarray  # (K,4,4) T_cam_odom
+    points: np.ndarray  # (P,3) odom frame
+    obs_pose: np.ndarray  # (M,)
+    obs_point: np.ndarray  # (M,)
+    obs_xy: np.ndarray  # (M,2)
+    obs_depth: np.ndarray  # (M,)
+    fixed: int
+    focal_px: float
+    huber_px: float
+    depth_sigma_per_m2: float
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    poses: np.ndarray  # (K,4,4) T_cam_odom
+    points: np.ndarray  # (P,3)
+    errors_px: np.ndarray  # (M,) reprojection error per observation after optimisation
+    cost_before: float
+    cost_after: float
+    solver: str
+
+
+def _reprojection(problem: BundleProblem, poses: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pc = np.einsum("mij,mj->mi", poses[problem.obs_pose, :3, :3], points[problem.obs_point]) \
+        + poses[problem.obs_pose, :3, 3]
+    z = np.where(pc[:, 2] > 1e-6, pc[:, 2], 1e-6)
+    return (pc[:, :2] / z[:, None] - problem.obs_xy) * problem.focal_px, pc
+
+
+def _robust_cost(problem: BundleProblem, poses: np.ndarray, points: np.ndarray) -> float:
+    r, _ = _reprojection(problem, poses, points)
+    e = np.linalg.norm(r, axis=1)
+    k = problem.huber_px
+    return float(np.sum(np.where(e <= k, 0.5 * e**2, k * (e - 0.5 * k))))
+
+
+def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    K, P = len(problem.poses), len(problem.points)
+    free = K - problem.fixed
+    n_pose = 6 * free
+    has_depth = np.isfinite(problem.obs_depth)
+    depth_rows = np.flatnonzero(has_depth)
+    M = len(problem.obs_pose)
+
+    def unpack(x):
+        poses = problem.poses.copy()
+        for k in range(free):
+            poses[problem.fixed + k] = perturb_left(problem.poses[problem.fixed + k], x[6 * k: 6 * k + 6])
+        return poses, x[n_pose:].reshape(P, 3)
+
+    def residuals(x):
+        poses, points = unpack(x)
+        r, pc = _reprojection(problem, poses, points)
+        sigma = problem.depth_sigma_per_m2 * problem.obs_depth[depth_rows] ** 2
+        rd = (pc[depth_rows, 2] - problem.obs_depth[depth_rows]) / sigma
+        return np.concatenate([r.reshape(-1), rd])
+
+    pose_col = problem.obs_pose - problem.fixed  # < 0: fixed pose
+    point_col = n_pose + 3 * problem.obs_point
+    rows_r = np.arange(2 * M).reshape(M, 2)
+
+    def jacobian(x):
+        poses, points = unpack(x)
+        _, pc = _reprojection(problem, poses, points)
+        pc[:, 2] = np.maximum(pc[:, 2], 1e-6)
+        Jp = _projection_jacobian(pc) * problem.focal_px  # (M,2,3)
+        R = poses[problem.obs_pose, :3, :3]
+        J_point = Jp @ R  # (M,2,3)
+        J_pose = np.concatenate([Jp @ -skew(pc), Jp], axis=2)  # (M,2,6)
+        data, rows, cols = [], [], []
+        # points
+        data.append(J_point.reshape(-1))
+        rows.append(np.repeat(rows_r, 3, axis=1).reshape(-1))
+        cols.append((point_col[:, None, None] + np.arange(3)[None, None, :]).repeat(2, axis=1).reshape(-1))
+        moving = pose_col >= 0
+        data.append(J_pose[moving].reshape(-1))
+        rows.append(np.repeat(rows_r[moving], 6, axis=1).reshape(-1))
+        cols.append((6 * pose_col[moving][:, None, None] + np.arange(6)[None, None, :]).repeat(2, axis=1).reshape(-1))
+        if len(depth_rows):
+            sigma = problem.depth_sigma_per_m2 * problem.obs_depth[depth_rows] ** 2
+            r_idx = 2 * M + np.arange(len(depth_rows))
+            d_point = R[depth_rows, 2, :] / sigma[:, None]  # dz/dX = row 3 of R
+            data.append(d_point.reshape(-1))
+            rows.append(np.repeat(r_idx, 3))
+            cols.append((point_col[depth_rows][:, None] + np.arange(3)).reshape(-1))
+            dm = moving[depth_rows]
+            dz_dxi = np.concatenate([-skew(pc[depth_rows])[:, 2, :], np.tile([0.0, 0.0, 1.0], (len(depth_rows), 1))],
+                                    axis=1) / sigma[:, None]
+            data.append(dz_dxi[dm].reshape(-1))
+            rows.append(np.repeat(r_idx[dm], 6))
+            cols.append((6 * pose_col[depth_rows][dm][:, None] + np.arange(6)).reshape(-1))
+        return scipy.sparse.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+                                       shape=(2 * M + len(depth_rows), n_pose + 3 * P))
+
+    x0 = np.concatenate([np.zeros(n_pose), problem.points.reshape(-1)])
+    solution = least_squares(residuals, x0, jac=jacobian, loss="huber", f_scale=problem.huber_px, method="trf",
+                             x_scale="jac", tr_solver="lsmr", max_nfev=max_iterations, xtol=1e-10, ftol=1e-6)
+    return unpack(solution.x)
+
+
+def _solve_gtsam(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    import gtsam
+
+    graph = gtsam.NonlinearFactorGraph()
+    values = gtsam.Values()
+    calibration = gtsam.Cal3_S2(problem.focal_px, problem.focal_px, 0.0, 0.0, 0.0)
+    pixel_noise = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Huber.Create(problem.huber_px),
+                                                 gtsam.noiseModel.Isotropic.Sigma(2, 1.0))
+    X = lambda k: gtsam.symbol("x", k)  # noqa: E731
+    L = lambda p: gtsam.symbol("l", p)  # noqa: E731
+    for k, T_cam_odom in enumerate(problem.poses):
+        pose = gtsam.Pose3(invert(T_cam_odom))  # gtsam: T_odom_cam
+        values.insert(X(k), pose)
+        if k < problem.fixed:
+            graph.add(gtsam.NonlinearEqualityPose3(X(k), pose))
+    for p, point in enumerate(problem.points):
+        values.insert(L(p), gtsam.Point3(*point))
+    measured = problem.obs_xy * problem.focal_px
+    for m in range(len(problem.obs_pose)):
+        graph.add(gtsam.GenericProjectionFactorCal3_S2(gtsam.Point2(*measured[m]), pixel_noise, X(int(problem.obs_pose[m])),
+                                                        L(int(problem.obs_point[m])), calibration))
+    depth = np.flatnonzero(np.isfinite(problem.obs_depth))
+    for m in depth:
+        z = float(problem.obs_depth[m])
+        noise = gtsam.noiseModel.Isotropic.Sigma(1, problem.depth_sigma_per_m2 * z * z)
+        graph.add(gtsam.RangeFactor3D(X(int(problem.obs_pose[m])), L(int(problem.obs_point[m])),
+                                      z * float(np.linalg.norm(np.append(problem.obs_xy[m], 1.0))), noise))
+    params = gtsam.LevenbergMarquardtParams()
+    params.setMaxIterations(max_iterations)
+    result = gtsam.LevenbergMarquardtOptimizer(graph, values, params).optimize()
+    poses = np.array([invert(result.atPose3(X(k)).matrix()) for k in range(len(problem.poses))])
+    points = np.array([result.atPoint3(L(p)) for p in range(len(problem.points))]).reshape(-1, 3)
+    return poses, points
+
+
+def gtsam_available() -> bool:
+    try:
+        import gtsam  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bundle_adjust(problem: BundleProblem, solver: str = "auto", max_iterations: int = 15) -> BundleResult:
+    """Optimise the free poses and all points of ``problem``; returns the new values and per-observation errors."""
+    if solver == "auto":
+        solver = "gtsam" if gtsam_available() else "scipy"
+    before = _robust_cost(problem, problem.poses, problem.points)
+    if solver == "gtsam":
+        poses, points = _solve_gtsam(problem, max_iterations)
+    elif solver == "scipy":
+        poses, points = _solve_scipy(problem, max_iterations)
+    else:
+        raise ValueError(f"unknown bundle adjustment solver {solver!r}: auto, scipy or gtsam")
+    r, _ = _reprojection(problem, poses, points)
+    return BundleResult(poses, points, np.linalg.norm(r, axis=1), before, _robust_cost(problem, poses, points), solver)

@@ -1,0 +1,508 @@
+"""The visual-odometry pipeline: ``Frame`` in -> ``FrameResult`` out, posing every frame against a local map.
+
+Per frame (``VisualOdometry.process``), top to bottom:
+  1. check the frame (stamp, sizes, depth type) — a bad frame raises before anything changes;
+  2. extract features, undistort them, read depth at the keypoints (RGB-D);
+  3. match against the previous posed frame (mutual nearest neighbours): matched keypoints continue its tracks,
+     so a keypoint knows its track id, and through it its keyframe observations and its landmark;
+  4. pose the frame against the map (``_estimate``, no state change):
+       - first frame of a map: it becomes keyframe 0 (RGB-D: its depth gives the first landmarks);
+       - monocular, before initialisation: rotation only (translation is not observable yet); once the
+         essential matrix between keyframe 0 and the frame shows ``init_parallax_px``, the inliers are
+         triangulated, the map's unit is set to their median depth, and tracking starts;
+       - tracking: the essential matrix between the last *keyframe* and the frame (the tracks give the
+         correspondences, so parallax accumulates however slowly the camera moves) gives the rotation, the
+         keyframe's landmarks give the translation, and a robust motion-only refinement against all tracked
+         landmarks gives the pose and its covariance (PnP-RANSAC when that prior fails);
+       - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
+         else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale);
+  5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks,
+     local bundle adjustment (``optimizer``) — all or nothing.
+
+Keyframes: a frame becomes one when its parallax to the last keyframe reaches ``keyframe_parallax_px``, or when
+it tracks too few of the keyframe's landmarks and has enough parallax to triangulate new ones (RGB-D: or rotated
+far). Rotation-only frames never replace a keyframe. Bundle adjustment runs inline (deterministic: ``eval``) or
+in a worker thread (``background_mapping``: the node); tracking never waits for it.
+
+Pose sources: ``essential`` (essential-matrix prior, refined on landmarks), ``pnp`` (PnP prior: RGB-D, or the
+essential prior failed, or relocalisation), ``rotation_only`` (monocular initialisation), ``none`` (first frame
+of a map, LOST). Covariance (``FrameResult.covariance``): 6x6 of the camera pose against the map, perturbation
+T_odom_cam <- T_odom_cam exp(-xi) with xi = (rotation vector, translation) in the camera frame, in the map's unit;
+it does not include the map's own uncertainty. None when not estimated (initialisation, LOST).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aliked_ros.features import Extractor, Features
+from aliked_ros.geometry.camera import CameraModel
+from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
+                                           transform_points, translation_from_points, triangulate)
+from aliked_ros.geometry.pose import absolute_pose, relative_pose
+from aliked_ros.geometry.transforms import invert, make_transform, rotation_angle
+from aliked_ros.matching import Matches, match_mutual_nearest
+from aliked_ros.odometry.map import Keyframe, LocalMap
+from aliked_ros.odometry.mapping import LocalMapper
+from aliked_ros.odometry.optimizer import EpipolarTerms, PoseRefinement, refine_pose
+from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
+                                       TrackingState)
+from aliked_ros.tracking import TrackedKeypoints, Tracker
+
+NO_TRACK = np.iinfo(np.uint64).max
+
+
+def depth_points(depth: np.ndarray, pixels: np.ndarray, normalized: np.ndarray, config: OdometryConfig) -> np.ndarray:
+    """3-D points (N,3) in the camera frame from a metric depth image at keypoint pixels; NaN where depth is
+    missing, out of range or on a depth edge."""
+    h, w = depth.shape
+    cols = np.clip(np.round(pixels[:, 0]).astype(int), 1, w - 2)
+    rows = np.clip(np.round(pixels[:, 1]).astype(int), 1, h - 2)
+    patch = np.stack([depth[rows + dr, cols + dc] for dr in (-1, 0, 1) for dc in (-1, 0, 1)], axis=1)
+    with np.errstate(invalid="ignore"):
+        z = patch[:, 4]
+        valid = np.isfinite(patch).all(axis=1) & (z >= config.depth_min_m) & (z <= config.depth_max_m)
+        valid &= (patch.max(axis=1) - patch.min(axis=1)) <= config.depth_max_edge * z
+    points = np.full((len(pixels), 3), np.nan)
+    points[valid] = np.column_stack([normalized[valid], np.ones(valid.sum())]) * z[valid, None]
+    return points
+
+
+@dataclass
+class _Observed:
+    """One frame's measurements, ready for posing."""
+
+    features: Features
+    normalized: np.ndarray
+    points_cam: np.ndarray | None
+    matches: Matches
+    track_ids: np.ndarray  # (N,) provisional: the previous frame's track for matched keypoints, NO_TRACK else
+    camera: CameraModel
+
+
+@dataclass
+class _Estimate:
+    """The outcome of posing one frame (nothing committed yet)."""
+
+    state: TrackingState
+    source: str
+    T_odom_cam: np.ndarray | None
+    verified: np.ndarray  # (M,) bool over the matches
+    covariance: np.ndarray | None = None
+    num_landmarks: int = 0
+    keyframe: bool = False
+    restart_initialization: bool = False  # monocular: replace keyframe 0 (its tracks died before initialising)
+    new_landmarks: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, odom positions) from initialisation
+    revived: tuple[np.ndarray, np.ndarray] | None = None  # relocalisation: (keypoint indices, track ids)
+    relocalized: bool = False
+
+
+@dataclass
+class _Previous:
+    """The last posed frame (the tracker holds its features and tracks), and for each of its keypoints where its
+    track was first seen: ``anchor_norm`` there, ``anchor_frame`` a key of ``anchor_poses`` (T_odom_cam of
+    the frames that still anchor a track): the longest baseline to triangulate the track from."""
+
+    normalized: np.ndarray
+    T_odom_cam: np.ndarray
+    anchor_norm: np.ndarray
+    anchor_frame: np.ndarray
+    anchor_poses: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+class VisualOdometry:
+    """Feed ``Frame``s to ``process`` in time order; see the module docstring for the method."""
+
+    def __init__(self, extractor: Extractor, config: OdometryConfig | None = None) -> None:
+        self.extractor = extractor
+        self.config = config or OdometryConfig()
+        self.tracker = Tracker(self.config.tracker)
+        self.mapper = LocalMapper(self.config)
+        self._T_odom_last = np.eye(4)  # odom continuity across resets
+        self.resets = 0
+        self.relocalizations = 0
+        self._map_id = -1
+        self._pending_reset_reason: str | None = None
+        self._clear()
+
+    @property
+    def map_id(self) -> int:
+        return self._map_id
+
+    def reset(self, reason: str = "requested") -> None:
+        """Forget the map and tracks; the next frame starts a new map (``map_id`` + 1) at the last odometry
+        pose. The next result carries ``reason`` in ``reset_reason``."""
+        self._clear()
+        self._pending_reset_reason = reason
+        self.resets += 1
+
+    def _clear(self) -> None:
+        self.tracker.reset()
+        self._map_id += 1
+        self.map = LocalMap(self._map_id, self.config.max_keyframes)
+        self.mapper.forget()
+        self._previous: _Previous | None = None
+        self._posed_frames = 0
+        self._last_stamp: float | None = None
+        self._frame_index = 0
+        self._lost_in_a_row = 0
+
+    # --- 1. checks ----------------------------------------------------------------------------------------------
+
+    def _check(self, frame: Frame) -> None:
+        if self._last_stamp is not None and frame.stamp == self._last_stamp:
+            raise DuplicateFrameError(f"frame stamped {frame.stamp:.9f} s like the previous one")
+        height, width = frame.image.shape[:2]
+        frame.camera.check_image_size(width, height)
+        if frame.depth is not None and frame.depth.shape != (height, width):
+            raise FrameError(f"depth image is {frame.depth.shape[1]}x{frame.depth.shape[0]} px, colour image {width}x{height}")
+        if frame.depth is not None and frame.depth.dtype != np.float32:
+            raise FrameError(f"depth must be float32 metres, got {frame.depth.dtype}")
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Track and pose one frame. Stamps must increase: a stamp equal to the previous frame's raises
+        :class:`DuplicateFrameError`; an earlier one resets the pipeline first (time went backwards, e.g. a bag
+        replayed from its start). Bad frames raise :class:`FrameError` or
+        :class:`~aliked_ros.geometry.camera.CalibrationError`. A frame that raises changes nothing."""
+        start = time.perf_counter()
+        self._check(frame)
+        if self._last_stamp is not None and frame.stamp < self._last_stamp:
+            self.reset(f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})")
+        self.mapper.apply_finished(self.map)
+
+        # 2. features
+        features = self.extractor.extract(frame.image)
+        t_extract = time.perf_counter()
+        normalized = frame.camera.undistort(features.keypoints)
+        points_cam = depth_points(frame.depth, features.keypoints, normalized, self.config) \
+            if frame.depth is not None else None
+        # 3. tracks
+        matches = self.tracker.match(features)
+        track_ids = np.full(len(features), NO_TRACK, np.uint64)
+        if len(matches):
+            track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
+        observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera)
+        t_match = time.perf_counter()
+        # 4. pose
+        estimate = self._estimate(observed)
+        t_pose = time.perf_counter()
+        # 5. commit
+        frame_index, map_id = self._frame_index, self._map_id
+        previous_pose = self._previous.T_odom_cam if self._previous is not None else None
+        reset_reason, self._pending_reset_reason = self._pending_reset_reason, None
+        tracks, map_ms = self._commit(observed, estimate, frame.stamp)
+        end = time.perf_counter()
+
+        keypoint_inliers = np.zeros(len(features), bool)
+        keypoint_inliers[matches.indices[estimate.verified, 1]] = True
+        if estimate.revived is not None:
+            keypoint_inliers[estimate.revived[0]] = True
+        motion = invert(previous_pose) @ estimate.T_odom_cam \
+            if estimate.T_odom_cam is not None and previous_pose is not None else None
+        return FrameResult(
+            stamp=frame.stamp, frame_index=frame_index, state=estimate.state, pose_source=estimate.source,
+            is_keyframe=estimate.keyframe, T_odom_camera=estimate.T_odom_cam, motion=motion, features=features,
+            normalized=normalized, track_ids=tracks.track_ids, track_ages=tracks.track_ages,
+            inliers=keypoint_inliers, num_matches=len(matches), num_inliers=int(keypoint_inliers.sum()),
+            timings_ms={"extract": (t_extract - start) * 1e3, "match": (t_match - t_extract) * 1e3,
+                        "pose": (t_pose - t_match) * 1e3, "map": map_ms, "total": (end - start) * 1e3},
+            covariance=estimate.covariance, reset_reason=reset_reason, map_id=map_id,
+            relocalized=estimate.relocalized, num_landmarks=estimate.num_landmarks)
+
+    # --- 4. pose ------------------------------------------------------------------------------------------------
+
+    def _estimate(self, obs: _Observed) -> _Estimate:
+        none = np.zeros(len(obs.matches), bool)
+        if self.map.last_keyframe is None:
+            return _Estimate(TrackingState.INITIALIZING, "none", self._T_odom_last.copy(), none, keyframe=True)
+        if not self.map.initialized:
+            return self._initialize(obs)
+        estimate = self._track(obs)
+        if estimate is None:
+            estimate = self._relocalize(obs)
+        if estimate is None:
+            return _Estimate(TrackingState.LOST, "none", None, none)
+        return estimate
+
+    def _threshold(self, obs: _Observed, px: float) -> float:
+        return px / obs.camera.focal
+
+    def _epipolar_verified(self, obs: _Observed, T_odom_cam: np.ndarray) -> np.ndarray:
+        """Matches consistent with the motion from the previous frame (Sampson error)."""
+        if not len(obs.matches):
+            return np.zeros(0, bool)
+        T_cur_prev = invert(T_odom_cam) @ self._previous.T_odom_cam
+        error = sampson_error(self._previous.normalized[obs.matches.indices[:, 0]],
+                              obs.normalized[obs.matches.indices[:, 1]], T_cur_prev)
+        return error < self._threshold(obs, self.config.ransac_threshold_px)
+
+    def _initialize(self, obs: _Observed) -> _Estimate:
+        """Monocular, before the map has landmarks: rotation only from the previous frame, until keyframe 0 and
+        this frame show enough parallax to triangulate."""
+        cfg = self.config
+        idx_prev, idx_cur = obs.matches.indices[:, 0], obs.matches.indices[:, 1]
+        step = relative_pose(self._previous.normalized[idx_prev], obs.normalized[idx_cur], obs.camera.focal,
+                             cfg.ransac_threshold_px, cfg.min_inliers, cfg.min_parallax_px)
+        if step is None:
+            return _Estimate(TrackingState.LOST, "none", None, np.zeros(len(obs.matches), bool))
+        R_prev_cur = step.transform[:3, :3].T
+        T_rotated = self._previous.T_odom_cam @ make_transform(R_prev_cur, np.zeros(3))
+        rotation_only = _Estimate(TrackingState.INITIALIZING, "rotation_only", T_rotated, step.inliers)
+
+        keyframe = self.map.last_keyframe
+        kf_rows = keyframe.rows_of(obs.track_ids)
+        shared = np.flatnonzero(kf_rows >= 0)
+        if len(shared) < cfg.init_min_landmarks:
+            rotation_only.keyframe = rotation_only.restart_initialization = True  # start over from this frame
+            return rotation_only
+        norm_kf, norm_cur = keyframe.normalized[kf_rows[shared]], obs.normalized[shared]
+        pair = relative_pose(norm_kf, norm_cur, obs.camera.focal, cfg.ransac_threshold_px, cfg.init_min_landmarks,
+                             cfg.init_parallax_px)
+        if pair is None or pair.kind != "essential":
+            return rotation_only
+        T_cur_kf = pair.transform
+        inl = np.flatnonzero(pair.inliers)
+        points_kf, valid = triangulate(norm_kf[inl], norm_cur[inl], T_cur_kf)
+        angle = rotation_compensated_parallax(norm_kf[inl], norm_cur[inl], T_cur_kf[:3, :3])
+        valid &= angle >= np.deg2rad(cfg.init_min_angle_deg)
+        threshold = self._threshold(obs, cfg.reprojection_threshold_px)
+        valid &= reprojection_errors(np.eye(4), np.nan_to_num(points_kf), norm_kf[inl]) < threshold
+        valid &= reprojection_errors(T_cur_kf, np.nan_to_num(points_kf), norm_cur[inl]) < threshold
+        if valid.sum() < cfg.init_min_landmarks:
+            return rotation_only
+        scale = 1.0 / float(np.median(points_kf[valid, 2]))  # the map's unit: median depth at initialisation
+        T_cur_kf = make_transform(T_cur_kf[:3, :3], T_cur_kf[:3, 3] * scale)
+        points_odom = transform_points(keyframe.T_odom_cam, points_kf[valid] * scale)
+        ids = obs.track_ids[shared[inl[valid]]]
+        T_cur_odom = T_cur_kf @ keyframe.T_cam_odom
+        cur_rows = shared[inl[valid]]
+        refined = refine_pose(T_cur_odom, points_odom, obs.normalized[cur_rows], obs.camera.focal,
+                              cfg.reprojection_threshold_px)
+        T_odom_cam = invert(refined.T_cam_odom)
+        verified = self._epipolar_verified(obs, T_odom_cam)
+        return _Estimate(TrackingState.TRACKING, "essential", T_odom_cam, verified, refined.covariance,
+                         int(refined.inliers.sum()), keyframe=True, new_landmarks=(ids, points_odom))
+
+    def _track(self, obs: _Observed) -> _Estimate | None:
+        """Pose against the map: essential-matrix prior from the last keyframe, refined on the landmarks and the
+        keyframe's epipolar constraints."""
+        cfg = self.config
+        idx_cur = obs.matches.indices[:, 1]
+        if len(idx_cur) < cfg.min_inliers:
+            return None
+        landmarks, has_landmark = self.map.lookup(obs.track_ids[idx_cur])
+        if has_landmark.sum() < cfg.min_landmarks:
+            return None
+        keyframe = self.map.last_keyframe
+        prior, epipolar = self._keyframe_prior(obs, keyframe, landmarks, has_landmark)
+        source = "essential"
+        if prior is None:
+            prior, source = invert(self._previous.T_odom_cam), "pnp"
+        lm_rows = idx_cur[has_landmark]
+        refined = refine_pose(prior, landmarks[has_landmark], obs.normalized[lm_rows], obs.camera.focal,
+                              cfg.reprojection_threshold_px, epipolar=epipolar)
+        if refined.inliers.sum() < cfg.min_landmarks:
+            pnp = absolute_pose(landmarks[has_landmark], obs.normalized[lm_rows], obs.camera.focal,
+                                cfg.reprojection_threshold_px, cfg.min_landmarks)
+            if pnp is None:
+                return None
+            refined, source = refine_pose(pnp.transform, landmarks[has_landmark], obs.normalized[lm_rows],
+                                          obs.camera.focal, cfg.reprojection_threshold_px), "pnp"
+            if refined.inliers.sum() < cfg.min_landmarks:
+                return None
+        if obs.points_cam is not None and source == "essential":
+            source = "pnp"  # metric: the depth-backed landmarks fix the step, not the essential matrix
+        T_odom_cam = invert(refined.T_cam_odom)
+        verified = self._epipolar_verified(obs, T_odom_cam)
+        verified[np.flatnonzero(has_landmark)] = refined.inliers
+        estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, refined.covariance,
+                             int(refined.inliers.sum()))
+        estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))
+        return estimate
+
+    def _keyframe_prior(self, obs: _Observed, keyframe: Keyframe, landmarks: np.ndarray, has_landmark: np.ndarray
+                        ) -> tuple[np.ndarray | None, EpipolarTerms | None]:
+        """T_cur_odom from the essential matrix keyframe -> frame (rotation, direction) and the landmarks (step
+        length), and the essential matrix's inliers as epipolar terms for the refinement."""
+        cfg = self.config
+        idx_cur = obs.matches.indices[:, 1]
+        kf_rows = keyframe.rows_of(obs.track_ids[idx_cur])
+        shared = kf_rows >= 0
+        if shared.sum() < cfg.min_inliers:
+            return None, None
+        norm_kf, norm_cur = keyframe.normalized[kf_rows[shared]], obs.normalized[idx_cur[shared]]
+        pair = relative_pose(norm_kf, norm_cur, obs.camera.focal, cfg.ransac_threshold_px, cfg.min_inliers,
+                             cfg.min_parallax_px)
+        if pair is None:
+            return None, None
+        R_cur_kf, direction = pair.transform[:3, :3], pair.transform[:3, 3]
+        use = np.zeros(len(idx_cur), bool)
+        use[np.flatnonzero(shared)[pair.inliers]] = True
+        use &= has_landmark
+        points_kf = transform_points(keyframe.T_cam_odom, landmarks[use])
+        t = translation_from_points(points_kf, obs.normalized[idx_cur[use]], R_cur_kf,
+                                    self._threshold(obs, cfg.reprojection_threshold_px), cfg.min_landmarks)
+        if t is None:
+            return None, None
+        epipolar = None
+        if pair.kind == "essential":
+            length = float(t @ direction)  # the landmarks' step along the essential direction; its sign
+            t = length * direction  #        overrules the two-view cheirality test (unreliable at low parallax)
+            no_landmark = ~has_landmark[shared][pair.inliers]
+            epipolar = EpipolarTerms(keyframe.T_odom_cam, norm_kf[pair.inliers][no_landmark],
+                                     norm_cur[pair.inliers][no_landmark])
+        return make_transform(R_cur_kf, t) @ keyframe.T_cam_odom, epipolar
+
+    def _is_keyframe(self, obs: _Observed, keyframe: Keyframe, T_odom_cam: np.ndarray, verified: np.ndarray,
+                     tracked_landmarks: int) -> bool:
+        cfg = self.config
+        idx_cur = obs.matches.indices[verified, 1]
+        kf_rows = keyframe.rows_of(obs.track_ids[idx_cur])
+        shared = kf_rows >= 0
+        T_cur_kf = invert(T_odom_cam) @ keyframe.T_odom_cam
+        parallax_px = 0.0
+        if shared.any():
+            parallax_px = float(np.median(rotation_compensated_parallax(
+                keyframe.normalized[kf_rows[shared]], obs.normalized[idx_cur[shared]], T_cur_kf[:3, :3]))) \
+                * obs.camera.focal
+        _, kf_has_landmark = self.map.lookup(keyframe.track_ids)
+        few_tracked = tracked_landmarks < cfg.keyframe_min_tracked * kf_has_landmark.sum()
+        if parallax_px >= cfg.keyframe_parallax_px:
+            return True
+        if obs.points_cam is not None:
+            rotated = np.degrees(rotation_angle(T_cur_kf[:3, :3])) >= cfg.keyframe_max_rotation_deg
+            return few_tracked or rotated
+        urgent = tracked_landmarks < 2 * cfg.min_landmarks
+        return (few_tracked or urgent) and parallax_px >= cfg.keyframe_min_parallax_px
+
+    def _relocalize(self, obs: _Observed) -> _Estimate | None:
+        """Descriptor matches against the newest keyframes, PnP on their landmarks."""
+        cfg = self.config
+        if not len(obs.features):
+            return None
+        for keyframe in reversed(self.map.keyframes[-cfg.relocalization_keyframes:]):
+            if len(keyframe.features) == 0:
+                continue
+            a = keyframe.features.device_descriptors if keyframe.features.device_descriptors is not None \
+                else keyframe.features.descriptors
+            b = obs.features.device_descriptors if obs.features.device_descriptors is not None \
+                else obs.features.descriptors
+            matches = match_mutual_nearest(a, b, min_similarity=cfg.tracker.min_similarity, ratio=cfg.tracker.ratio)
+            landmarks, found = self.map.lookup(keyframe.track_ids[matches.indices[:, 0]])
+            if found.sum() < 2 * cfg.min_landmarks:
+                continue
+            cur_rows = matches.indices[found, 1]
+            pnp = absolute_pose(landmarks[found], obs.normalized[cur_rows], obs.camera.focal,
+                                cfg.reprojection_threshold_px, 2 * cfg.min_landmarks)
+            if pnp is None:
+                continue
+            refined: PoseRefinement = refine_pose(pnp.transform, landmarks[found], obs.normalized[cur_rows],
+                                                  obs.camera.focal, cfg.reprojection_threshold_px)
+            if refined.inliers.sum() < 2 * cfg.min_landmarks:
+                continue
+            T_odom_cam = invert(refined.T_cam_odom)
+            revived = (cur_rows[refined.inliers], keyframe.track_ids[matches.indices[found, 0]][refined.inliers])
+            verified = np.zeros(len(obs.matches), bool)
+            if len(obs.matches):  # matches to the previous frame of a track that is not revived
+                verified = self._epipolar_verified(obs, T_odom_cam) & ~np.isin(obs.matches.indices[:, 1], revived[0])
+            return _Estimate(TrackingState.TRACKING, "pnp", T_odom_cam, verified, refined.covariance,
+                             int(refined.inliers.sum()), keyframe=False, revived=revived, relocalized=True)
+        return None
+
+    # --- 5. commit ----------------------------------------------------------------------------------------------
+
+    def _commit(self, obs: _Observed, estimate: _Estimate, stamp: float) -> tuple[TrackedKeypoints, float]:
+        """Apply the estimate: tracks, keyframe, landmarks, bundle adjustment. All or nothing: the map is restored
+        if any step raises. Returns the frame's tracks and the time spent on the map (ms)."""
+        if estimate.state == TrackingState.LOST:
+            self._lost_in_a_row += 1
+            self._frame_index += 1
+            self._last_stamp = stamp
+            if self._lost_in_a_row >= self.config.max_lost_frames:
+                self.reset(f"lost for {self._lost_in_a_row} frames")
+            return self._provisional_tracks(obs), 0.0
+        tracks, next_id = self.tracker.assign(obs.features, obs.matches, estimate.verified, estimate.revived)
+        anchors = self._anchored(obs, estimate)
+        start = time.perf_counter()
+        if estimate.keyframe:
+            snapshot = self.map.snapshot()
+            try:
+                self._add_keyframe(obs, estimate, tracks, anchors, stamp)
+            except Exception:
+                self.map.restore(snapshot)
+                raise
+        map_ms = (time.perf_counter() - start) * 1e3
+        # nothing below can fail: the frame is committed
+        self.tracker.commit(obs.features, tracks, next_id)
+        self._previous, self._posed_frames = anchors, self._posed_frames + 1
+        self._T_odom_last = estimate.T_odom_cam
+        self._last_stamp = stamp
+        self._frame_index += 1
+        if estimate.relocalized:
+            self.relocalizations += 1
+        self._lost_in_a_row = 0
+        return tracks, map_ms
+
+    def _anchored(self, obs: _Observed, estimate: _Estimate) -> _Previous:
+        """This frame as the next previous frame: anchors carried along the verified matches (no state change)."""
+        number = self._posed_frames + 1
+        anchor_norm, anchor_frame = obs.normalized.copy(), np.full(len(obs.normalized), number)
+        poses = {number: estimate.T_odom_cam}
+        if self._previous is not None and len(obs.matches):
+            keep = obs.matches.indices[estimate.verified]
+            anchor_norm[keep[:, 1]] = self._previous.anchor_norm[keep[:, 0]]
+            anchor_frame[keep[:, 1]] = self._previous.anchor_frame[keep[:, 0]]
+            for frame in np.unique(anchor_frame).tolist():
+                poses.setdefault(frame, self._previous.anchor_poses.get(frame))
+        return _Previous(obs.normalized, estimate.T_odom_cam, anchor_norm, anchor_frame, poses)
+
+    def _provisional_tracks(self, obs: _Observed) -> TrackedKeypoints:
+        """Ids for a LOST frame's keypoints without committing it: matched keypoints show their track."""
+        ages = np.zeros(len(obs.features), np.uint32)
+        ref_tracks = self.tracker.reference_tracks
+        if ref_tracks is not None and len(obs.matches):
+            ages[obs.matches.indices[:, 1]] = ref_tracks.track_ages[obs.matches.indices[:, 0]] + 1
+        return TrackedKeypoints(obs.track_ids.copy(), ages)
+
+    def _add_keyframe(self, obs: _Observed, estimate: _Estimate, tracks: TrackedKeypoints, anchors: _Previous,
+                      stamp: float) -> None:
+        cfg = self.config
+        if estimate.restart_initialization:
+            self.map.keyframes.clear()
+        previous = self.map.last_keyframe
+        keyframe = Keyframe(previous.index + 1 if previous else 0, stamp, estimate.T_odom_cam, tracks.track_ids,
+                            obs.normalized, obs.points_cam, obs.features)
+        self.map.add_keyframe(keyframe)
+        if estimate.new_landmarks is not None:
+            self.map.add_landmarks(*estimate.new_landmarks, metric=False)
+        if obs.points_cam is not None:
+            has_depth = np.isfinite(obs.points_cam[:, 0])
+            self.map.add_landmarks(tracks.track_ids[has_depth],
+                                   transform_points(keyframe.T_odom_cam, obs.points_cam[has_depth]), metric=True)
+        if self.map.initialized and len(self.map.keyframes) >= 2:
+            self._triangulate(keyframe, anchors, obs.camera.focal)
+            self.mapper.run(self.map, obs.camera.focal)
+
+    def _triangulate(self, keyframe: Keyframe, anchors: _Previous, focal_px: float) -> None:
+        """Landmarks for the keyframe's tracks that have none, between the frame that first saw the track and
+        this keyframe, where the rays meet at ``triangulation_min_angle_deg`` or more."""
+        cfg = self.config
+        _, has_landmark = self.map.lookup(keyframe.track_ids)
+        threshold = cfg.reprojection_threshold_px / focal_px
+        for frame in np.unique(anchors.anchor_frame[~has_landmark]).tolist():
+            members = np.flatnonzero(~has_landmark & (anchors.anchor_frame == frame))
+            T_odom_anchor = anchors.anchor_poses[frame]
+            T_b_a = keyframe.T_cam_odom @ T_odom_anchor
+            if np.linalg.norm(T_b_a[:3, 3]) < 1e-12:
+                continue
+            norm_a, norm_b = anchors.anchor_norm[members], keyframe.normalized[members]
+            points_a, valid = triangulate(norm_a, norm_b, T_b_a)
+            points_a = np.nan_to_num(points_a)
+            valid &= rotation_compensated_parallax(norm_a, norm_b, T_b_a[:3, :3]) >= np.deg2rad(
+                cfg.triangulation_min_angle_deg)
+            valid &= reprojection_errors(np.eye(4), points_a, norm_a) < threshold
+            valid &= reprojection_errors(T_b_a, points_a, norm_b) < threshold
+            self.map.add_landmarks(keyframe.track_ids[members[valid]],
+                                   transform_points(T_odom_anchor, points_a[valid]), metric=False)

@@ -1,0 +1,114 @@
+"""Inputs, outputs, states, errors and configuration of the VO pipeline.
+
+Frames: ``T_odom_camera`` is the pose of the camera optical frame (REP 103) in the odometry frame, which is the
+optical frame of the first frame (z forward). Monocular poses are in the unit of their map (``map_id``): each
+map's unit is the median scene depth seen at its initialisation; RGB-D poses are metric (metres).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aliked_ros.errors import AlikedRosError
+from aliked_ros.features import Features
+from aliked_ros.geometry.camera import CameraModel
+from aliked_ros.tracking import TrackerConfig
+
+
+class TrackingState(enum.IntEnum):
+    """Same values as the TrackingStatus message constants."""
+
+    INITIALIZING = 0
+    TRACKING = 1
+    LOST = 2
+
+
+class FrameError(AlikedRosError):
+    """A frame the pipeline cannot take (depth of the wrong size or type, ...)."""
+
+
+class DuplicateFrameError(FrameError):
+    """A frame stamped exactly like the previous one (a driver or bag that repeats a frame, a republish): it
+    carries no new motion, and a second pose with the same stamp would repeat TF data, so it is refused before
+    it changes any state."""
+
+
+@dataclass(frozen=True)
+class OdometryConfig:
+    """Thresholds in pixels are converted to normalised units with the camera's focal length."""
+
+    # frame tracking
+    ransac_threshold_px: float = 1.0  # epipolar error bound for essential-matrix inliers
+    reprojection_threshold_px: float = 2.0  # landmark reprojection error bound (PnP, motion-only refinement)
+    min_inliers: int = 15  # correspondences needed for any pose
+    min_parallax_px: float = 1.0  # median rotation-compensated parallax (keyframe -> frame) below which the
+    #                               essential matrix gives no translation direction
+    min_landmarks: int = 12  # landmark observations needed to pose a frame against the map
+    # monocular initialisation: the first keyframe and a later frame with enough parallax
+    init_parallax_px: float = 8.0
+    init_min_landmarks: int = 50
+    init_min_angle_deg: float = 1.0  # rays of an initial landmark meet at this angle or more
+    triangulation_min_angle_deg: float = 2.0  # ... of a landmark added later
+    # keyframes
+    keyframe_parallax_px: float = 20.0  # median parallax to the last keyframe that makes a new keyframe
+    keyframe_min_tracked: float = 0.6  # new keyframe when fewer than this fraction of its landmarks are tracked
+    keyframe_min_parallax_px: float = 4.0  # ... and the parallax is at least this (monocular: to triangulate)
+    keyframe_max_rotation_deg: float = 20.0  # new keyframe after this much rotation (RGB-D)
+    max_keyframes: int = 12  # keyframes kept (relocalisation, landmark lifetime): bounds the memory
+    # local bundle adjustment
+    ba_window: int = 6  # keyframes optimised on each new keyframe
+    ba_max_iterations: int = 15
+    ba_huber_px: float = 1.5
+    ba_solver: str = "auto"  # "auto", "scipy" or "gtsam" (see aliked_ros.odometry.optimizer)
+    background_mapping: bool = False  # bundle adjustment in a worker thread (the node) or inline (offline)
+    # lost tracking
+    max_lost_frames: int = 15  # consecutive LOST frames (relocalisation failing) before a new map
+    relocalization_keyframes: int = 3  # newest keyframes tried for relocalisation
+    # depth (RGB-D)
+    depth_min_m: float = 0.1
+    depth_max_m: float = 10.0
+    depth_max_edge: float = 0.05  # reject depth where the 3x3 neighbourhood varies more than this fraction
+    depth_sigma_per_m2: float = 0.005  # depth noise sigma = this x z^2 (structured light), for bundle adjustment
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera frame. ``stamp`` in seconds; ``depth`` in metres (float32), registered to the image and of
+    the same size, NaN or 0 where invalid."""
+
+    image: np.ndarray
+    stamp: float
+    camera: CameraModel
+    depth: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    stamp: float
+    frame_index: int  # frames processed since the last reset
+    state: TrackingState
+    pose_source: str  # "essential", "pnp", "rotation_only", "none" (see VisualOdometry)
+    is_keyframe: bool
+    T_odom_camera: np.ndarray | None  # None when the frame got no pose (LOST)
+    motion: np.ndarray | None  # T_prev_cur: this frame's pose in the previous posed frame (None when LOST)
+    features: Features
+    normalized: np.ndarray  # (N,2) undistorted normalised coordinates
+    track_ids: np.ndarray  # (N,) uint64; on LOST frames ids are provisional (the frame is not committed)
+    track_ages: np.ndarray  # (N,) uint32
+    inliers: np.ndarray  # (N,) bool: keypoint's match is an inlier of this frame's motion
+    num_matches: int
+    num_inliers: int
+    timings_ms: dict[str, float]
+    covariance: np.ndarray | None = None  # 6x6 of the pose against the map (see VisualOdometry), None = unknown
+    reset_reason: str | None = None
+    map_id: int = 0  # grows by one at every reset; monocular scale is per map
+    relocalized: bool = False  # tracking recovered against a keyframe of the same map after LOST frames
+    num_landmarks: int = 0  # keypoints observing a landmark of the map (inliers)
+
+    @property
+    def num_tracks(self) -> int:
+        """Keypoints continuing a track from an earlier frame."""
+        return int(np.count_nonzero(self.track_ages))

@@ -3,7 +3,8 @@
 `pip install .` runs the same CMake project that `colcon build` uses, installs it into a staging prefix, and
 packs the result into one wheel: the generated `aliked_ros.msg` modules and type-support extensions go beside
 the hand-written `aliked_ros` package; the generated shared libraries go to `<venv>/lib`, where the ROS 2 wheels'
-bootstrapper puts LD_LIBRARY_PATH; `share/` holds the ament index entry, package.xml, launch and config files.
+bootstrapper puts LD_LIBRARY_PATH; `share/` holds the ament index entry, package.xml, launch and config files;
+`lib/aliked_ros/` holds the executables that `ros2 run` and `ros2 launch` look for (``vo_node``, ``aliked-vo``).
 The version is read from package.xml, the one place it is kept.
 """
 from __future__ import annotations
@@ -20,6 +21,18 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = "aliked_ros"
+# Executables in <prefix>/lib/aliked_ros (the package's "libexec" directory of the ament index): name -> module.
+EXECUTABLES = {"vo_node": "aliked_ros.ros.node", "aliked-vo": "aliked_ros.cli"}
+# Wheels cannot rewrite shebangs of data files, and the interpreter that builds the wheel (an isolated build
+# environment) is not the one that runs it: a shell launcher finds the interpreter of the prefix it is installed in.
+LAUNCHER = """#!/bin/sh
+# {name}: aliked_ros ({module}) for `ros2 run` / `ros2 launch`; written by setup.py for pip installs.
+prefix="$(cd "$(dirname "$0")/../.." && pwd)"
+for python in "$prefix/bin/python3" "$prefix/bin/python"; do
+  if [ -x "$python" ]; then exec "$python" -m {module} "$@"; fi
+done
+exec python3 -m {module} "$@"
+"""
 
 
 def package_xml_version() -> str:
@@ -65,6 +78,12 @@ class BuildPyWithMessages(build_py):
                 shutil.copy2(src, target / rel)
 
         data_files = [("lib", [str(p) for p in sorted((stage / "lib").glob("lib*.so"))])]
+        launchers = build_temp / "launchers"  # not the CMake-installed ones: their shebang is the build interpreter
+        launchers.mkdir(parents=True, exist_ok=True)
+        for name, module in EXECUTABLES.items():
+            (launchers / name).write_text(LAUNCHER.format(name=name, module=module))
+            (launchers / name).chmod(0o755)
+        data_files.append((f"lib/{PACKAGE}", [str(launchers / name) for name in EXECUTABLES]))
         for share_root in ("share/ament_index", f"share/{PACKAGE}"):
             for directory in sorted(p for p in (stage / share_root).rglob("*") if p.is_dir()) + [stage / share_root]:
                 files = [str(p) for p in sorted(directory.iterdir()) if p.is_file()]

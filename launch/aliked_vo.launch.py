@@ -1,15 +1,60 @@
 """Launch the aliked_vo node, optionally with rviz.
 
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/camera image:=image_raw extractor:=aliked-t16 rviz:=true
+
+Node parameters come from ``params_file`` (default: the package's config/params.yaml); the launch arguments
+extractor, device, max_keypoints, use_depth, compressed, odom_frame, base_frame and camera_frame override it
+only when given (empty = the file's value). The launch ends when the node exits: with code 0 after Ctrl-C, with
+code 1 when the node failed (e.g. a parameter it refuses at start: its one-line reason is printed above).
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+
+# launch argument -> (help); passed to the node as the parameter of the same name when not empty
+PARAMETER_ARGUMENTS = {
+    "extractor": "aliked-t16|aliked-n16|aliked-n16rot|aliked-n32|sift|orb",
+    "device": "auto|cuda|cuda:N|cpu",
+    "max_keypoints": "keypoint budget per frame (16..20000)",
+    "use_depth": "true: subscribe to the registered depth topic (metric pose)",
+    "compressed": "true: subscribe to <image>/compressed",
+    "odom_frame": "odometry frame (TF parent)",
+    "base_frame": "robot base frame (TF child)",
+    "camera_frame": "camera optical frame: set it to publish base_frame -> camera_frame (camera_mount) on /tf_static",
+}
+
+
+def _node(context):
+    camera = LaunchConfiguration("camera")
+    overrides = {name: LaunchConfiguration(name) for name in PARAMETER_ARGUMENTS
+                 if context.launch_configurations.get(name, "") != ""}
+    overrides["use_sim_time"] = LaunchConfiguration("use_sim_time")
+    return [Node(
+        package="aliked_ros",
+        executable="vo_node",
+        name="aliked_vo",
+        output="screen",
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        remappings=[
+            ("image", PathJoinSubstitution([camera, LaunchConfiguration("image")])),
+            ("image/compressed", PathJoinSubstitution([camera, LaunchConfiguration("image"), "compressed"])),
+            ("camera_info", PathJoinSubstitution([camera, LaunchConfiguration("camera_info")])),
+            ("depth", PathJoinSubstitution([camera, LaunchConfiguration("depth")])),
+        ],
+        on_exit=_on_node_exit,
+    )]
+
+
+def _on_node_exit(event, context):
+    """The launch ends with the node; a node that refused to start (or failed) makes `ros2 launch` exit non-zero."""
+    if event.returncode != 0:
+        raise RuntimeError(f"aliked_vo exited with code {event.returncode} (its error is printed above)")
+    return [Shutdown(reason="aliked_vo exited")]
 
 
 def generate_launch_description():
@@ -19,38 +64,12 @@ def generate_launch_description():
         DeclareLaunchArgument("image", default_value="image_raw", description="image topic in the camera namespace"),
         DeclareLaunchArgument("camera_info", default_value="camera_info", description="camera_info topic"),
         DeclareLaunchArgument("depth", default_value="depth/image_raw", description="registered depth topic"),
-        DeclareLaunchArgument("use_depth", default_value="false", description="use the depth topic"),
-        DeclareLaunchArgument("compressed", default_value="false", description="subscribe to <image>/compressed"),
-        DeclareLaunchArgument("extractor", default_value="aliked-t16", description="aliked-t16|aliked-n16|aliked-n16rot|aliked-n32|sift|orb"),
-        DeclareLaunchArgument("device", default_value="auto", description="auto|cuda|cpu"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "params.yaml"),
                               description="node parameters (YAML)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with the package's view"),
-    ]
-    camera = LaunchConfiguration("camera")
-    node = Node(
-        package="aliked_ros",
-        executable="vo_node",
-        name="aliked_vo",
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "extractor": LaunchConfiguration("extractor"),
-                "device": LaunchConfiguration("device"),
-                "use_depth": LaunchConfiguration("use_depth"),
-                "compressed": LaunchConfiguration("compressed"),
-                "use_sim_time": LaunchConfiguration("use_sim_time"),
-            },
-        ],
-        remappings=[
-            ("image", PathJoinSubstitution([camera, LaunchConfiguration("image")])),
-            ("image/compressed", PathJoinSubstitution([camera, LaunchConfiguration("image"), "compressed"])),
-            ("camera_info", PathJoinSubstitution([camera, LaunchConfiguration("camera_info")])),
-            ("depth", PathJoinSubstitution([camera, LaunchConfiguration("depth")])),
-        ],
-    )
+    ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (empty: from params_file)")
+         for name, text in PARAMETER_ARGUMENTS.items()]
     rviz = Node(
         package="rviz2",
         executable="rviz2",
@@ -59,4 +78,4 @@ def generate_launch_description():
         parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
-    return LaunchDescription(arguments + [node, rviz])
+    return LaunchDescription(arguments + [OpaqueFunction(function=_node), rviz])

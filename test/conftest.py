@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,17 @@ def ros_process(ros_env: dict[str, str], tmp_path: Path):
     _registry.stop_all()
 
 
+@pytest.fixture
+def ros_command(ros_env: dict[str, str]):
+    """Run a short command on the test's graph to completion: ``ros_command([args...], timeout=60, extra_env={})``
+    -> CompletedProcess (text output)."""
+
+    def run(args: list[str], timeout: float = 60.0, extra_env: dict[str, str] | None = None):
+        return _registry.run(args, env=dict(ros_env, **(extra_env or {})), timeout=timeout)
+
+    return run
+
+
 def leftover_test_processes() -> list[int]:
     """Processes started by this test session (and their children) that are still alive."""
     return _registry.leftover_pids()
@@ -95,7 +107,9 @@ def leftover_test_processes() -> list[int]:
 def _no_orphan_processes():
     yield
     _registry.stop_all()
-    leftovers = _registry.leftover_pids()
+    deadline = time.monotonic() + 10  # a process told to stop (e.g. `ros2 daemon stop`) may take a moment
+    while (leftovers := _registry.leftover_pids()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not leftovers, f"processes started by the tests still run after the suite: pids {leftovers}"
 
 

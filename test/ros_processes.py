@@ -32,7 +32,8 @@ class RosProcess:
         return self.popen.poll() is None
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still readable after stop()
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float) -> bool:
@@ -85,6 +86,12 @@ class RosProcessRegistry:
         process = RosProcess(args, name, dict(env, **{SESSION_MARKER: self.session}), log_dir)
         self._processes.append(process)
         return process
+
+    def run(self, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        """A short command (e.g. ``ros2 param get``) to completion; output captured as text. It carries the session
+        marker too, so that anything it leaves running (a ``ros2`` daemon) is found at the end."""
+        return subprocess.run(args, env=dict(env, **{SESSION_MARKER: self.session}), capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
 
     def stop_all(self) -> list[str]:
         """Stop every process still running; the names of those that had to be stopped here."""

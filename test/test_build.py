@@ -59,6 +59,22 @@ def test_colcon_build_in_temp_workspace(tmp_path: Path):
     msg_file, size, version = result.stdout.split()[:3]
     assert Path(msg_file).is_relative_to(install), msg_file
     assert int(size) > 0 and version == "aliked_ros"
+    assert os.access(install / "lib" / "aliked_ros" / "vo_node", os.X_OK)
+    if (VENV / "bin" / "ros2").exists():  # the ROS 2 tool kit (scripts/bootstrap.sh --test): ros2 launch finds it
+        launched = refused_launch(f"{activate} && . install/setup.sh && cd /", workspace)
+        assert f"cmd '{install}/lib/aliked_ros/vo_node" in launched, launched
+
+
+def refused_launch(setup: str, cwd: Path) -> str:
+    """`ros2 launch aliked_ros aliked_vo.launch.py` with an argument the node refuses: it starts the installed
+    vo_node, which exits at once with its one-line error (no DDS traffic, no model); the launch's output."""
+    result = subprocess.run(["bash", "-c", f"{setup} && ros2 launch aliked_ros aliked_vo.launch.py extractor:=nope"],
+                            cwd=cwd, env=dict(clean_env(), ROS_HOME=str(cwd / "ros_home"), RCUTILS_COLORIZED_OUTPUT="0"),
+                            capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "aliked_vo: error: parameter extractor = 'nope'" in output, output
+    assert "exit code 2" in output, output
+    return output
 
 
 def test_pip_install_into_fresh_venv(tmp_path: Path):
@@ -75,6 +91,13 @@ def test_pip_install_into_fresh_venv(tmp_path: Path):
     assert "usage: aliked-vo" in result.stdout
     assert Path(result.stdout.split()[-1]).is_relative_to(venv)
     assert list((venv / "lib").glob("libaliked_ros__rosidl_typesupport_c.so"))
+    # the executable `ros2 run` / `ros2 launch` look for (<prefix>/lib/<package>/), running this venv's interpreter
+    # from outside it (no PATH, no activation): it starts and refuses a bad parameter with its one line
+    node = venv / "lib" / "aliked_ros" / "vo_node"
+    assert os.access(node, os.X_OK)
+    result = subprocess.run([str(node), "--ros-args", "-p", "max_keypoints:=-5"], cwd="/", env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "aliked_vo: error: parameter max_keypoints = -5" in result.stderr, result
 
 
 # package.xml dependency (rosdep key) -> the top-level Python module it provides
@@ -88,7 +111,9 @@ ROSDEP_MODULES = {
     "python3-scipy": "scipy", "python3-tqdm": "tqdm", "python3-matplotlib": "matplotlib",
     "python3-rosbags-pip": "rosbags", "python3-poselib-pip": "poselib", "python3-evo-pip": "evo",
     "python3-kornia-pip": "kornia", "python3-pytest": None, "python3-catkin-pkg": None,
-    "rosidl_default_runtime": None,
+    "rosidl_default_runtime": None, "tf2_msgs": "tf2_msgs", "message_filters": "message_filters",
+    "ros2cli": "ros2cli", "ros2launch": None, "ros2topic": None, "ros2node": None, "ros2param": None,
+    "ros2service": None,
 }
 
 

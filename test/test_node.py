@@ -289,7 +289,8 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
 
 
 def test_launch_file_is_consistent():
-    """launch_ros is not installable here: parse the launch file and check what it names exists and is installed."""
+    """Without launch_ros too: parse the launch file and check what it names exists and is installed (the launch
+    itself is run by test_ros_tools.py)."""
     source = (REPO_ROOT / "launch/aliked_vo.launch.py").read_text()
     tree = ast.parse(source)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
@@ -305,5 +306,11 @@ def test_launch_file_is_consistent():
     node_source = (REPO_ROOT / "aliked_ros/ros/node.py").read_text()
     for name in params:
         assert f'declare("{name}"' in node_source, f"params.yaml sets {name}, which the node does not declare"
-    arguments = {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"}
-    assert {"camera", "image", "extractor", "device", "params_file", "use_sim_time", "rviz"} <= arguments
+    arguments = {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and getattr(n.func, "id", "") == "DeclareLaunchArgument" and isinstance(n.args[0], ast.Constant)}
+    passed = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PARAMETER_ARGUMENTS")
+    parameter_arguments = {k.value for k in passed.keys}  # declared in a loop, passed to the node when given
+    for name in parameter_arguments:
+        assert name in params, f"launch argument {name} is not a node parameter"
+    assert {"camera", "image", "params_file", "use_sim_time", "rviz"} <= arguments
+    assert {"extractor", "device", "max_keypoints", "use_depth", "compressed"} <= parameter_arguments

@@ -9,13 +9,19 @@ Topics (relative names, remap or namespace them):
        ``camera_info``, optional ``depth`` (registered depth, 16UC1 mm or 32FC1 m; parameter ``use_depth``)
   out  ``~/keypoints`` (aliked_ros/FrameKeypoints), ``~/status`` (aliked_ros/TrackingStatus),
        ``~/odometry`` (nav_msgs/Odometry), ``~/pose`` (geometry_msgs/PoseStamped), ``~/path`` (nav_msgs/Path),
-       ``~/debug_image`` (only drawn while subscribed), ``/diagnostics``, TF odom -> base (when tf2_ros exists)
+       ``~/debug_image`` (only drawn while subscribed), ``/diagnostics``, ``/tf`` odom -> base and ``/tf_static``
+       base -> ``camera_frame`` (tf2_ros, else tf2_msgs; see aliked_ros.ros.tf)
   srv  ``~/reset`` (std_srvs/Trigger)
 All outputs carry the source image's stamp. Poses: REP 105 ``odom_frame`` -> ``base_frame``, the camera mounted
 at ``camera_mount`` (see aliked_ros.ros.frames). Covariances are not estimated: their diagonal is -1.
+
+Bad configuration (unknown extractor, out-of-range or mistyped parameter) stops the node at start with one line
+and exit code 2 (``ConfigurationError``); parameters the node does not declare (a typo in a params file) are
+warned about once and ignored.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -27,6 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data, ReliabilityPolicy, HistoryPolicy
@@ -42,10 +49,13 @@ from aliked_ros.odometry import DuplicateFrameError, Frame, FrameError, Tracking
 from aliked_ros.ros.frames import base_odometry, mount_transform, quaternion, twist
 from aliked_ros.ros.messages import KeypointArrays, fill_frame_keypoints
 from aliked_ros.ros.sync import StampSynchronizer
+from aliked_ros.ros.tf import TfOutput, transform_message
 from aliked_ros.ros.visualization import TrackHistory, draw_tracks
 
 UNKNOWN_COVARIANCE = [-1.0 if i % 7 == 0 else 0.0 for i in range(36)]
 RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period"}
+READ_ONLY_HINT = "read-only: restart the node to change it"
+DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 # bad input -> (counter in /diagnostics, log text); the first matching type wins
 REJECTIONS = (
     (EncodingError, "bad_encoding", "bad image"),
@@ -54,6 +64,10 @@ REJECTIONS = (
     (FrameError, "bad_depth", "bad depth image"),
     (AlikedRosError, "bad_input", "frame rejected"),
 )
+
+
+class ConfigurationError(AlikedRosError):
+    """A parameter value the node cannot start with (the message names the parameter and what it accepts)."""
 
 
 def stamp_seconds(stamp) -> float:
@@ -88,7 +102,6 @@ class VoNode(Node):
         self._last_status: TrackingStatus | None = None
         self._last_odom_base: tuple[float, np.ndarray] | None = None
 
-        self.T_base_cam = mount_transform(list(p("camera_mount")))
         extractor = create_extractor(p("extractor"), ExtractorConfig(
             max_keypoints=p("max_keypoints"), threshold=None if p("threshold") <= 0 else p("threshold"),
             nms_radius=p("nms_radius"), device=p("device"), weights=p("weights") or None))
@@ -116,9 +129,16 @@ class VoNode(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.path = Path()
-        self.tf_broadcaster = self._make_tf_broadcaster()
+        self.tf = TfOutput(self)
+        if self.tf.kind is None:
+            self.get_logger().info("neither tf2_ros nor tf2_msgs is installed: no TF output (odometry, pose and "
+                                   "path are published)")
+        if p("camera_frame"):
+            self.tf.send_static(transform_message(self.T_base_cam, self.get_clock().now().to_msg(),
+                                                  p("base_frame"), p("camera_frame")))
         self._diagnostics_timer = self.create_timer(p("diagnostics_period"), self.publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._warn_unknown_parameters()
         self._worker = threading.Thread(target=self._work, name="aliked_vo_worker", daemon=True)
         self._worker.start()
 
@@ -126,12 +146,22 @@ class VoNode(Node):
 
     def _declare_parameters(self) -> None:
         def declare(name, default, description, read_only=True, **ranges):
+            if read_only:
+                description = f"{description} ({READ_ONLY_HINT})"
             descriptor = ParameterDescriptor(description=description, read_only=read_only)
             if "integer" in ranges:
                 descriptor.integer_range = [IntegerRange(from_value=ranges["integer"][0], to_value=ranges["integer"][1], step=1)]
             if "floating" in ranges:
                 descriptor.floating_point_range = [FloatingPointRange(from_value=ranges["floating"][0], to_value=ranges["floating"][1], step=0.0)]
-            self.declare_parameter(name, default, descriptor)
+            try:
+                self.declare_parameter(name, default, descriptor)
+            except ParameterException as error:  # out of range, wrong type: one line, no traceback
+                value = self._parameter_overrides[name].value if name in self._parameter_overrides else default
+                accepted = (f"an integer in {ranges['integer'][0]}..{ranges['integer'][1]}" if "integer" in ranges
+                            else f"a number in {ranges['floating'][0]}..{ranges['floating'][1]}" if "floating" in ranges
+                            else f"a {type(default).__name__}")
+                raise ConfigurationError(f"parameter {name} = {value!r} is invalid: it takes {accepted} "
+                                         f"({description.split(' (')[0]})") from error
 
         declare("extractor", "aliked-t16", f"feature extractor: {', '.join(EXTRACTORS)}")
         declare("device", "auto", "torch device: auto (CUDA if available), cuda, cuda:N, cpu")
@@ -149,33 +179,53 @@ class VoNode(Node):
         declare("base_frame", "base_link", "robot base frame: child frame of the odometry")
         declare("camera_mount", [0.0, 0.0, 0.0],
                 "camera optical frame in base_frame: x y z [qx qy qz qw]; 3 values = REP 103 optical rotation")
-        declare("publish_tf", True, "broadcast odom -> base on TF (needs tf2_ros)", read_only=False)
+        declare("camera_frame", "", "camera optical frame: when set, base_frame -> camera_frame (camera_mount) is "
+                "published once on /tf_static (latched); empty = the robot description publishes it")
+        declare("publish_tf", True, "broadcast odom -> base on /tf", read_only=False)
         declare("path_max_length", 1000, "poses kept in ~/path", read_only=False, integer=(1, 1000000))
         declare("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=False,
                 floating=(0.05, 60.0))
-        if self._param("qos") not in ("sensor_data", "reliable"):
-            raise ValueError(f"parameter qos must be sensor_data or reliable, got {self._param('qos')!r}")
+        self._check_choice("qos", ("sensor_data", "reliable"))
+        self._check_choice("extractor", EXTRACTORS)
+        device = self._param("device")
+        if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise ConfigurationError(f"parameter device = {device!r} is invalid: it takes auto, cpu, cuda or cuda:N")
+        try:
+            self.T_base_cam = mount_transform(list(self._param("camera_mount")))
+        except ValueError as error:
+            raise ConfigurationError(f"parameter camera_mount = {list(self._param('camera_mount'))}: {error}") from error
+        for name in ("odom_frame", "base_frame"):
+            if not self._param(name):
+                raise ConfigurationError(f"parameter {name} is empty: it names a TF frame")
+
+    def _check_choice(self, name: str, choices) -> None:
+        if self._param(name) not in choices:
+            raise ConfigurationError(f"parameter {name} = {self._param(name)!r} is invalid: it takes one of "
+                                     f"{', '.join(choices)}")
+
+    def _warn_unknown_parameters(self) -> None:
+        """One warning for overrides (params file, -p) of parameters this node does not declare: a typo would
+        otherwise be ignored silently."""
+        unknown = sorted(name for name in self._parameter_overrides if not self.has_parameter(name))
+        if unknown:
+            self.get_logger().warning(f"ignoring {len(unknown)} unknown parameter(s): {', '.join(unknown)} "
+                                      f"(not declared by {self.get_name()}; see config/params.yaml)")
 
     def _param(self, name: str):
         return self.get_parameter(name).value
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Parameters declared read-only are refused by rclpy before this runs; this refuses the others that the
+        node reads only at start (use_sim_time and parameters of rclpy's own)."""
         for parameter in parameters:
             if parameter.name not in RUNTIME_PARAMETERS:
-                return SetParametersResult(successful=False, reason=f"{parameter.name} is read-only: restart the node")
+                return SetParametersResult(successful=False, reason=f"{parameter.name} is {READ_ONLY_HINT}")
         for parameter in parameters:
             if parameter.name == "diagnostics_period":
-                self._diagnostics_timer.cancel()
-                self._diagnostics_timer = self.create_timer(parameter.value, self.publish_diagnostics)
+                old, self._diagnostics_timer = self._diagnostics_timer, self.create_timer(parameter.value,
+                                                                                         self.publish_diagnostics)
+                self.destroy_timer(old)  # cancel() alone leaves it in the executor's wait set
         return SetParametersResult(successful=True)
-
-    def _make_tf_broadcaster(self):
-        try:
-            from tf2_ros import TransformBroadcaster
-        except ImportError:
-            self.get_logger().info("tf2_ros is not installed: no TF broadcast (odometry, pose and path are published)")
-            return None
-        return TransformBroadcaster(self)
 
     # --- inputs (executor thread: store only) -------------------------------------------------------------------
 
@@ -185,8 +235,9 @@ class VoNode(Node):
             self._lock.notify_all()
 
     def _on_image(self, msg) -> None:
-        self.counts["received"] += 1
-        self._arrivals.append(time.monotonic())
+        with self._lock:
+            self.counts["received"] += 1
+            self._arrivals.append(time.monotonic())
         if self._sync is not None:
             self._sync.add_image(stamp_seconds(msg.header.stamp), msg)
         else:
@@ -221,7 +272,7 @@ class VoNode(Node):
                 camera_msg = self._camera_info_for(item.image_msg.header.stamp)
                 if self._reset_requested:
                     self._reset_requested = False
-                    self._reset("reset service called")
+                    self._reset("requested (reset service)")
             try:
                 self._process(item, camera_msg)
             except Exception as error:  # never let one frame kill the worker; log and count
@@ -250,20 +301,25 @@ class VoNode(Node):
         return None
 
     def _reset(self, reason: str) -> None:
+        """Reset before the next frame; its result carries ``reason`` (logged and counted in _process)."""
         self.vo.reset(reason)
         self.history.clear()
         self._last_odom_base = None
-        self.get_logger().warning(f"pipeline reset: {reason}")
 
     def _reject(self, kind: str, message: str) -> None:
         """Count a bad input that was dropped; log the first of each kind as a warning, later ones at debug level."""
-        self.counts[kind] += 1
+        self._count(self.counts, kind)
         self._log_once(kind, message)
 
     def _note(self, kind: str, message: str) -> None:
         """Count a problem with an input that was still processed (e.g. depth without valid pixels)."""
-        self.notes[kind] += 1
+        self._count(self.notes, kind)
         self._log_once(kind, message)
+
+    def _count(self, counter: Counter, kind: str) -> None:
+        """Count from the worker thread (under the lock: the diagnostics timer copies the counters)."""
+        with self._lock:
+            counter[kind] += 1
 
     def _log_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:
@@ -284,7 +340,7 @@ class VoNode(Node):
                 self._camera = None
                 self._reject("bad_camera_info", f"unusable camera_info: {error}")
         elif self._camera is None:
-            self.counts["bad_camera_info"] += 1
+            self._count(self.counts, "bad_camera_info")
         return self._camera
 
     def _process(self, item: _Input, camera_msg: CameraInfo | None) -> None:
@@ -311,12 +367,13 @@ class VoNode(Node):
             return
         if result.reset_reason:
             self.get_logger().warning(f"pipeline reset: {result.reset_reason}")
-            self.counts["resets"] += 1
+            self._count(self.counts, "resets")
             self.history.clear()
             self._last_odom_base = None
-        self.counts["processed"] += 1
+        self._count(self.counts, "processed")
         self._publish(msg.header, result, image)
-        self._latencies.append(time.monotonic() - item.received)
+        with self._lock:
+            self._latencies.append(time.monotonic() - item.received)
 
     # --- outputs --------------------------------------------------------------------------------------------------
 
@@ -379,40 +436,38 @@ class VoNode(Node):
         del self.path.poses[: max(0, len(self.path.poses) - self._param("path_max_length"))]
         self.pub_path.publish(self.path)
 
-        if self.tf_broadcaster is not None and self._param("publish_tf"):
-            from geometry_msgs.msg import TransformStamped
-
-            transform = TransformStamped()
-            transform.header.stamp, transform.header.frame_id, transform.child_frame_id = header.stamp, odom_frame, base_frame
-            transform.transform.translation.x, transform.transform.translation.y, transform.transform.translation.z = (float(v) for v in position)
-            transform.transform.rotation = pose.orientation
-            self.tf_broadcaster.sendTransform(transform)
+        # one transform per posed frame; stamps increase (a repeated stamp is refused before this, and time going
+        # backwards, e.g. a bag loop with use_sim_time, resets the pipeline)
+        if self._param("publish_tf"):
+            self.tf.send(transform_message(T_odom_base, header.stamp, odom_frame, base_frame))
 
     def publish_diagnostics(self) -> None:
-        arrivals = list(self._arrivals)
+        with self._lock:  # the worker inserts keys into these while the executor thread reads them
+            counts, notes = Counter(self.counts), Counter(self.notes)
+            arrivals, latencies = list(self._arrivals), list(self._latencies)
         rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 and arrivals[-1] > arrivals[0] else 0.0
-        latency = float(np.mean(self._latencies)) * 1e3 if self._latencies else 0.0
+        latency = float(np.mean(latencies)) * 1e3 if latencies else 0.0
         status = self._last_status
         diag = DiagnosticStatus(name="aliked_vo: visual odometry frontend", hardware_id=self.get_fully_qualified_name())
-        bad = {k: v for k, v in self.counts.items() if k not in ("received", "processed", "dropped", "resets")}
-        if not self._camera_msgs or (self._camera is None and self.counts["processed"] == 0):
+        bad = {k: v for k, v in counts.items() if k not in ("received", "processed", "dropped", "resets")}
+        if not self._camera_msgs or (self._camera is None and counts["processed"] == 0):
             diag.level, diag.message = DiagnosticStatus.ERROR, "no usable camera_info"
         elif status is not None and status.state == TrackingStatus.STATE_LOST:
             diag.level, diag.message = DiagnosticStatus.WARN, "tracking lost"
-        elif bad or self.notes:
-            problems = {**bad, **self.notes}
+        elif bad or notes:
+            problems = {**bad, **notes}
             diag.level, diag.message = DiagnosticStatus.WARN, "bad inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items()))
         else:
             diag.level, diag.message = DiagnosticStatus.OK, "tracking" if status is not None else "waiting for images"
         values = {
             "input_rate_hz": f"{rate:.2f}", "processing_latency_ms": f"{latency:.1f}",
-            "frames_received": self.counts["received"], "frames_processed": self.counts["processed"],
-            "frames_dropped": self.counts["dropped"], "frames_rejected": sum(bad.values()) + (self._sync.unmatched if self._sync else 0),
-            "resets": self.counts["resets"],
+            "frames_received": counts["received"], "frames_processed": counts["processed"],
+            "frames_dropped": counts["dropped"], "frames_rejected": sum(bad.values()) + (self._sync.unmatched if self._sync else 0),
+            "resets": counts["resets"],
             "tracking_state": TrackingState(status.state).name if status else "none",
             "inliers": status.num_inliers if status else 0, "keypoints": status.num_keypoints if status else 0,
             **{f"rejected_{k}": v for k, v in sorted(bad.items())},
-            **{f"warning_{k}": v for k, v in sorted(self.notes.items())},
+            **{f"warning_{k}": v for k, v in sorted(notes.items())},
         }
         if self._sync is not None:
             values["images_without_depth"] = self._sync.unmatched
@@ -439,8 +494,11 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except ConfigurationError as error:
+        print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
+        return 2
     except AlikedRosError as error:
-        print(f"aliked_vo: {error}")
+        print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
         return 1
     finally:
         if node is not None:
@@ -448,3 +506,7 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+if __name__ == "__main__":  # python -m aliked_ros.ros.node (the pip install's lib/aliked_ros/vo_node)
+    sys.exit(main())

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag-camera-info-topic", default=None)
     parser.add_argument("--bag-depth-topic", default=None)
     parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--start", type=int, default=0, metavar="N",
+                        help="skip the first N frames of the source (e.g. to continue an earlier replay)")
     parser.add_argument("--loopback", action="store_true", help="keep DDS on this machine")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -119,11 +121,15 @@ class Replayer:
         offset = 0.0  # added to stamps on each loop so that time never goes backwards
         sequence_start = None
         start_wall = time.monotonic()
-        total = min(len(sequence), args.max_frames) if args.max_frames else len(sequence)
+        start = getattr(args, "start", 0) or 0  # callers may build args without it
+        available = max(0, len(sequence) - start)
+        total = min(available, args.max_frames) if args.max_frames else available
         bar = tqdm(total=total, desc="replay", unit="frame", file=sys.stderr, disable=not progress, leave=False)
         while True:
             count = 0
-            for frame in sequence:
+            for index, frame in enumerate(sequence):
+                if index < start:
+                    continue
                 if count == total:
                     break
                 sequence_start = frame.stamp if sequence_start is None else sequence_start

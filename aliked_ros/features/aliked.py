@@ -1,4 +1,11 @@
-"""ALIKED behind the extractor interface: weights resolution, device choice, preprocessing, timed stages."""
+"""ALIKED behind the extractor interface: weights resolution, device choice, preprocessing, timed stages.
+
+On CUDA a frame runs without waiting for the device until its results are copied back (one synchronisation
+per frame): the image goes up from pinned memory without blocking, top-k detection keeps a static shape (all
+``max_keypoints`` rows and a validity mask, filtered on the host), and stage times come from CUDA events.
+``ExtractorConfig.cuda_graph`` additionally captures the whole frame (upload to descriptors) as one CUDA graph
+per image size and replays it (top-k mode only).
+"""
 from __future__ import annotations
 
 import time
@@ -6,18 +13,32 @@ import time
 import numpy as np
 import torch
 
+from aliked_ros.errors import AlikedRosError
 from aliked_ros.features.aliked_net import CONFIGS, AlikedNet
 from aliked_ros.features.base import Extractor, ExtractorConfig, Features, ImageError, as_uint8_image
 from aliked_ros.features.weights import load_weights, resolve_weights
+
+
+class DeviceError(AlikedRosError, ValueError):
+    """A device that does not exist here (e.g. ``cuda`` without CUDA)."""
 
 
 def select_device(device: str) -> torch.device:
     """"auto" -> CUDA when available, else CPU; "cuda" without CUDA is an error, not a silent fallback."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise DeviceError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s)")
     return chosen
 
 
@@ -35,10 +56,30 @@ class AlikedExtractor(Extractor):
         load_weights(net, self.weights_path, model_name)
         self.net = net.eval().to(self._device)
         self.descriptor_dim = net.descriptor_dim
+        self._cuda = self._device.type == "cuda"
+        self._pinned: dict[tuple, torch.Tensor] = {}
+        self._graphs: dict[tuple, _CudaGraph] = {}
 
     @property
     def device(self) -> str:
         return str(self._device)
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        """uint8 image to the device; on CUDA through a pinned buffer (reused per shape), without blocking."""
+        source = torch.from_numpy(np.ascontiguousarray(array))
+        if not self._cuda:
+            return source
+        pinned = self._pinned.get(source.shape)
+        if pinned is None:
+            pinned = self._pinned[source.shape] = torch.empty(source.shape, dtype=torch.uint8, pin_memory=True)
+        pinned.copy_(source)  # the previous frame's upload from this buffer finished at its end-of-frame sync
+        return pinned.to(self._device, non_blocking=True)
+
+    @staticmethod
+    def _as_float(tensor: torch.Tensor) -> torch.Tensor:
+        """(H,W) or (H,W,3) uint8 on the device -> (1,3,H,W) float RGB in [0,1] (channels-last strides)."""
+        tensor = tensor[None, None].expand(1, 3, *tensor.shape) if tensor.dim() == 2 else tensor.permute(2, 0, 1)[None]
+        return tensor.float() / 255.0
 
     def _to_tensor(self, image) -> torch.Tensor:
         if isinstance(image, torch.Tensor):
@@ -46,37 +87,105 @@ class AlikedExtractor(Extractor):
             if tensor.shape[0] != 1 or tensor.shape[1] != 3 or not tensor.is_floating_point():
                 raise ImageError(f"expected a float (3,H,W) or (1,3,H,W) RGB tensor in [0,1], got {tuple(image.shape)} {image.dtype}")
             return tensor.to(self._device, torch.float32)
-        array = as_uint8_image(np.asarray(image))
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self._device)
-        tensor = tensor[None, None].expand(1, 3, *array.shape) if array.ndim == 2 else tensor.permute(2, 0, 1)[None]
-        return tensor.float() / 255.0
+        return self._as_float(self._upload(as_uint8_image(np.asarray(image))))
 
-    def _sync(self) -> None:
-        if self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
+    def _detect(self, score_map: torch.Tensor, static_shape: bool):
+        cfg = self.config
+        return self.net.detect(score_map[0], radius=cfg.nms_radius, top_k=cfg.max_keypoints, threshold=cfg.threshold,
+                               max_keypoints=cfg.max_keypoints, border=cfg.border, min_score=cfg.min_score,
+                               static_shape=static_shape)
+
+    def _frame(self, tensor: torch.Tensor):
+        """The whole extraction on the device, static shapes in top-k mode: (keypoints, scores, valid | None,
+        descriptors). Captured as a CUDA graph when ``cuda_graph`` is set."""
+        feature_map, score_map = self.net.sparse_maps(tensor)
+        detections = self._detect(score_map, static_shape=True)
+        return (detections.keypoints, detections.scores, detections.valid,
+                self.net.describe(feature_map, detections.keypoints))
 
     @torch.inference_mode()
     def _extract(self, image) -> Features:
-        cfg = self.config
+        if self._cuda:
+            return self._extract_cuda(image)
         clock = time.perf_counter
         t0 = clock()
         tensor = self._to_tensor(image)
         height, width = tensor.shape[-2:]
         feature_map, score_map = self.net.sparse_maps(tensor)  # the feature map is evaluated at keypoints only
-        self._sync()
         t1 = clock()
-        detections = self.net.detect(score_map[0], radius=cfg.nms_radius, top_k=cfg.max_keypoints,
-                                     threshold=cfg.threshold, max_keypoints=cfg.max_keypoints, border=cfg.border,
-                                     min_score=cfg.min_score)
-        self._sync()
+        detections = self._detect(score_map, static_shape=False)
         t2 = clock()
         descriptors = self.net.describe(feature_map, detections.keypoints)
-        self._sync()
         t3 = clock()
-        result = Features(
-            keypoints=detections.keypoints.cpu().numpy(), scores=detections.scores.cpu().numpy(),
-            descriptors=descriptors.cpu().numpy(), image_size=(int(width), int(height)), extractor=self.name,
+        return Features(
+            keypoints=detections.keypoints.numpy(), scores=detections.scores.numpy(),
+            descriptors=descriptors.numpy(), image_size=(int(width), int(height)), extractor=self.name,
             timings_ms={"dense_map": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "describe": (t3 - t2) * 1e3},
             device_descriptors=descriptors,
         )
-        return result
+
+    def _extract_cuda(self, image) -> Features:
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        events[0].record()
+        use_graph = self.config.cuda_graph and self.config.threshold is None and not isinstance(image, torch.Tensor)
+        if use_graph:
+            array = as_uint8_image(np.asarray(image))
+            key = array.shape
+            if key not in self._graphs:
+                self._graphs[key] = _CudaGraph(lambda t: self._frame(self._as_float(t)), self._upload(array))
+            keypoints, scores, valid, descriptors = self._graphs[key](self._upload(array))
+            height, width = array.shape[:2]
+            events[1].record()
+            stages = ("graph",)
+        else:
+            tensor = self._to_tensor(image)
+            height, width = tensor.shape[-2:]
+            feature_map, score_map = self.net.sparse_maps(tensor)
+            events[1].record()
+            detections = self._detect(score_map, static_shape=self.config.threshold is None)
+            events[2].record()
+            descriptors = self.net.describe(feature_map, detections.keypoints)
+            events[3].record()
+            keypoints, scores, valid = detections.keypoints, detections.scores, detections.valid
+            stages = ("dense_map", "detect", "describe")
+        # the frame's one synchronisation: results to the host
+        host = [t.to("cpu", non_blocking=True) for t in (keypoints, scores, descriptors)]
+        host_valid = valid.to("cpu", non_blocking=True) if valid is not None else None
+        events[len(stages)].synchronize()
+        torch.cuda.current_stream(self._device).synchronize()
+        keypoints_np, scores_np, descriptors_np = (t.numpy() for t in host)
+        if host_valid is not None and not bool(host_valid.all()):
+            keep = host_valid.numpy()
+            keypoints_np, scores_np, descriptors_np = keypoints_np[keep], scores_np[keep], descriptors_np[keep]
+            descriptors = descriptors[torch.from_numpy(np.flatnonzero(keep)).to(self._device)]
+        elif use_graph:
+            descriptors = descriptors.clone()  # the graph's output buffer is overwritten by the next replay
+        timings = {name: events[i].elapsed_time(events[i + 1]) for i, name in enumerate(stages)}
+        return Features(
+            keypoints=keypoints_np, scores=scores_np, descriptors=descriptors_np,
+            image_size=(int(width), int(height)), extractor=self.name, timings_ms=timings,
+            device_descriptors=descriptors,
+        )
+
+
+class _CudaGraph:
+    """``fn(static input) -> tuple of tensors`` captured once as a CUDA graph; calling it copies the input into
+    the captured buffer and replays. Warm-up runs on a side stream first (as torch.cuda.graphs requires), which
+    also builds every cached tensor the function uses (prepared weights, upsampling taps)."""
+
+    def __init__(self, fn, example: torch.Tensor) -> None:
+        self.input = example.clone()
+        stream = torch.cuda.Stream(example.device)
+        stream.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn(self.input)
+        torch.cuda.current_stream(example.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn(self.input)
+
+    def __call__(self, tensor: torch.Tensor):
+        self.input.copy_(tensor, non_blocking=True)
+        self.graph.replay()
+        return self.outputs

@@ -14,13 +14,22 @@ maps upsampled bilinearly (align_corners) to full resolution. The score head's f
 which commutes with that upsampling, so it runs on the small maps; and SDDH reads the normalised feature map
 only at a few thousand pixels (a KxK patch and the corners of M bilinear samples per keypoint), where the
 upsampling is a bilinear lookup into each small map. Results differ from ``dense_maps`` by float rounding only
-(score map < 1e-6 on the shared reference frames).
+(score map < 1e-5 on the shared reference frames).
+
+How it is fast on a CPU (``InferencePath``, measured with scripts/bench_candidates.py, see BENCHMARKS.md):
+BatchNorm folded into the convolutions; channels-last memory format (oneDNN's fast layout for these few-channel
+convolutions); 1x1 convolutions as matrix products on channels-last rows; the two smallest maps' upsampling as
+one matrix product added into the score head's input; SDDH as matrix products and fused gathers
+(``embedding_bag`` with per-sample weights: the four taps of each small map's upsampling, the four corners of
+each bilinear sample, the L2 normalisation folded into the corner weights); NMS with doubling window maxima and
+boolean dilation. On CUDA the same code runs without a host synchronisation inside a frame (static top-k).
 
 Conventions: input RGB in [0, 1], (B, 3, H, W), any H, W (replicate-padded to multiples of 32 around the centre
 and cropped back). Keypoints are pixel coordinates (x, y), centre of the top-left pixel at (0, 0).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +46,20 @@ CONFIGS: dict[str, tuple[int, int, int, int, int, int, int]] = {
 
 
 UPSAMPLING = (2, 8, 32)  # factors from scales 2..4 to full resolution
+
+
+def _padding(h: int, w: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) replicate padding to multiples of 32, split around the centre."""
+    pad_h, pad_w = (-h) % 32, (-w) % 32
+    return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
+
+def _version(t: torch.Tensor) -> int:
+    """The in-place modification counter of a tensor (inference tensors have none: -1)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
 
 
 def _upsample(t: torch.Tensor, factor: int) -> torch.Tensor:
@@ -110,38 +133,48 @@ class ResBlock(nn.Module):
 
 @dataclass(frozen=True)
 class Detections:
-    """Keypoints of one image: pixel (x, y) (N,2) and score-map value there (N,), on the model's device."""
+    """Keypoints of one image: pixel (x, y) (N,2) and score-map value there (N,), on the model's device.
+    ``valid`` (N,) bool, only from ``detect(..., static_shape=True)``: which of the N = top_k rows are keypoints."""
 
     keypoints: torch.Tensor
     scores: torch.Tensor
+    valid: torch.Tensor | None = None
+
+
+def _window_max(t: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Maximum (logical or for bool) over windows of 2r+1 along ``dim``, centred, the outside counting as
+    -inf (False). Window maxima by doubling: windows of 1, 2, 4, ... then two overlapping ones cover 2r+1, so
+    r=2 takes 3 elementwise ops instead of 4."""
+    n, k = t.shape[dim], 2 * radius + 1
+    pad = [0, 0] * (t.dim() - 1 - dim % t.dim()) + [radius, radius]
+    current = F.pad(t, pad, value=False if t.dtype == torch.bool else float("-inf"))
+    combine = torch.logical_or if t.dtype == torch.bool else torch.maximum
+    size = 1  # current[i] = max of the padded input over [i, i + size)
+    while 2 * size <= k:
+        length = current.shape[dim] - size
+        current = combine(current.narrow(dim, 0, length), current.narrow(dim, size, length))
+        size *= 2
+    if size == k:
+        return current.narrow(dim, 0, n)
+    return combine(current.narrow(dim, 0, n), current.narrow(dim, k - size, n))
 
 
 def max_filter(t: torch.Tensor, radius: int) -> torch.Tensor:
     """The maximum over each (2r+1)^2 window of (B,C,H,W), as ``max_pool2d(t, 2r+1, stride=1, padding=r)``
-    (exactly: max is exact), but separable and without indices: ~10x faster on CPU."""
-    h, w = t.shape[-2:]
-    padded = F.pad(t, (radius, radius, 0, 0), value=float("-inf"))
-    rows = padded[..., 0:w]
-    for i in range(1, 2 * radius + 1):
-        rows = torch.maximum(rows, padded[..., i:i + w])
-    padded = F.pad(rows, (0, 0, radius, radius), value=float("-inf"))
-    out = padded[..., 0:h, :]
-    for i in range(1, 2 * radius + 1):
-        out = torch.maximum(out, padded[..., i:i + h, :])
-    return out
+    (exactly: max is exact), but separable and without indices: ~10x faster on CPU. A bool tensor gives the
+    dilation (any True in the window)."""
+    return _window_max(_window_max(t, radius, -1), radius, -2)
 
 
 def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     """The official ALIKED/SuperPoint NMS: local maxima in a (2r+1)^2 window (ties kept), then two rounds that
-    add maxima of what is left outside the suppressed windows. Returns a boolean mask."""
-    def max_pool(t: torch.Tensor) -> torch.Tensor:
-        return max_filter(t, radius)
-
-    max_mask = scores == max_pool(scores)
+    add maxima of what is left outside the suppressed windows. Returns a boolean mask. (The official code
+    max-pools the mask as floats; a boolean dilation is the same.)"""
+    max_mask = scores == max_filter(scores, radius)
     for _ in range(2):
-        suppressed = max_pool(max_mask.to(scores.dtype)) > 0
-        remaining = torch.where(suppressed, torch.zeros_like(scores), scores)
-        max_mask = max_mask | ((remaining == max_pool(remaining)) & ~suppressed)
+        suppressed = max_filter(max_mask, radius)
+        remaining = scores.masked_fill(suppressed, 0.0)
+        max_mask = max_mask | ((remaining == max_filter(remaining, radius)) & ~suppressed)
     return max_mask
 
 
@@ -150,28 +183,94 @@ class SparseFeatureMap:
 
     ``scales``: the four per-scale maps (1, dim/4, h_i, w_i) of the padded image (full resolution first), each
     already through its 1x1 conv and gate; ``pad``: (top, left) padding; ``size``: (H, W) of the input image.
+    ``small_table``: optional, the three small maps as rows (h_2*w_2 + h_3*w_3 + h_4*w_4, dim/4) in that order
+    (the fast path writes them there directly); built from ``scales`` when absent.
+
+    A pixel's feature is the full-resolution map's value there and, for each small map, its bilinear
+    (align_corners) upsampling at that pixel: four rows of the small map with the weights upsample_bilinear2d
+    gives them, summed by one ``embedding_bag`` over the three maps' rows.
     """
 
-    def __init__(self, scales: tuple[torch.Tensor, ...], pad: tuple[int, int], size: tuple[int, int]) -> None:
+    def __init__(self, scales: tuple[torch.Tensor, ...], pad: tuple[int, int], size: tuple[int, int],
+                 small_table: torch.Tensor | None = None) -> None:
         self.scales, self.pad, self.size = scales, pad, size
         self.padded_size = tuple(scales[0].shape[-2:])
         self.dim = sum(f.shape[1] for f in scales)
+        self.full_table = scales[0][0].permute(1, 2, 0).reshape(-1, scales[0].shape[1])  # a view if channels-last
+        if small_table is None:
+            small_table = torch.cat([f[0].permute(1, 2, 0).reshape(-1, f.shape[1]) for f in scales[1:]])
+        self.small_table = small_table
+        self.taps = _upsampling_taps(self.padded_size, tuple(tuple(f.shape[-2:]) for f in scales[1:]),
+                                     scales[0].device, scales[0].dtype)
 
     def at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Normalised features (..., dim) at integer pixels (rows, cols) of the input image (same shapes)."""
-        shape = rows.shape
-        hp, wp = self.padded_size
-        linear = ((rows + self.pad[0]) * wp + cols + self.pad[1]).reshape(-1)
-        unique, inverse = torch.unique(linear, return_inverse=True)  # samples of neighbouring keypoints overlap
-        r, c = torch.div(unique, wp, rounding_mode="floor"), unique % wp
-        full = self.scales[0][0]
-        parts = [full.reshape(full.shape[0], -1).index_select(1, unique)]
-        # the position of pixel (r, c) in each small map under align_corners upsampling, as grid_sample coordinates
-        grid = torch.stack((c * (2.0 / (wp - 1)) - 1.0, r * (2.0 / (hp - 1)) - 1.0), dim=-1).to(self.scales[0].dtype)
-        for small in self.scales[1:]:
-            parts.append(F.grid_sample(small, grid.view(1, -1, 1, 2), mode="bilinear", align_corners=True)[0, :, :, 0])
-        features = F.normalize(torch.cat(parts, dim=0).t().contiguous(), p=2, dim=1)  # (U, dim)
-        return features.index_select(0, inverse).view(*shape, self.dim)
+        features, norms = self.unnormalised_at(rows, cols)
+        return (features / norms[:, None]).view(*rows.shape, self.dim)
+
+    def unnormalised_at(self, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (P, dim) before the L2 normalisation at P = rows.numel() pixels, and their norms (P,)
+        (clamped to 1e-12 as F.normalize does)."""
+        r = (rows.reshape(-1) + self.pad[0]).long()
+        c = (cols.reshape(-1) + self.pad[1]).long()
+        n = len(r)
+        row_index, row_weight, col_index, col_weight = self.taps
+        # per pixel (3 maps, 2 rows, 2 cols): rows of the small-map table and their bilinear weights
+        index = row_index.index_select(0, r) + col_index.index_select(0, c)
+        weight = row_weight.index_select(0, r) * col_weight.index_select(0, c)
+        small = F.embedding_bag(index.view(n * 3, 4), self.small_table, per_sample_weights=weight.view(n * 3, 4),
+                                mode="sum").view(n, -1)
+        full = self.full_table.index_select(0, r * self.padded_size[1] + c)
+        features = torch.cat((full, small), dim=1)
+        return features, torch.linalg.vector_norm(features, dim=1).clamp_min_(1e-12)
+
+
+@functools.lru_cache(maxsize=16)
+def _upsampling_taps(full: tuple[int, int], smalls: tuple[tuple[int, int], ...], device: torch.device,
+                     dtype: torch.dtype):
+    """How ``F.interpolate(x, size=full, mode="bilinear", align_corners=True)`` reads each small map, as rows of
+    the stacked small-map table: per full-resolution row (H, maps, 2, 2) row offsets (map start + y * width) and
+    weights, per column (W, maps, 2, 2) column indices and weights, laid out (map, row tap, column tap) so that
+    one row entry plus one column entry gives the four table rows of a pixel and one product their weights."""
+    def axis(n_out: int, n_in: int):
+        scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        src = torch.arange(n_out, device=device, dtype=dtype) * scale
+        i0 = src.floor().long().clamp(0, n_in - 1)
+        frac = src - i0.to(dtype)
+        return torch.stack((i0, (i0 + 1).clamp(max=n_in - 1)), dim=1), torch.stack((1 - frac, frac), dim=1)
+
+    rows, cols, start = [], [], 0
+    for h, w in smalls:
+        row_index, row_weight = axis(full[0], h)
+        rows.append((row_index * w + start, row_weight))
+        cols.append(axis(full[1], w))
+        start += h * w
+    def by_row(parts):  # (n, maps, 2) -> (n, maps, 2, 2), repeated over the column tap
+        return torch.stack(parts, dim=1)[:, :, :, None].expand(-1, -1, -1, 2).contiguous()
+
+    def by_col(parts):  # repeated over the row tap
+        return torch.stack(parts, dim=1)[:, :, None, :].expand(-1, -1, 2, -1).contiguous()
+
+    return (by_row([i for i, _ in rows]), by_row([wt for _, wt in rows]), by_col([i for i, _ in cols]),
+            by_col([wt for _, wt in cols]))
+
+
+@functools.lru_cache(maxsize=16)
+def _interpolation_matrices(full: tuple[int, int], small: tuple[int, int], device: torch.device, dtype: torch.dtype):
+    """R_h (H, h) and R_w (W, w) with ``F.interpolate(x, size=full, mode="bilinear", align_corners=True)`` =
+    R_h x R_w^T for each channel of x (h, w): two non-zeros per row, upsample_bilinear2d's weights."""
+    def matrix(n_out: int, n_in: int) -> torch.Tensor:
+        scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        src = torch.arange(n_out, device=device, dtype=dtype) * scale
+        i0 = src.floor().long().clamp(0, n_in - 1)
+        frac = src - i0.to(dtype)
+        out = torch.zeros(n_out, n_in, device=device, dtype=dtype)
+        rows = torch.arange(n_out, device=device)
+        out.index_put_((rows, i0), 1 - frac, accumulate=True)
+        out.index_put_((rows, (i0 + 1).clamp(max=n_in - 1)), frac, accumulate=True)
+        return out
+
+    return matrix(full[0], small[0]), matrix(full[1], small[1])
 
 
 def dense_lookup(feature_map: torch.Tensor):
@@ -181,17 +280,28 @@ def dense_lookup(feature_map: torch.Tensor):
 
 def bilinear_at(at, positions: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear samples (..., C) of a map given by ``at(rows, cols)`` at pixel positions (..., 2) as (x, y);
-    zero outside the map (grid_sample with align_corners=True and zeros padding)."""
+    zero outside the map (grid_sample with align_corners=True and zeros padding). ``at`` may also return
+    (unnormalised features (P, C), norms (P,)) for P pixels: the normalisation then goes into the weights."""
     h, w = size
-    x0, y0 = positions[..., 0].floor(), positions[..., 1].floor()
-    fx, fy = positions[..., 0] - x0, positions[..., 1] - y0
+    shape = positions.shape[:-1]
+    positions = positions.reshape(-1, 2)
+    x0, y0 = positions[:, 0].floor(), positions[:, 1].floor()
+    fx, fy = positions[:, 0] - x0, positions[:, 1] - y0
     # the four corners stacked on a new last axis: (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1)
-    x = x0.long()[..., None] + positions.new_tensor([0, 1, 0, 1], dtype=torch.long)
-    y = y0.long()[..., None] + positions.new_tensor([0, 0, 1, 1], dtype=torch.long)
+    corner = torch.arange(4, device=positions.device)
+    x = x0.long()[:, None] + corner % 2
+    y = y0.long()[:, None] + torch.div(corner, 2, rounding_mode="floor")
     weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy), dim=-1)
     weights = weights * ((x >= 0) & (x < w) & (y >= 0) & (y < h))
-    values = at(y.clamp(0, h - 1), x.clamp(0, w - 1))  # (..., 4, C)
-    return (values * weights[..., None]).sum(dim=-2)
+    values = at(y.clamp(0, h - 1), x.clamp(0, w - 1))  # (P, 4, C), or ((4P, C), (4P,))
+    if isinstance(values, tuple):
+        values, norms = values
+        weights = weights / norms.view(-1, 4)
+    values = values.reshape(-1, values.shape[-1])
+    # the weighted sum of each sample's four corners in one fused gather
+    corners = torch.arange(values.shape[0], device=positions.device).view(-1, 4)
+    samples = F.embedding_bag(corners, values, per_sample_weights=weights, mode="sum")
+    return samples.view(*shape, values.shape[-1])
 
 
 class SDDH(nn.Module):
@@ -207,12 +317,16 @@ class SDDH(nn.Module):
 
     def forward(self, feature_map: torch.Tensor | SparseFeatureMap, keypoints: torch.Tensor) -> torch.Tensor:
         """feature_map (C,H,W) L2-normalised, or the same as a SparseFeatureMap; keypoints (N,2) pixel (x, y)
-        -> descriptors (N, C), L2-normalised."""
+        -> descriptors (N, C), L2-normalised.
+
+        The convolutions on per-keypoint patches and samples are matrix products: the KxK offset convolution
+        on (N, K*K*C) patches, the 1x1 convolutions on (N*M, C) rows, and the aggregation over the M samples one
+        (N, M*C) x (M*C, C) product."""
         if isinstance(feature_map, SparseFeatureMap):
             (h, w), c, at = feature_map.size, feature_map.dim, feature_map.at
         else:
             (c, h, w), at = feature_map.shape, dense_lookup(feature_map)
-        n, ps = len(keypoints), self.kernel_size
+        n, ps, m = len(keypoints), self.kernel_size, self.n_pos
         if n == 0:
             return keypoints.new_zeros((0, c))
         max_offset = max(h, w) / 4.0
@@ -223,14 +337,134 @@ class SDDH(nn.Module):
         steps = torch.arange(ps, device=keypoints.device)
         rows = (corner[:, 1, None] + steps)[:, :, None].expand(n, ps, ps)
         cols = (corner[:, 0, None] + steps)[:, None, :].expand(n, ps, ps)
-        patches = at(rows, cols).permute(0, 3, 1, 2)  # (N, C, ps, ps)
-        offset = self.offset_conv(patches).clamp(-max_offset, max_offset)  # (N, 2M, 1, 1)
-        offset = offset[:, :, 0, 0].view(n, 2, self.n_pos).permute(0, 2, 1)  # (N, M, 2) as (dx, dy)
+        patches = at(rows, cols).reshape(n, ps * ps * c)  # (N, ps*ps*C) in (row, col, channel) order
+        conv1, conv2 = self.offset_conv[0], self.offset_conv[2]
+        offset = F.linear(patches, conv1.weight.permute(0, 2, 3, 1).reshape(2 * m, -1), conv1.bias)
+        offset = F.linear(F.selu(offset), conv2.weight.view(2 * m, 2 * m), conv2.bias).clamp(-max_offset, max_offset)
+        offset = offset.view(n, 2, m).permute(0, 2, 1)  # (N, M, 2) as (dx, dy)
         positions = keypoints[:, None, :] + offset
-        samples = bilinear_at(at, positions, (h, w)).permute(0, 2, 1)[..., None]  # (N, C, M, 1)
-        samples = F.selu(self.sf_conv(samples))[..., 0]  # (N, C, M)
-        descriptors = torch.einsum("ncp,pcd->nd", samples, self.agg_weights)
+        raw_at = feature_map.unnormalised_at if isinstance(feature_map, SparseFeatureMap) else at
+        samples = bilinear_at(raw_at, positions, (h, w))  # (N, M, C)
+        samples = F.selu(F.linear(samples.reshape(n * m, c), self.sf_conv.weight.view(c, c)))
+        descriptors = samples.view(n, m * c) @ self.agg_weights.reshape(m * c, -1)
         return F.normalize(descriptors, p=2, dim=1)
+
+
+def _fold_batch_norm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):
+    """(weight, bias) of a convolution followed by an eval-mode BatchNorm, as one convolution."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    folded_bias = bn.bias - bn.running_mean * scale
+    if bias is not None:
+        folded_bias = folded_bias + bias * scale
+    return weight * scale.view(-1, 1, 1, 1), folded_bias
+
+
+class InferencePath:
+    """``AlikedNet.sparse_maps`` as it runs: the network's weights prepared once for inference.
+
+    - BatchNorm folded into the convolution before it (a deformable convolution is linear in its weight, so its
+      BatchNorm folds the same way);
+    - full- and half-resolution maps in channels-last memory format (oneDNN's fast layout for convolutions with
+      few channels: 2-3x faster than NCHW for the 3->8, 8->8 and 8->4 full-resolution layers on CPU);
+    - the 1x1 projections of the four scales as matrix products on channels-last rows, the three small ones
+      written straight into the table that ``SparseFeatureMap`` gathers from, the full-resolution one read in
+      place (a channels-last map is already a (H*W, C) table).
+    Built from the parameters as they are; ``AlikedNet.inference_path()`` rebuilds it when they change.
+    """
+
+    def __init__(self, net: "AlikedNet", channels_last: bool = True) -> None:
+        cl = self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        with torch.no_grad():
+            def conv_bn(conv, bn, bias=None):
+                w, b = _fold_batch_norm(conv.weight, bias, bn)
+                return w.contiguous(memory_format=cl), b
+
+            self.block1 = (conv_bn(net.block1.conv1, net.block1.bn1), conv_bn(net.block1.conv2, net.block1.bn2))
+            b2 = net.block2
+            self.block2 = (conv_bn(b2.conv1, b2.bn1), conv_bn(b2.conv2, b2.bn2),
+                           (b2.downsample.weight.contiguous(memory_format=cl), b2.downsample.bias.clone()))
+            self.deformable = []
+            for block in (net.block3, net.block4):
+                self.deformable.append((
+                    (block.conv1, _fold_batch_norm(block.conv1.regular_conv.weight, None, block.bn1)),
+                    (block.conv2, _fold_batch_norm(block.conv2.regular_conv.weight, None, block.bn2)),
+                    (block.downsample.weight.clone(), block.downsample.bias.clone())))
+            # 1x1 projections as (C_in, C_out) matrices for rows @ matrix
+            self.projections = [conv.weight[:, :, 0, 0].t().contiguous()
+                                for conv in (net.conv1, net.conv2, net.conv3, net.conv4)]
+            first = net.score_head[0].weight[:, :, 0, 0]
+            self.score_first = [w.t().contiguous() for w in first.split([p.shape[1] for p in self.projections], dim=1)]
+            self.score_convs = [net.score_head[i].weight.contiguous(memory_format=cl) for i in (2, 4, 6)]
+        self.dim = net.descriptor_dim
+
+    @staticmethod
+    def _deformable_block(x: torch.Tensor, spec) -> torch.Tensor:
+        (m1, (w1, b1)), (m2, (w2, b2)), (wd, bd) = spec
+
+        def conv(module, t, weight, bias):
+            max_offset = max(t.shape[2:]) / 4.0
+            offset = module.offset_conv(t).clamp(-max_offset, max_offset)
+            return deform_conv2d(t, offset, weight, module.padding) + bias.view(1, -1, 1, 1)
+
+        out = conv(m2, torch.selu_(conv(m1, x, w1, b1)), w2, b2)
+        out += F.conv2d(x, wd, bd)
+        return torch.selu_(out)
+
+    def __call__(self, image: torch.Tensor, pads: tuple[int, int, int, int]):
+        """Padded image (1,3,Hp,Wp) -> (the four scales (1, dim/4, h_i, w_i), small-map table, score map
+        (1,1,Hp,Wp)), padding not yet cropped."""
+        image = image.contiguous(memory_format=self.memory_format)
+        (w1, b1), (w2, b2) = self.block1
+        x1 = torch.selu_(F.conv2d(torch.selu_(F.conv2d(image, w1, b1, padding=1)), w2, b2, padding=1))
+        (w1, b1), (w2, b2), (wd, bd) = self.block2
+        pooled = F.avg_pool2d(x1, 2)
+        x2 = F.conv2d(torch.selu_(F.conv2d(pooled, w1, b1, padding=1)), w2, b2, padding=1)
+        x2 += F.conv2d(pooled, wd, bd)
+        x2 = torch.selu_(x2)
+        x3 = self._deformable_block(F.avg_pool2d(x2, 4).contiguous(), self.deformable[0])
+        x4 = self._deformable_block(F.avg_pool2d(x3, 4), self.deformable[1])
+        maps = (x1, x2, x3, x4)
+
+        def rows(t: torch.Tensor) -> torch.Tensor:  # (1,C,h,w) -> (h*w, C), a view when channels-last
+            return t[0].permute(1, 2, 0).reshape(-1, t.shape[1])
+
+        def as_map(table: torch.Tensor, like: torch.Tensor) -> torch.Tensor:  # (h*w, C) -> (1,C,h,w) channels-last
+            return table.view(1, *like.shape[-2:], table.shape[1]).permute(0, 3, 1, 2).contiguous(
+                memory_format=self.memory_format)
+
+        c = self.projections[0].shape[1]
+        sizes = [m.shape[-2] * m.shape[-1] for m in maps[1:]]
+        full = torch.selu_(rows(x1) @ self.projections[0])
+        if torch.jit.is_tracing():  # exporters that trace (OpenVINO) have no matmul with out=
+            small_table = torch.cat([rows(m) @ p for m, p in zip(maps[1:], self.projections[1:])])
+        else:
+            small_table = image.new_empty((sum(sizes), c))
+            for part, m, projection in zip(small_table.split(sizes), maps[1:], self.projections[1:]):
+                torch.matmul(rows(m), projection, out=part)
+        torch.selu_(small_table)
+        scales = (as_map(full, x1),) + tuple(as_map(part, m) for part, m in zip(small_table.split(sizes), maps[1:]))
+        # score head: its first 1x1 conv on each scale before upsampling (they commute), summed at full resolution
+        parts = small_table.split(sizes)
+        pre = as_map(full @ self.score_first[0], x1)
+        pre += _upsample(as_map(parts[0] @ self.score_first[1], x2), UPSAMPLING[0])
+        if self.memory_format == torch.channels_last:
+            # the two smallest maps upsampled and added as matrix products: up(X) = R_h X R_w^T per channel; with
+            # channels last, pre is an (H, W*C) matrix and R_h [X_3 R_w3^T; X_4 R_w4^T] goes into it in one addmm
+            hp, wp = pre.shape[-2:]
+            stacked, row_maps = [], []
+            for part, m, weight in zip(parts[1:], maps[2:], self.score_first[2:]):
+                h, w = m.shape[-2:]
+                rows_up, cols_up = _interpolation_matrices((hp, wp), (h, w), pre.device, pre.dtype)
+                stacked.append(torch.matmul(cols_up, (part @ weight).view(h, w, -1)).view(h, -1))  # (h, W*C)
+                row_maps.append(rows_up)
+            pre.permute(0, 2, 3, 1).reshape(hp, -1).addmm_(torch.cat(row_maps, dim=1), torch.cat(stacked))
+        else:
+            for part, m, weight, factor in zip(parts[1:], maps[2:], self.score_first[2:], UPSAMPLING[1:]):
+                pre += _upsample(as_map(part @ weight, m), factor)
+        y = torch.selu_(pre)
+        y = torch.selu_(F.conv2d(y, self.score_convs[0], padding=1))
+        y = torch.selu_(F.conv2d(y, self.score_convs[1], padding=1))
+        return scales, small_table, torch.sigmoid(F.conv2d(y, self.score_convs[2], padding=1))
 
 
 class AlikedNet(nn.Module):
@@ -263,10 +497,8 @@ class AlikedNet(nn.Module):
     def _scales(self, image: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[int, int, int, int]]:
         """Backbone: the four per-scale maps (B, dim/4, H/s, W/s), s = 1, 2, 8, 32, of the image replicate-padded
         to multiples of 32, and the padding (left, right, top, bottom)."""
-        h, w = image.shape[-2:]
-        pad_h, pad_w = (-h) % 32, (-w) % 32
-        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-        if pad_h or pad_w:
+        pads = _padding(*image.shape[-2:])
+        if any(pads):
             image = F.pad(image, pads, mode="replicate")
         x1 = self.block1(image)
         x2 = self.block2(F.avg_pool2d(x1, 2))
@@ -290,22 +522,31 @@ class AlikedNet(nn.Module):
         feature_map = F.normalize(x1234, p=2, dim=1)
         return self._crop(feature_map, pads, h, w), self._crop(score_map, pads, h, w)
 
+    def inference_path(self) -> InferencePath:
+        """The prepared inference weights (``InferencePath``), rebuilt when a parameter or buffer has changed
+        (loaded, moved to another device, modified in place)."""
+        key = tuple((t.data_ptr(), t.device, _version(t)) for t in (*self.parameters(), *self.buffers()))
+        if getattr(self, "_inference_key", None) != key:
+            self._inference = InferencePath(self)
+            self._inference_key = key
+        return self._inference
+
     def sparse_maps(self, image: torch.Tensor) -> tuple[SparseFeatureMap, torch.Tensor]:
         """Fast path of ``dense_maps`` for one image (1,3,H,W): (SparseFeatureMap, score_map (1,1,H,W))."""
         if image.shape[0] != 1:
             raise ValueError(f"sparse_maps takes one image, got a batch of {image.shape[0]}")
         h, w = image.shape[-2:]
-        scales, pads = self._scales(image)
-        first = self.score_head[0].weight.split([t.shape[1] for t in scales], dim=1)
-        pre = F.conv2d(scales[0], first[0])
-        for t, weight, factor in zip(scales[1:], first[1:], UPSAMPLING):
-            pre = pre + _upsample(F.conv2d(t, weight), factor)
-        score_map = torch.sigmoid(self.score_head[1:](pre))
-        return SparseFeatureMap(scales, (pads[2], pads[0]), (int(h), int(w))), self._crop(score_map, pads, h, w)
+        pads = _padding(h, w)
+        if any(pads):
+            image = F.pad(image, pads, mode="replicate")
+        scales, small_table, score_map = self.inference_path()(image, pads)
+        return (SparseFeatureMap(scales, (pads[2], pads[0]), (int(h), int(w)), small_table),
+                self._crop(score_map, pads, h, w))
 
     @staticmethod
     def detect(score_map: torch.Tensor, radius: int = 2, top_k: int = 1024, threshold: float | None = None,
-               max_keypoints: int = 5000, border: int = 0, min_score: float = 0.0) -> Detections:
+               max_keypoints: int = 5000, border: int = 0, min_score: float = 0.0,
+               static_shape: bool = False) -> Detections:
         """DKD on one score map (1,H,W) or (H,W).
 
         Top-k mode (``threshold`` None): the ``top_k`` highest NMS maxima. Threshold mode: maxima with score
@@ -315,6 +556,8 @@ class AlikedNet(nn.Module):
         ``min_score``, are never keypoints (the official code has no ``min_score``: 0 reproduces it).
         Each maximum moves by a soft-argmax (temperature 0.1) over its (2r+1)^2 window; its score is the score
         map read bilinearly at the refined position.
+        ``static_shape`` (top-k mode only): always ``top_k`` rows and a ``valid`` mask instead of dropping the
+        rows that are no maxima, so that nothing waits for the device (no data-dependent shape): the CUDA path.
         """
         scores = score_map.reshape(score_map.shape[-2:])
         h, w = scores.shape
@@ -330,7 +573,10 @@ class AlikedNet(nn.Module):
         if threshold is None:
             candidates = torch.where(is_max.reshape(-1), flat, torch.zeros_like(flat))
             values, indices = torch.topk(candidates, min(top_k, flat.numel()))
-            indices = indices[values > 0]
+            if static_shape:
+                valid = values > 0
+            else:
+                indices = indices[values > 0]
         else:
             mask = is_max & (scores > threshold)
             if not bool(mask.any()):
@@ -352,10 +598,12 @@ class AlikedNet(nn.Module):
         residual = weights @ grid / weights.sum(dim=1, keepdim=True)
         xy = torch.stack((col, row), dim=1).to(scores.dtype)
         keypoints = xy + residual
-        scale = keypoints.new_tensor([2.0 / (w - 1), 2.0 / (h - 1)])
-        sample_grid = (keypoints * scale - 1.0).view(1, 1, -1, 2)
+        # grid_sample coordinates (no host-made tensors here: the CUDA graph capture forbids host-to-device copies)
+        sample_grid = torch.stack((keypoints[:, 0] * (2.0 / (w - 1)) - 1.0, keypoints[:, 1] * (2.0 / (h - 1)) - 1.0),
+                                  dim=-1).view(1, 1, -1, 2)
         kp_scores = F.grid_sample(scores[None, None], sample_grid, mode="bilinear", align_corners=True)[0, 0, 0]
-        return Detections(keypoints=keypoints, scores=kp_scores)
+        return Detections(keypoints=keypoints, scores=kp_scores,
+                          valid=valid if threshold is None and static_shape else None)
 
     def describe(self, feature_map: torch.Tensor | SparseFeatureMap, keypoints: torch.Tensor) -> torch.Tensor:
         """SDDH descriptors (N, dim) at pixel keypoints (N,2), for one feature map (dim,H,W) or (1,dim,H,W), or

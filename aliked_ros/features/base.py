@@ -39,6 +39,8 @@ class ExtractorConfig:
     official top-1024 keypoints on the shared real frames score 0.035-0.14 (measured). 0 disables it.
     ``device``: "auto" (CUDA when available, else CPU), "cuda", "cuda:N" or "cpu" (torch-based stages).
     ``weights``: ALIKED weights file; None resolves as in ``aliked_ros.features.weights``.
+    ``cuda_graph``: ALIKED on CUDA, top-k mode: capture each image size's whole extraction as a CUDA graph on
+    first use and replay it (no effect on the CPU).
     """
 
     max_keypoints: int = 1024
@@ -48,6 +50,7 @@ class ExtractorConfig:
     min_score: float = 0.02
     device: str = "auto"
     weights: str | None = None
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.max_keypoints < 1:

@@ -1,0 +1,141 @@
+"""The extraction paths around the network: device errors, the static-shape detection the CUDA path uses, the
+prepared inference weights, and, on a CUDA machine, a frame without host synchronisation, CUDA-graph replay
+and GPU parity with the official reference files (these skip without CUDA, saying so)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from aliked_ros.features import ExtractorConfig, create_extractor
+from aliked_ros.features.aliked import DeviceError, select_device
+from aliked_ros.features.aliked_net import AlikedNet, max_filter, simple_nms
+from aliked_ros.image_io import read_image
+from test_features import REFERENCE_FILES, check_parity, load_reference
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+def first_frame(shared_dir):
+    return read_image(sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
+def test_cuda_without_cuda_is_one_clear_error(shared_dir, weights_dir):
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        select_device("cuda")
+    for bad in ("tpu", "cuda:x", "meta"):
+        with pytest.raises(DeviceError, match="device"):
+            select_device(bad)
+    image = sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[0]
+    for tool in (["extract", str(image)], ["bench", "extract", str(image), "--extractors", "aliked-t16"]):
+        result = subprocess.run([sys.executable, "-m", "aliked_ros.cli", *tool, "--device", "cuda",
+                                 "--weights" if tool[0] == "extract" else "--weights-dir",
+                                 str(weights_dir / "aliked-t16.pth") if tool[0] == "extract" else str(weights_dir)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"aliked-vo {tool[0]}: error: device 'cuda' requested but CUDA is not available (use 'auto' or 'cpu')"]
+
+
+def test_static_shape_detection_keeps_the_same_keypoints(shared_dir, extractor_cache):
+    """detect(static_shape=True) (the CUDA path: no data-dependent shapes) returns top_k rows whose valid ones
+    are exactly the keypoints of the dynamic path, in the same order; a blank image gives no valid row."""
+    net = extractor_cache("aliked-t16").net
+    with torch.inference_mode():
+        tensor = torch.from_numpy(first_frame(shared_dir)).permute(2, 0, 1)[None].float().div(255)
+        _, score_map = net.sparse_maps(tensor)
+        for top_k in (1024, 200000):  # 200000: more than the maxima, so some rows are invalid
+            dynamic = net.detect(score_map[0], top_k=top_k)
+            static = net.detect(score_map[0], top_k=top_k, static_shape=True)
+            assert len(static.keypoints) == min(top_k, score_map.numel()) and static.valid is not None
+            assert torch.equal(static.keypoints[static.valid], dynamic.keypoints)
+            assert torch.equal(static.scores[static.valid], dynamic.scores)
+        assert (top_k > int(static.valid.sum())) and dynamic.valid is None
+        _, blank = net.sparse_maps(torch.full((1, 3, 480, 640), 0.5))
+        assert not net.detect(blank[0], min_score=0.02, static_shape=True).valid.any()
+
+
+def test_max_filter_and_dilation_equal_max_pool():
+    scores = torch.rand(1, 1, 61, 83)
+    scores[..., 10:14, 10:14] = 0.5  # ties
+    for radius in (1, 2, 3, 4):
+        pooled = torch.nn.functional.max_pool2d(scores, 2 * radius + 1, stride=1, padding=radius)
+        assert torch.equal(max_filter(scores, radius), pooled)
+        mask = scores > 0.95
+        assert torch.equal(max_filter(mask, radius),
+                           torch.nn.functional.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0)
+        nms = simple_nms(scores, radius)
+        assert nms.dtype == torch.bool and bool(nms[scores == pooled].all())
+
+
+def test_inference_weights_follow_the_parameters(weights_dir, shared_dir):
+    """The folded inference weights are rebuilt when the network's weights change (load, in-place edit)."""
+    from aliked_ros.features.weights import load_weights
+
+    net = AlikedNet("aliked-t16").eval()
+    tensor = torch.from_numpy(first_frame(shared_dir)).permute(2, 0, 1)[None].float().div(255)
+    with torch.inference_mode():
+        untrained = net.sparse_maps(tensor)[1]
+    load_weights(net, weights_dir / "aliked-t16.pth", "aliked-t16")
+    with torch.inference_mode():
+        _, dense = net.dense_maps(tensor)
+        path = net.inference_path()
+        loaded = net.sparse_maps(tensor)[1]
+        assert net.inference_path() is path  # cached while nothing changes
+    assert (loaded - dense).abs().max() < 1e-5 and (untrained - dense).abs().max() > 1e-2
+    with torch.no_grad():
+        net.block1.bn1.running_mean += 0.5
+    with torch.inference_mode():
+        assert net.inference_path() is not path
+        torch.testing.assert_close(net.sparse_maps(tensor)[1], net.dense_maps(tensor)[1], atol=1e-5, rtol=0)
+
+
+@needs_cuda
+def test_cuda_frame_has_no_host_synchronisation(shared_dir, extractor_cache):
+    """Upload (pinned, non-blocking), dense maps, static top-k detection and descriptors run without one
+    host synchronisation: torch's sync debug mode turns any into an error."""
+    extractor = extractor_cache("aliked-t16", device="cuda")
+    image = first_frame(shared_dir)
+    extractor.extract(image)  # warm-up: prepared weights, cached taps, pinned buffer
+    with torch.inference_mode():
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            outputs = extractor._frame(extractor._to_tensor(image))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert outputs[0].shape == (1024, 2) and outputs[3].shape == (1024, 64)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", [n for n in REFERENCE_FILES if "top1024" in n])
+def test_cuda_graph_matches_official_reference(name, shared_dir, extractor_cache):
+    manifest, reference = load_reference(shared_dir, name)
+    extractor = extractor_cache(manifest["model"], max_keypoints=manifest["top_k"], device="cuda", cuda_graph=True)
+    first = check_parity(extractor, manifest, reference, shared_dir)
+    again = extractor.extract(read_image(shared_dir / manifest["image"]))  # a replay, not a capture
+    np.testing.assert_array_equal(first.keypoints, again.keypoints)
+    np.testing.assert_allclose(first.descriptors, again.descriptors, atol=1e-6)
+    assert set(again.timings_ms) == {"graph", "total"}
+
+
+@needs_cuda
+def test_cuda_and_cpu_agree(shared_dir, extractor_cache):
+    image = first_frame(shared_dir)
+    cpu = extractor_cache("aliked-t16").extract(image)
+    cuda = extractor_cache("aliked-t16", device="cuda").extract(image)
+    distance = np.linalg.norm(cuda.keypoints[:, None] - cpu.keypoints[None], axis=2)
+    assert (distance.min(axis=1) < 0.05).mean() >= 0.99
+    assert isinstance(cuda.device_descriptors, torch.Tensor) and cuda.device_descriptors.is_cuda
+
+
+def test_extractor_config_defaults():
+    config = ExtractorConfig()
+    assert config.cuda_graph is False
+    assert create_extractor("orb", config).device == "cpu"

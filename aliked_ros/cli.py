@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "run the VO offline on a dataset folder or bag and score it against ground truth"),
     "synth": ("synth", "render a synthetic RGB-D sequence with exact ground truth (TUM folder or ROS 2 bag)"),
     "bench": ("bench", "benchmark extractors and matcher side by side (median ms per stage)"),
+    "bench-vo": ("bench_vo", "the VO core's cost (tracking, bundle adjustment) and accuracy per solver, network excluded"),
 }
 
 

@@ -8,6 +8,13 @@ downloaded. The camera moves along a smooth path (translation and rotation) look
 Rendering: for every pixel, the ray through it (undistorted with the camera model, so lens distortion is
 rendered exactly) is intersected with every face; the nearest hit wins (z-buffer) and its texture is sampled
 bilinearly. Depth is the hit's z in the camera frame, metres. Optional Gaussian noise and blur.
+
+Motion (``SynthConfig``): ``path`` "arc" (a smooth arc into the scene; its length is speed x duration, so keep it
+short) or "loop" (an ellipse of 1.6 m x 1.2 m in front of the boxes, travelled round and round: any duration).
+The camera moves at ``speed_m_s`` except: it accelerates smoothly from rest over ``ramp_s`` seconds at the
+start, and it halts ``stops`` times for ``stop_s`` seconds and ``rotations`` times for ``rotation_s`` seconds
+while turning on the spot (yaw out to +-``rotation_deg`` and back, about the optical centre: no parallax at
+all). The events are spread evenly over the run, each with a smooth 0.5 s slow-down and speed-up.
 """
 from __future__ import annotations
 
@@ -35,8 +42,21 @@ class SynthConfig:
     noise_sigma: float = 0.0  # Gaussian pixel noise, grey levels
     blur_sigma: float = 0.0  # Gaussian blur, px
     distortion: tuple[float, ...] = ()  # plumb_bob k1 k2 p1 p2 k3; empty = none
-    speed_m_s: float = 0.25  # mean camera speed
+    speed_m_s: float = 0.25  # camera speed when cruising
     texture_px_per_m: float = 250.0
+    path: str = "arc"  # "arc" or "loop"
+    ramp_s: float = 0.0  # smooth start from rest over this long
+    stops: int = 0  # halts of stop_s seconds
+    stop_s: float = 1.0
+    rotations: int = 0  # turns on the spot of rotation_s seconds
+    rotation_s: float = 1.5
+    rotation_deg: float = 25.0
+
+    def __post_init__(self) -> None:
+        if self.path not in ("arc", "loop"):
+            raise ValueError(f"unknown synthetic path {self.path!r}: arc or loop")
+        if self.frames < 1 or self.rate_hz <= 0 or self.speed_m_s < 0:
+            raise ValueError("frames >= 1, rate > 0 and speed >= 0 are required")
 
 
 @dataclass(frozen=True)
@@ -89,18 +109,59 @@ def make_scene(rng: np.random.Generator, px_per_m: float) -> list[Face]:
     return faces
 
 
+def _smooth_step(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def motion_profile(config: SynthConfig, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance travelled along the path (m), extra yaw of turns on the spot (rad)) at ``times`` (s from start)."""
+    duration = config.frames / config.rate_hz
+    kinds = []  # alternating while both remain: stop, rotation, stop, ...
+    for k in range(max(config.stops, config.rotations)):
+        kinds += (["stop"] if k < config.stops else []) + (["rotation"] if k < config.rotations else [])
+    fine = np.linspace(0.0, duration, max(int(duration * 1000), 2))
+    gain = _smooth_step(fine / config.ramp_s) if config.ramp_s > 0 else np.ones_like(fine)
+    yaw = np.zeros_like(fine)
+    for k, kind in enumerate(kinds):
+        length = config.stop_s if kind == "stop" else config.rotation_s
+        start = duration * (k + 1) / (len(kinds) + 1) - length / 2
+        end = start + length
+        gain *= 1 - _smooth_step((fine - (start - 0.5)) / 0.5) * (1 - _smooth_step((fine - end) / 0.5))
+        if kind == "rotation":
+            inside = (fine >= start) & (fine <= end)
+            yaw[inside] = np.deg2rad(config.rotation_deg) * np.sin(2 * np.pi * (fine[inside] - start) / length)
+    distance = np.concatenate([[0.0], np.cumsum(np.diff(fine) * config.speed_m_s * 0.5 * (gain[1:] + gain[:-1]))])
+    return np.interp(times, fine, distance), np.interp(times, fine, yaw)
+
+
 def camera_path(config: SynthConfig) -> np.ndarray:
-    """(N,4,4) T_world_camera: a smooth arc with yaw/pitch/roll oscillation, looking into the scene."""
+    """(N,4,4) T_world_camera, looking into the scene (see the module docstring)."""
     n = config.frames
-    s = np.linspace(0, 1, n)
-    length = config.speed_m_s * n / config.rate_hz
-    angle = s * np.pi
-    positions = np.column_stack([
-        0.45 * length * np.sin(angle) - 0.2 * length * s,
-        -0.08 * length * np.sin(2 * angle),
-        0.5 * length * s,
-    ])
-    euler = np.column_stack([0.12 * np.sin(2 * angle), -0.15 * np.sin(angle + 0.3), 0.05 * np.sin(3 * angle)])
+    times = np.arange(n) / config.rate_hz
+    if config.path == "arc" and not (config.ramp_s or config.stops or config.rotations):
+        distance = config.speed_m_s * times * n / max(n - 1, 1)  # the original arc: s from 0 to 1 exactly
+        extra_yaw = np.zeros(n)
+    else:
+        distance, extra_yaw = motion_profile(config, times)
+    if config.path == "arc":
+        length = config.speed_m_s * n / config.rate_hz
+        s = distance / length if length > 0 else np.zeros(n)
+        angle = s * np.pi
+        positions = np.column_stack([
+            0.45 * length * np.sin(angle) - 0.2 * length * s,
+            -0.08 * length * np.sin(2 * angle),
+            0.5 * length * s,
+        ])
+        euler = np.column_stack([0.12 * np.sin(2 * angle), -0.15 * np.sin(angle + 0.3), 0.05 * np.sin(3 * angle)])
+    else:
+        theta_table = np.linspace(0, 2 * np.pi, 4001)
+        ellipse = np.column_stack([0.8 * np.sin(theta_table), 0.6 - 0.6 * np.cos(theta_table)])
+        arc_length = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(ellipse, axis=0), axis=1))])
+        theta = np.interp(distance % arc_length[-1], arc_length, theta_table) + 2 * np.pi * (distance // arc_length[-1])
+        positions = np.column_stack([0.8 * np.sin(theta), 0.05 * np.sin(3 * theta), -0.3 + 0.6 - 0.6 * np.cos(theta)])
+        euler = np.column_stack([0.2 * np.sin(theta), -0.06 * np.sin(2 * theta + 0.3), 0.03 * np.sin(3 * theta)])
+    euler[:, 0] += extra_yaw
     rotations = Rotation.from_euler("yxz", euler).as_matrix()
     return np.array([make_transform(R, p) for R, p in zip(rotations, positions)])
 

@@ -25,6 +25,7 @@ class Keyframe:
     normalized: np.ndarray  # (N,2)
     points_cam: np.ndarray | None  # (N,3) depth-backed points in this camera frame, NaN where unknown
     features: Features  # descriptors, for relocalisation
+    tracked_landmarks: int = 0  # landmarks the frame tracked when it became a keyframe (all it had, for the first)
 
     @property
     def T_cam_odom(self) -> np.ndarray:

@@ -1,8 +1,7 @@
 """Local mapping: bundle adjustment of the newest keyframes and their landmarks, inline or in a worker thread.
 
 ``LocalMapper.run(map)`` builds the problem from the map's last ``ba_window`` keyframes (the oldest one — two
-for monocular, where they also fix the scale — held constant) and the landmarks they observe at least twice
-(once, for depth-backed landmarks). Inline (``background_mapping`` False, used offline) it solves and applies at
+for monocular, where they also fix the scale — held constant) and the landmarks they observe at least twice. Inline (``background_mapping`` False, used offline) it solves and applies at
 once: results are deterministic. In the background (the node) it hands a copy of the problem to a worker thread
 and returns; ``apply_finished(map)`` (called by the pipeline at the start of each frame, on the pipeline's
 thread) writes a finished result into the map — keyframe poses and landmark positions, for the keyframes and
@@ -125,10 +124,7 @@ class LocalMapper:
                              else np.full(len(found), np.nan))
         obs_pose, obs_point = np.concatenate(obs_pose), np.concatenate(obs_point)
         obs_xy, obs_depth = np.concatenate(obs_xy), np.concatenate(obs_depth)
-        count = np.bincount(obs_point, minlength=len(ids))
-        depth_seen = np.zeros(len(ids), bool)
-        depth_seen[obs_point[np.isfinite(obs_depth)]] = True
-        used = (count >= 2) | depth_seen
+        used = np.bincount(obs_point, minlength=len(ids)) >= 2  # seen once, a landmark says nothing of poses
         keep = used[obs_point]
         if keep.sum() < 3 * cfg.min_landmarks:
             return None

@@ -6,10 +6,11 @@ translation) in the camera frame. Reprojection residuals are in pixels (normalis
 Huber; depth residuals (RGB-D) are (z_predicted - z_measured) / sigma_z, sigma_z = ``depth_sigma_per_m2`` z^2,
 so one unit of either is one standard deviation of the measurement (1 px for reprojection).
 
-Solvers of the bundle adjustment (``solver``): ``scipy`` (``scipy.optimize.least_squares``, trust-region with an
-analytic sparse Jacobian; always available) and ``gtsam`` (Levenberg-Marquardt on projection factors, when the
-``gtsam`` wheel is installed). ``auto`` picks gtsam when importable. README "Local bundle adjustment" has the
-measured comparison.
+Solvers of the bundle adjustment (``solver``): ``lm`` (the default: Levenberg-Marquardt with the points
+eliminated by the Schur complement, numpy only), ``gtsam`` (Levenberg-Marquardt on gtsam's projection and range
+factors, when the optional ``gtsam`` wheel is installed) and ``scipy`` (``scipy.optimize.least_squares``,
+trust-region reflective with an analytic sparse Jacobian and LSMR). README "Local bundle adjustment" has the
+measured comparison that chose ``lm``.
 """
 from __future__ import annotations
 
@@ -242,6 +243,110 @@ def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
     return unpack(solution.x)
 
 
+def _blocks(problem: BundleProblem, poses: np.ndarray, points: np.ndarray):
+    """Per observation: residual rows (M,3) (x, y in px; depth in sigmas, 0 without depth), Jacobians w.r.t. the
+    pose (M,3,6) and the point (M,3,3), and IRLS weights (M,3) of the robust cost."""
+    r_xy, pc = _reprojection(problem, poses, points)
+    pc[:, 2] = np.maximum(pc[:, 2], 1e-6)
+    Jp = _projection_jacobian(pc) * problem.focal_px  # (M,2,3)
+    R = poses[problem.obs_pose, :3, :3]
+    has_depth = np.isfinite(problem.obs_depth)
+    sigma = problem.depth_sigma_per_m2 * np.where(has_depth, problem.obs_depth, 1.0) ** 2
+    r = np.zeros((len(pc), 3))
+    r[:, :2] = r_xy
+    r[:, 2] = np.where(has_depth, (pc[:, 2] - np.nan_to_num(problem.obs_depth)) / sigma, 0.0)
+    J_pose = np.zeros((len(pc), 3, 6))
+    J_pose[:, :2] = np.concatenate([Jp @ -skew(pc), Jp], axis=2)
+    J_pose[:, 2, :3] = -skew(pc)[:, 2, :] / sigma[:, None]
+    J_pose[:, 2, 5] = 1.0 / sigma
+    J_point = np.zeros((len(pc), 3, 3))
+    J_point[:, :2] = Jp @ R
+    J_point[:, 2] = R[:, 2, :] / sigma[:, None]
+    w = np.empty((len(pc), 3))
+    w[:, :2] = _huber_weights(np.linalg.norm(r_xy, axis=1), problem.huber_px)[:, None]
+    w[:, 2] = np.where(has_depth, _huber_weights(np.abs(r[:, 2]), 3.0), 0.0)
+    J_pose[:, 2] *= has_depth[:, None]
+    J_point[:, 2] *= has_depth[:, None]
+    return r, J_pose, J_point, w
+
+
+def _total_cost(problem: BundleProblem, poses: np.ndarray, points: np.ndarray) -> float:
+    r, _, _, w = _blocks(problem, poses, points)
+    e, d = np.linalg.norm(r[:, :2], axis=1), np.abs(r[:, 2])
+    k = problem.huber_px
+    huber = np.where(e <= k, 0.5 * e**2, k * (e - 0.5 * k)).sum()
+    has_depth = np.isfinite(problem.obs_depth)
+    return float(huber + np.where(d <= 3.0, 0.5 * d**2, 3.0 * (d - 1.5))[has_depth].sum())
+
+
+def _solve_lm(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt on the robust (IRLS) cost with the points eliminated by the Schur complement: one dense
+    6F x 6F solve per iteration (F free poses), the points then in closed form, 3x3 each."""
+    K, P = len(problem.poses), len(problem.points)
+    F = K - problem.fixed
+    poses, points = problem.poses.copy(), problem.points.copy()
+    pose_of = problem.obs_pose - problem.fixed  # < 0: a fixed pose
+    free = pose_of >= 0
+    # pairs of observations of one point by two free poses (for the Schur complement)
+    fo = np.flatnonzero(free)
+    order = fo[np.argsort(problem.obs_point[fo], kind="stable")]
+    sorted_points = problem.obs_point[order]
+    starts = np.searchsorted(sorted_points, sorted_points, "left")
+    counts = np.searchsorted(sorted_points, sorted_points, "right") - starts
+    first = np.repeat(np.arange(len(order)), counts)
+    second = starts[first] + np.arange(len(first)) - np.repeat(np.cumsum(counts) - counts, counts)
+    pair_a, pair_b = order[first], order[second]
+    cost = _total_cost(problem, poses, points)
+    lam = 1e-3
+    for _ in range(max_iterations):
+        r, Jc, Jl, w = _blocks(problem, poses, points)
+        WJl = Jl * w[:, :, None]
+        WJc = Jc * w[:, :, None]
+        V = np.zeros((P, 3, 3))
+        np.add.at(V, problem.obs_point, np.einsum("mri,mrj->mij", Jl, WJl))
+        gl = np.zeros((P, 3))
+        np.add.at(gl, problem.obs_point, np.einsum("mri,mr->mi", WJl, r))
+        U = np.zeros((max(F, 0), 6, 6))
+        gc = np.zeros((max(F, 0), 6))
+        Wm = np.einsum("mri,mrj->mij", WJc, Jl)  # (M,6,3) pose-point coupling
+        if F > 0:
+            np.add.at(U, pose_of[free], np.einsum("mri,mrj->mij", Jc[free], WJc[free]))
+            np.add.at(gc, pose_of[free], np.einsum("mri,mr->mi", WJc[free], r[free]))
+        improved = False
+        for _ in range(6):
+            Vd = V + (lam * np.einsum("pii->pi", V)[:, :, None] * np.eye(3) + 1e-9 * np.eye(3))
+            V_inv = np.linalg.inv(Vd)
+            dc = np.zeros((max(F, 0), 6))
+            if F > 0:
+                S = np.zeros((F, F, 6, 6))
+                Ud = U + lam * np.einsum("kii->ki", U)[:, :, None] * np.eye(6) + 1e-9 * np.eye(6)
+                S[np.arange(F), np.arange(F)] = Ud
+                coupling = np.einsum("mij,mjk,mlk->mil", Wm[pair_a], V_inv[problem.obs_point[pair_a]], Wm[pair_b])
+                np.add.at(S, (pose_of[pair_a], pose_of[pair_b]), -coupling)
+                b = gc.copy()
+                np.add.at(b, pose_of[free], -np.einsum("mij,mjk,mk->mi", Wm[free], V_inv[problem.obs_point[free]],
+                                                        gl[problem.obs_point[free]]))
+                dc = -np.linalg.solve(S.transpose(0, 2, 1, 3).reshape(6 * F, 6 * F), b.reshape(-1)).reshape(F, 6)
+            rhs = gl.copy()
+            if F > 0:
+                np.add.at(rhs, problem.obs_point[free], np.einsum("mij,mi->mj", Wm[free], dc[pose_of[free]]))
+            dl = -np.einsum("pij,pj->pi", V_inv, rhs)
+            new_poses = poses.copy()
+            for k in range(F):
+                new_poses[problem.fixed + k] = perturb_left(poses[problem.fixed + k], dc[k])
+            new_points = points + dl
+            new_cost = _total_cost(problem, new_poses, new_points)
+            if new_cost < cost:
+                improved = cost - new_cost > 1e-6 * cost
+                poses, points, cost = new_poses, new_points, new_cost
+                lam = max(lam / 3, 1e-7)
+                break
+            lam *= 4
+        if not improved:
+            break
+    return poses, points
+
+
 def _solve_gtsam(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
     import gtsam
 
@@ -273,6 +378,7 @@ def _solve_gtsam(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
     params.setMaxIterations(max_iterations)
     result = gtsam.LevenbergMarquardtOptimizer(graph, values, params).optimize()
     poses = np.array([invert(result.atPose3(X(k)).matrix()) for k in range(len(problem.poses))])
+    poses[:problem.fixed] = problem.poses[:problem.fixed]  # held constant (bit for bit, not through gtsam)
     points = np.array([result.atPoint3(L(p)) for p in range(len(problem.points))]).reshape(-1, 3)
     return poses, points
 
@@ -288,13 +394,15 @@ def gtsam_available() -> bool:
 def bundle_adjust(problem: BundleProblem, solver: str = "auto", max_iterations: int = 15) -> BundleResult:
     """Optimise the free poses and all points of ``problem``; returns the new values and per-observation errors."""
     if solver == "auto":
-        solver = "gtsam" if gtsam_available() else "scipy"
+        solver = "lm"
     before = _robust_cost(problem, problem.poses, problem.points)
     if solver == "gtsam":
         poses, points = _solve_gtsam(problem, max_iterations)
     elif solver == "scipy":
         poses, points = _solve_scipy(problem, max_iterations)
+    elif solver == "lm":
+        poses, points = _solve_lm(problem, max_iterations)
     else:
-        raise ValueError(f"unknown bundle adjustment solver {solver!r}: auto, scipy or gtsam")
+        raise ValueError(f"unknown bundle adjustment solver {solver!r}: auto, lm, scipy or gtsam")
     r, _ = _reprojection(problem, poses, points)
     return BundleResult(poses, points, np.linalg.norm(r, axis=1), before, _robust_cost(problem, poses, points), solver)

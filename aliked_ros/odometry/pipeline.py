@@ -367,8 +367,7 @@ class VisualOdometry:
             parallax_px = float(np.median(rotation_compensated_parallax(
                 keyframe.normalized[kf_rows[shared]], obs.normalized[idx_cur[shared]], T_cur_kf[:3, :3]))) \
                 * obs.camera.focal
-        _, kf_has_landmark = self.map.lookup(keyframe.track_ids)
-        few_tracked = tracked_landmarks < cfg.keyframe_min_tracked * kf_has_landmark.sum()
+        few_tracked = tracked_landmarks < cfg.keyframe_min_tracked * keyframe.tracked_landmarks
         if parallax_px >= cfg.keyframe_parallax_px:
             return True
         if obs.points_cam is not None:
@@ -484,6 +483,7 @@ class VisualOdometry:
         if self.map.initialized and len(self.map.keyframes) >= 2:
             self._triangulate(keyframe, anchors, obs.camera.focal)
             self.mapper.run(self.map, obs.camera.focal)
+        keyframe.tracked_landmarks = estimate.num_landmarks or int(self.map.lookup(keyframe.track_ids)[1].sum())
 
     def _triangulate(self, keyframe: Keyframe, anchors: _Previous, focal_px: float) -> None:
         """Landmarks for the keyframe's tracks that have none, between the frame that first saw the track and

@@ -29,6 +29,7 @@ class OfflineRun:
     resets: int
     rejected: int  # frames the pipeline refused (duplicate stamp, bad depth), each warned about on stderr
     frame_ms: list[float]
+    tracking_ms: list[float]  # matching + pose, per frame (the VO core without the network and the map)
     last_result: FrameResult | None
 
 
@@ -36,7 +37,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
                 progress: bool = True) -> OfflineRun:
     """Feed every frame of ``sequence`` to ``vo``; collect the poses. A frame the pipeline refuses
     (:class:`FrameError`) is counted, reported on stderr and skipped; other errors stop the run."""
-    stamps, poses, frame_ms, map_ids, initialized = [], [], [], [], []
+    stamps, poses, frame_ms, tracking_ms, map_ids, initialized = [], [], [], [], [], []
     lost = frames = rejected = 0
     result = None
     total = min(len(sequence), max_frames) if max_frames else len(sequence)
@@ -52,6 +53,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             print(f"warning: frame at {frame.stamp:.6f} s skipped: {error}", file=sys.stderr)
             continue
         frame_ms.append(result.timings_ms["total"])
+        tracking_ms.append(result.timings_ms["match"] + result.timings_ms["pose"])
         if result.state == TrackingState.LOST:
             lost += 1
         if result.T_odom_camera is not None:
@@ -61,7 +63,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             initialized.append(not (result.state == TrackingState.INITIALIZING and result.pose_source == "rotation_only"))
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
     return OfflineRun(trajectory, np.array(map_ids, int), np.array(initialized, bool), frames, lost, vo.resets,
-                      rejected, frame_ms, result)
+                      rejected, frame_ms, tracking_ms, result)
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:

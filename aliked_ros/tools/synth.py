@@ -14,7 +14,17 @@ from aliked_ros.synth import SynthConfig, SyntheticSequence
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthConfig()
     parser.add_argument("--frames", type=int, default=defaults.frames)
+    parser.add_argument("--duration", type=float, default=None, help="seconds (sets --frames to duration x rate)")
     parser.add_argument("--rate", type=float, default=defaults.rate_hz, help="frame rate, Hz")
+    parser.add_argument("--speed", type=float, default=defaults.speed_m_s, help="cruising speed, m/s")
+    parser.add_argument("--path", choices=["arc", "loop"], default=defaults.path,
+                        help="arc: a short arc into the scene; loop: round an ellipse in front of it (long runs)")
+    parser.add_argument("--ramp", type=float, default=0.0, help="smooth start from rest over this many seconds")
+    parser.add_argument("--stops", type=int, default=0, help="halts of --stop-seconds each")
+    parser.add_argument("--stop-seconds", type=float, default=defaults.stop_s)
+    parser.add_argument("--rotations", type=int, default=0, help="turns on the spot (pure rotation, no parallax)")
+    parser.add_argument("--rotation-seconds", type=float, default=defaults.rotation_s)
+    parser.add_argument("--rotation-deg", type=float, default=defaults.rotation_deg, help="yaw amplitude of a turn")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise sigma, grey levels")
     parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma, px")
@@ -23,8 +33,11 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synth_config(args: argparse.Namespace) -> SynthConfig:
     distortion = tuple(float(v) for v in args.distortion.split(",")) if args.distortion else ()
-    return SynthConfig(frames=args.frames, rate_hz=args.rate, seed=args.seed, noise_sigma=args.noise,
-                       blur_sigma=args.blur, distortion=distortion)
+    frames = round(args.duration * args.rate) if args.duration else args.frames
+    return SynthConfig(frames=frames, rate_hz=args.rate, seed=args.seed, noise_sigma=args.noise,
+                       blur_sigma=args.blur, distortion=distortion, speed_m_s=args.speed, path=args.path,
+                       ramp_s=args.ramp, stops=args.stops, stop_s=args.stop_seconds, rotations=args.rotations,
+                       rotation_s=args.rotation_seconds, rotation_deg=args.rotation_deg)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

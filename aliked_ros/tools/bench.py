@@ -6,7 +6,8 @@ prints latency (frame published -> odometry received, wall clock) and throughput
 how many frames the node dropped to keep up.
 
 Timing: each extractor runs ``--warmup`` times untimed, then ``--repeat`` times per image; medians over all
-timed runs. Matching: mutual NN between the features of consecutive images (or an image with itself).
+timed runs. kornia runs right after each of our runs on the same image (interleaved), so that the ratio holds
+on a machine whose load changes during the run. Matching: mutual NN between the features of consecutive images (or an image with itself).
 """
 from __future__ import annotations
 
@@ -44,29 +45,31 @@ def _median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples), 3)
 
 
-def _kornia_reference(model: str, images, args, weights: str | None, device: str) -> dict[str, float]:
-    """kornia 0.9's ALIKED on the same tensors: dense map and full forward (DKD + SDDH included)."""
-    from kornia.feature.aliked import ALIKED
+class _KorniaReference:
+    """kornia 0.9's ALIKED on the same tensors: ``time(image)`` -> (dense map ms, full forward ms, DKD + SDDH
+    included). Called between our runs (interleaved), so that a busy machine slows both alike."""
 
-    net = ALIKED(model, max_num_keypoints=args.max_keypoints, detection_threshold=0.0).eval().to(device)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net.load_state_dict(state, strict=False)  # kornia adds a DKD buffer the official checkpoints lack
-    tensors = [torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255).to(device) for im in images]
-    dense, total = [], []
-    with torch.inference_mode():
-        for _ in range(args.warmup):
-            net(tensors[0])
-        for tensor in tensors:
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                net.extract_dense_map(tensor)
-                _sync(device)
-                t1 = time.perf_counter()
-                net(tensor)
-                _sync(device)
-                total.append((time.perf_counter() - t1) * 1e3)
-                dense.append((t1 - t0) * 1e3)
-    return {"dense_map": _median_ms(dense), "total": _median_ms(total)}
+    def __init__(self, model: str, args, weights: str, device: str) -> None:
+        from kornia.feature.aliked import ALIKED
+
+        self.net = ALIKED(model, max_num_keypoints=args.max_keypoints, detection_threshold=0.0).eval().to(device)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state, strict=False)  # kornia adds a DKD buffer the official checkpoints lack
+        self.device = device
+        self.tensors: dict[int, torch.Tensor] = {}
+
+    @torch.inference_mode()
+    def time(self, index: int, image) -> tuple[float, float]:
+        if index not in self.tensors:
+            self.tensors[index] = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        tensor = self.tensors[index]
+        t0 = time.perf_counter()
+        self.net.extract_dense_map(tensor)
+        _sync(self.device)
+        t1 = time.perf_counter()
+        self.net(tensor)
+        _sync(self.device)
+        return (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
 
 
 def _sync(device) -> None:
@@ -86,15 +89,28 @@ def run(args: argparse.Namespace) -> int:
         weights = f"{args.weights_dir}/{name}.pth" if args.weights_dir and name in ALIKED_MODELS else None
         extractor = create_extractor(name, ExtractorConfig(max_keypoints=args.max_keypoints, device=args.device,
                                                            weights=weights, cuda_graph=args.cuda_graph))
+        reference, reference_note = None, None
+        if name in ALIKED_MODELS and not args.no_kornia:
+            try:
+                reference = _KorniaReference(name, args, str(extractor.weights_path), extractor.device)
+            except ImportError:
+                reference_note = "kornia not installed (pip install kornia==0.9.0)"
         for _ in range(args.warmup):
             extractor.extract(images[0])
+            if reference:
+                reference.time(0, images[0])
         stages: dict[str, list[float]] = {}
+        reference_ms: dict[str, list[float]] = {"dense_map": [], "total": []}
         features = []
-        for image in images:
+        for index, image in enumerate(images):
             for _ in range(args.repeat):
                 result = extractor.extract(image)
                 for stage, ms in result.timings_ms.items():
                     stages.setdefault(stage, []).append(ms)
+                if reference:  # interleaved with ours, image by image
+                    dense_ms, total_ms = reference.time(index, image)
+                    reference_ms["dense_map"].append(dense_ms)
+                    reference_ms["total"].append(total_ms)
             features.append(result)
         match_ms = []
         pairs = list(zip(features, features[1:])) or [(features[0], features[0])]
@@ -108,16 +124,13 @@ def run(args: argparse.Namespace) -> int:
         entry["match"] = _median_ms(match_ms)
         entry["keypoints"] = round(float(statistics.mean(len(f) for f in features)), 1)
         entry["device"] = extractor.device
-        if name in ALIKED_MODELS and not args.no_kornia:
-            try:
-                reference = _kornia_reference(name, images, args, str(extractor.weights_path), extractor.device)
-            except ImportError:
-                entry["kornia"] = "kornia not installed (pip install kornia==0.9.0)"
-            else:
-                entry["kornia"] = reference
-                entry["ratio_total_vs_kornia"] = round(entry["total"] / reference["total"], 3)
-                if "dense_map" in entry:  # a CUDA graph times the frame as a whole
-                    entry["ratio_dense_map_vs_kornia"] = round(entry["dense_map"] / reference["dense_map"], 3)
+        if reference_note:
+            entry["kornia"] = reference_note
+        elif reference:
+            entry["kornia"] = {stage: _median_ms(ms) for stage, ms in reference_ms.items()}
+            entry["ratio_total_vs_kornia"] = round(entry["total"] / entry["kornia"]["total"], 3)
+            if "dense_map" in entry:  # a CUDA graph times the frame as a whole
+                entry["ratio_dense_map_vs_kornia"] = round(entry["dense_map"] / entry["kornia"]["dense_map"], 3)
         results[name] = entry
     report = {"images": len(images), "image_size": list(images[0].shape[1::-1]), "repeat": args.repeat,
               "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "extractors": results}

@@ -14,6 +14,7 @@ Candidates (those whose package is missing are reported and skipped):
   onnxruntime     the eager dense stage exported to ONNX (torch.onnx, opset 18) and run by ONNX Runtime
   openvino        the eager dense stage converted by openvino.convert_model and compiled for the CPU
   kornia          kornia 0.9's ALIKED forward (the reference of ``aliked-vo bench extract``)
+  previous        with --previous COMMIT: that commit's aliked_net.py (its sparse_maps, detect, describe)
 Each candidate's keypoints are compared with the eager path's (fraction within 0.01 px).
 """
 from __future__ import annotations
@@ -76,6 +77,8 @@ def main() -> int:
     parser.add_argument("--max-keypoints", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over all images per candidate")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--previous", default=None, metavar="COMMIT",
+                        help="also time aliked_ros/features/aliked_net.py as it was at this git commit")
     parser.add_argument("--threads", type=int, default=None, help="torch (and runtime) CPU threads for every candidate")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -160,6 +163,28 @@ def main() -> int:
             candidates["openvino"] = extraction(net, ov_dense, args.max_keypoints)
         except Exception as error:
             notes["openvino"] = f"skipped: {_why(error)}"
+    if args.previous:
+        import importlib.util
+        import subprocess
+
+        source = subprocess.run(["git", "show", f"{args.previous}:aliked_ros/features/aliked_net.py"],
+                                capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
+            file.write(source)
+        spec = importlib.util.spec_from_file_location("previous_aliked_net", file.name)
+        previous_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(previous_module)
+        previous_net = previous_module.AlikedNet(args.model)
+        load_weights(previous_net, weights, args.model)
+        previous_net.eval()
+
+        def previous(image):
+            feature_map, score = previous_net.sparse_maps(image)
+            detections = previous_net.detect(score[0], top_k=args.max_keypoints, min_score=0.02)
+            return detections.keypoints, previous_net.describe(feature_map, detections.keypoints)
+        candidates["previous"] = previous
+        notes["previous"] = f"aliked_net.py at {args.previous}"
+        wanted.append("previous")
     if "kornia" in wanted:
         try:
             from kornia.feature.aliked import ALIKED

@@ -95,6 +95,29 @@ def test_inference_weights_follow_the_parameters(weights_dir, shared_dir):
         torch.testing.assert_close(net.sparse_maps(tensor)[1], net.dense_maps(tensor)[1], atol=1e-5, rtol=0)
 
 
+def test_export_leaves_the_eager_path_intact(weights_dir):
+    """torch.export (fake tensors, as the ONNX exporter uses) of the inference path must not leave traced
+    tensors in the path's caches: the eager path still equals the published network afterwards."""
+    net = AlikedNet("aliked-t16").eval().requires_grad_(False)
+    load_weights_for(net, weights_dir)
+    image = torch.rand(1, 3, 64, 96)
+    path = net.inference_path()
+
+    class Stage(torch.nn.Module):
+        def forward(self, x):
+            return path(x, (0, 0, 0, 0))[2]
+
+    torch.export.export(Stage(), (image,), strict=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(net.sparse_maps(image)[1], net.dense_maps(image)[1], atol=1e-5, rtol=0)
+
+
+def load_weights_for(net, weights_dir):
+    from aliked_ros.features.weights import load_weights
+
+    load_weights(net, weights_dir / f"{net.model_name}.pth", net.model_name)
+
+
 @needs_cuda
 def test_cuda_frame_has_no_host_synchronisation(shared_dir, extractor_cache):
     """Upload (pinned, non-blocking), dense maps, static top-k detection and descriptors run without one

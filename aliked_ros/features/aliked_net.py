@@ -225,7 +225,25 @@ class SparseFeatureMap:
         return features, torch.linalg.vector_norm(features, dim=1).clamp_min_(1e-12)
 
 
-@functools.lru_cache(maxsize=16)
+def _tracing() -> bool:
+    """Inside torch.jit.trace, torch.compile or torch.export: tensors made now are not real (fake, proxies),
+    so nothing made now may go into a cache."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(torch.jit.is_tracing() or (compiler and (compiler.is_compiling()
+                                                         or getattr(compiler, "is_exporting", lambda: False)())))
+
+
+def _cached(function):
+    """functools.lru_cache that steps aside while tracing/compiling/exporting (see ``_tracing``)."""
+    cached = functools.lru_cache(maxsize=16)(function)
+
+    @functools.wraps(function)
+    def wrapper(*args):
+        return function(*args) if _tracing() else cached(*args)
+    return wrapper
+
+
+@_cached
 def _upsampling_taps(full: tuple[int, int], smalls: tuple[tuple[int, int], ...], device: torch.device,
                      dtype: torch.dtype):
     """How ``F.interpolate(x, size=full, mode="bilinear", align_corners=True)`` reads each small map, as rows of
@@ -255,7 +273,7 @@ def _upsampling_taps(full: tuple[int, int], smalls: tuple[tuple[int, int], ...],
             by_col([wt for _, wt in cols]))
 
 
-@functools.lru_cache(maxsize=16)
+@_cached
 def _interpolation_matrices(full: tuple[int, int], small: tuple[int, int], device: torch.device, dtype: torch.dtype):
     """R_h (H, h) and R_w (W, w) with ``F.interpolate(x, size=full, mode="bilinear", align_corners=True)`` =
     R_h x R_w^T for each channel of x (h, w): two non-zeros per row, upsample_bilinear2d's weights."""
@@ -457,7 +475,10 @@ class InferencePath:
                 rows_up, cols_up = _interpolation_matrices((hp, wp), (h, w), pre.device, pre.dtype)
                 stacked.append(torch.matmul(cols_up, (part @ weight).view(h, w, -1)).view(h, -1))  # (h, W*C)
                 row_maps.append(rows_up)
-            pre.permute(0, 2, 3, 1).reshape(hp, -1).addmm_(torch.cat(row_maps, dim=1), torch.cat(stacked))
+            if torch.jit.is_tracing():  # tracing exporters (OpenVINO) mishandle an in-place product into a view
+                pre = pre + (torch.cat(row_maps, dim=1) @ torch.cat(stacked)).view(1, hp, wp, -1).permute(0, 3, 1, 2)
+            else:
+                pre.permute(0, 2, 3, 1).reshape(hp, -1).addmm_(torch.cat(row_maps, dim=1), torch.cat(stacked))
         else:
             for part, m, weight, factor in zip(parts[1:], maps[2:], self.score_first[2:], UPSAMPLING[1:]):
                 pre += _upsample(as_map(part @ weight, m), factor)

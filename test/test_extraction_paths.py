@@ -162,3 +162,16 @@ def test_extractor_config_defaults():
     config = ExtractorConfig()
     assert config.cuda_graph is False
     assert create_extractor("orb", config).device == "cpu"
+
+
+def test_weighted_rows_both_ways():
+    """The CPU's fused gather (embedding_bag) and the CUDA path's plain gather give the same weighted sums."""
+    from aliked_ros.features.aliked_net import _weighted_rows
+
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(500, 16, generator=generator)
+    index = torch.randint(0, 500, (1000, 4), generator=generator)
+    weight = torch.rand(1000, 4, generator=generator)
+    expected = (table[index] * weight[:, :, None]).sum(dim=1)
+    for fused in (True, False):
+        torch.testing.assert_close(_weighted_rows(table, index, weight, fused=fused), expected)

@@ -151,7 +151,6 @@ class AlikedExtractor(Extractor):
         # the frame's one synchronisation: results to the host
         host = [t.to("cpu", non_blocking=True) for t in (keypoints, scores, descriptors)]
         host_valid = valid.to("cpu", non_blocking=True) if valid is not None else None
-        events[len(stages)].synchronize()
         torch.cuda.current_stream(self._device).synchronize()
         keypoints_np, scores_np, descriptors_np = (t.numpy() for t in host)
         if host_valid is not None and not bool(host_valid.all()):

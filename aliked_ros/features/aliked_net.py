@@ -218,11 +218,22 @@ class SparseFeatureMap:
         # per pixel (3 maps, 2 rows, 2 cols): rows of the small-map table and their bilinear weights
         index = row_index.index_select(0, r) + col_index.index_select(0, c)
         weight = row_weight.index_select(0, r) * col_weight.index_select(0, c)
-        small = F.embedding_bag(index.view(n * 3, 4), self.small_table, per_sample_weights=weight.view(n * 3, 4),
-                                mode="sum").view(n, -1)
+        small = _weighted_rows(self.small_table, index.view(n * 3, 4), weight.view(n * 3, 4)).view(n, -1)
         full = self.full_table.index_select(0, r * self.padded_size[1] + c)
         features = torch.cat((full, small), dim=1)
         return features, torch.linalg.vector_norm(features, dim=1).clamp_min_(1e-12)
+
+
+def _weighted_rows(table: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
+                   fused: bool | None = None) -> torch.Tensor:
+    """sum_j weight[i, j] * table[index[i, j]] -> (N, C). ``fused`` (default: on the CPU): one embedding_bag,
+    which never materialises the (N, J, C) gather; otherwise (CUDA) a plain gather and sum, which has no host
+    synchronisation and is capturable in a CUDA graph."""
+    if fused is None:
+        fused = not table.is_cuda
+    if fused:
+        return F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+    return (table[index] * weight[:, :, None]).sum(dim=1)
 
 
 def _tracing() -> bool:
@@ -318,7 +329,7 @@ def bilinear_at(at, positions: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     values = values.reshape(-1, values.shape[-1])
     # the weighted sum of each sample's four corners in one fused gather
     corners = torch.arange(values.shape[0], device=positions.device).view(-1, 4)
-    samples = F.embedding_bag(corners, values, per_sample_weights=weights, mode="sum")
+    samples = _weighted_rows(values, corners, weights)
     return samples.view(*shape, values.shape[-1])
 
 

@@ -110,6 +110,10 @@ def test_export_leaves_the_eager_path_intact(weights_dir):
     torch.export.export(Stage(), (image,), strict=False)
     with torch.inference_mode():
         torch.testing.assert_close(net.sparse_maps(image)[1], net.dense_maps(image)[1], atol=1e-5, rtol=0)
+    # the traced form (what OpenVINO converts: no matmul with out=, no in-place product into a view) is the same
+    with torch.no_grad():
+        traced = torch.jit.trace(Stage(), (image,), check_trace=False)
+        torch.testing.assert_close(traced(image), net.dense_maps(image)[1], atol=1e-5, rtol=0)
 
 
 def load_weights_for(net, weights_dir):

@@ -48,11 +48,30 @@ def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) 
     return a.float() @ b.float().T
 
 
+def _match_binary_cpu(desc_a: np.ndarray, desc_b: np.ndarray, min_similarity: float | None) -> Matches:
+    """Mutual nearest neighbours of binary descriptors by OpenCV's brute-force Hamming matcher with cross-check
+    (the same definition; ~20x faster on CPU than unpacked bits in a matrix product)."""
+    import cv2
+
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(desc_a, desc_b)
+    indices = np.array([(m.queryIdx, m.trainIdx) for m in pairs], np.int64).reshape(-1, 2)
+    similarity = 1.0 - np.array([m.distance for m in pairs], np.float32) / (8 * desc_a.shape[1])
+    order = np.argsort(indices[:, 0], kind="stable")
+    indices, similarity = indices[order], similarity[order]
+    if min_similarity is not None:
+        keep = similarity >= min_similarity
+        indices, similarity = indices[keep], similarity[keep]
+    return Matches(indices, similarity)
+
+
 def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ratio: float | None = None,
                          device: torch.device | str | None = None) -> Matches:
     """Mutual nearest neighbours between descriptor sets A (N_a,D) and B (N_b,D); numpy arrays or tensors."""
     if len(desc_a) == 0 or len(desc_b) == 0:
         return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+    if (isinstance(desc_a, np.ndarray) and isinstance(desc_b, np.ndarray) and desc_a.dtype == desc_b.dtype == np.uint8
+            and desc_a.shape[1] == desc_b.shape[1] and ratio is None and device in (None, "cpu")):
+        return _match_binary_cpu(np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b), min_similarity)
     sim = similarity_matrix(desc_a, desc_b, device)
     best_ab = sim.argmax(dim=1)
     best_ba = sim.argmax(dim=0)

@@ -7,7 +7,7 @@ downloaded. The camera moves along a smooth path (translation and rotation) look
 
 Rendering: for every pixel, the ray through it (undistorted with the camera model, so lens distortion is
 rendered exactly) is intersected with every face; the nearest hit wins (z-buffer) and its texture is sampled
-bilinearly. Depth is the hit's z in the camera frame, metres. Optional Gaussian noise and blur.
+bilinearly (without distortion, each face's texture is warped into the image by its homography, ~20x faster). Depth is the hit's z in the camera frame, metres. Optional Gaussian noise and blur.
 
 Motion (``SynthConfig``): ``path`` "arc" (a smooth arc into the scene; its length is speed x duration, so keep it
 short) or "loop" (an ellipse of 1.6 m x 1.2 m in front of the boxes, travelled round and round: any duration).
@@ -197,6 +197,9 @@ class SyntheticSequence(Sequence):
         cols, rows = np.meshgrid(np.arange(cfg.width, dtype=float), np.arange(cfg.height, dtype=float))
         normalized = self.camera.undistort(np.column_stack([cols.ravel(), rows.ravel()]))
         self._rays = np.column_stack([normalized, np.ones(len(normalized))])  # camera frame, z = 1
+        self._rays_t = np.ascontiguousarray(self._rays.T)
+        # textures with an opaque alpha channel: warped alpha >= 128 marks the pixels inside a face
+        self._rgba = [np.dstack([f.texture, np.full(f.texture.shape[:2], 255, np.uint8)]) for f in self.faces]
 
     def __len__(self) -> int:
         return self.config.frames
@@ -206,18 +209,29 @@ class SyntheticSequence(Sequence):
         cfg = self.config
         T = self.groundtruth.poses[index]
         R, centre = T[:3, :3], T[:3, 3]
-        directions = self._rays @ R.T  # world frame, scaled so that camera z = 1
-        depth = np.full(len(directions), np.inf)
-        colour = np.zeros((len(directions), 3), np.float32)
-        for face in self.faces:
-            normal = np.cross(face.u, face.v)
-            denominator = directions @ normal
-            with np.errstate(divide="ignore", invalid="ignore"):
-                z = ((face.origin - centre) @ normal) / denominator  # ray parameter = depth (camera z)
+        depth = np.full(len(self._rays), np.inf)
+        colour = np.zeros((len(self._rays), 3), np.float32)
+        R_cw, t_cw = R.T, -R.T @ centre
+        normals = np.array([np.cross(face.u, face.v) for face in self.faces])
+        offsets = np.einsum("fi,fi->f", np.array([face.origin for face in self.faces]) - centre, normals)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # n . (R ray) = (R' n) . ray: the normals turn into the camera frame, not the rays into the world
+            depths = offsets[:, None] / ((normals @ R) @ self._rays_t)  # (faces, pixels): ray parameter = camera z
+        for face, rgba, z in zip(self.faces, self._rgba, depths):
             hit = np.isfinite(z) & (z > 0.05) & (z < depth)
             if not hit.any():
                 continue
-            points = centre + directions[hit] * z[hit, None] - face.origin
+            if not self.camera.is_distorted:  # texture pixel (x, y, 1) -> image pixel: a homography
+                th, tw = face.texture.shape[:2]
+                H = self.camera.K @ np.column_stack([R_cw @ face.u / (tw - 1), R_cw @ face.v / (th - 1),
+                                                     R_cw @ face.origin + t_cw])
+                warped = cv2.warpPerspective(rgba, H, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(-1, 4)
+                idx = np.flatnonzero(hit & (warped[:, 3] >= 128))
+                colour[idx] = warped[idx, :3]
+                depth[idx] = z[idx]
+                continue
+            points = centre + (self._rays[hit] @ R.T) * z[hit, None] - face.origin
             a = points @ face.u / (face.u @ face.u)
             b = points @ face.v / (face.v @ face.v)
             inside = (a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)

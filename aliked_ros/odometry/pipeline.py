@@ -216,6 +216,8 @@ class VisualOdometry:
     def _estimate(self, obs: _Observed) -> _Estimate:
         none = np.zeros(len(obs.matches), bool)
         if self.map.last_keyframe is None:
+            if len(obs.features) < self.config.init_min_landmarks:  # nothing to start a map on (a black frame)
+                return _Estimate(TrackingState.INITIALIZING, "none", None, none)
             return _Estimate(TrackingState.INITIALIZING, "none", self._T_odom_last.copy(), none, keyframe=True)
         if not self.map.initialized:
             return self._initialize(obs)
@@ -347,7 +349,7 @@ class VisualOdometry:
         if t is None:
             return None, None
         epipolar = None
-        if pair.kind == "essential":
+        if pair.kind == "essential" and pair.parallax_px >= cfg.epipolar_min_parallax_px:
             length = float(t @ direction)  # the landmarks' step along the essential direction; its sign
             t = length * direction  #        overrules the two-view cheirality test (unreliable at low parallax)
             no_landmark = ~has_landmark[shared][pair.inliers]
@@ -415,6 +417,9 @@ class VisualOdometry:
     def _commit(self, obs: _Observed, estimate: _Estimate, stamp: float) -> tuple[TrackedKeypoints, float]:
         """Apply the estimate: tracks, keyframe, landmarks, bundle adjustment. All or nothing: the map is restored
         if any step raises. Returns the frame's tracks and the time spent on the map (ms)."""
+        if estimate.T_odom_cam is None and estimate.state == TrackingState.INITIALIZING:
+            self._last_stamp = stamp  # no map to start from this frame: nothing else changes
+            return self._provisional_tracks(obs), 0.0
         if estimate.state == TrackingState.LOST:
             self._lost_in_a_row += 1
             self._frame_index += 1
@@ -425,10 +430,13 @@ class VisualOdometry:
         tracks, next_id = self.tracker.assign(obs.features, obs.matches, estimate.verified, estimate.revived)
         anchors = self._anchored(obs, estimate)
         start = time.perf_counter()
-        if estimate.keyframe:
+        if estimate.keyframe or (self.map.initialized and estimate.state == TrackingState.TRACKING):
             snapshot = self.map.snapshot()
             try:
-                self._add_keyframe(obs, estimate, tracks, anchors, stamp)
+                if estimate.keyframe:
+                    self._add_keyframe(obs, estimate, tracks, anchors, stamp)
+                else:  # tracks that now see their landmark under enough parallax become landmarks at once
+                    self._triangulate(estimate.T_odom_cam, tracks.track_ids, obs.normalized, anchors, obs.camera.focal)
             except Exception:
                 self.map.restore(snapshot)
                 raise
@@ -481,28 +489,31 @@ class VisualOdometry:
             self.map.add_landmarks(tracks.track_ids[has_depth],
                                    transform_points(keyframe.T_odom_cam, obs.points_cam[has_depth]), metric=True)
         if self.map.initialized and len(self.map.keyframes) >= 2:
-            self._triangulate(keyframe, anchors, obs.camera.focal)
+            self._triangulate(keyframe.T_odom_cam, keyframe.track_ids, keyframe.normalized, anchors, obs.camera.focal)
             self.mapper.run(self.map, obs.camera.focal)
         keyframe.tracked_landmarks = estimate.num_landmarks or int(self.map.lookup(keyframe.track_ids)[1].sum())
 
-    def _triangulate(self, keyframe: Keyframe, anchors: _Previous, focal_px: float) -> None:
-        """Landmarks for the keyframe's tracks that have none, between the frame that first saw the track and
-        this keyframe, where the rays meet at ``triangulation_min_angle_deg`` or more."""
+    def _triangulate(self, T_odom_cam: np.ndarray, track_ids: np.ndarray, normalized: np.ndarray, anchors: _Previous,
+                     focal_px: float) -> None:
+        """Landmarks for a posed frame's tracks that have none, between the frame that first saw the track and
+        this one, where the rays meet at ``triangulation_min_angle_deg`` or more."""
         cfg = self.config
-        _, has_landmark = self.map.lookup(keyframe.track_ids)
+        _, has_landmark = self.map.lookup(track_ids)
         threshold = cfg.reprojection_threshold_px / focal_px
+        T_cam_odom = invert(T_odom_cam)
         for frame in np.unique(anchors.anchor_frame[~has_landmark]).tolist():
             members = np.flatnonzero(~has_landmark & (anchors.anchor_frame == frame))
             T_odom_anchor = anchors.anchor_poses[frame]
-            T_b_a = keyframe.T_cam_odom @ T_odom_anchor
+            T_b_a = T_cam_odom @ T_odom_anchor
             if np.linalg.norm(T_b_a[:3, 3]) < 1e-12:
                 continue
-            norm_a, norm_b = anchors.anchor_norm[members], keyframe.normalized[members]
+            norm_a, norm_b = anchors.anchor_norm[members], normalized[members]
+            wide = rotation_compensated_parallax(norm_a, norm_b, T_b_a[:3, :3]) >= np.deg2rad(
+                cfg.triangulation_min_angle_deg)
+            members, norm_a, norm_b = members[wide], norm_a[wide], norm_b[wide]
             points_a, valid = triangulate(norm_a, norm_b, T_b_a)
             points_a = np.nan_to_num(points_a)
-            valid &= rotation_compensated_parallax(norm_a, norm_b, T_b_a[:3, :3]) >= np.deg2rad(
-                cfg.triangulation_min_angle_deg)
             valid &= reprojection_errors(np.eye(4), points_a, norm_a) < threshold
             valid &= reprojection_errors(T_b_a, points_a, norm_b) < threshold
-            self.map.add_landmarks(keyframe.track_ids[members[valid]],
-                                   transform_points(T_odom_anchor, points_a[valid]), metric=False)
+            self.map.add_landmarks(track_ids[members[valid]], transform_points(T_odom_anchor, points_a[valid]),
+                                   metric=False)

@@ -46,6 +46,8 @@ class OdometryConfig:
     min_parallax_px: float = 1.0  # median rotation-compensated parallax (keyframe -> frame) below which the
     #                               essential matrix gives no translation direction
     min_landmarks: int = 12  # landmark observations needed to pose a frame against the map
+    epipolar_min_parallax_px: float = 5.0  # below this parallax to the keyframe, its epipolar constraints are
+    #                                        noise (any direction fits): the landmarks alone pose the frame
     # monocular initialisation: the first keyframe and a later frame with enough parallax
     init_parallax_px: float = 8.0
     init_min_landmarks: int = 50

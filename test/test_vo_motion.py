@@ -1,0 +1,182 @@
+"""The VO at full camera rate, in slow motion, through stops and turns on the spot, with a frozen camera, lost
+and relocalised, with a bounded memory — on synthetic sequences with exact ground truth (``aliked_ros.synth``),
+ALIKED-t16 at 640x480 (the default camera); a short, bounded-cost version of the README's measurement runs."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from aliked_ros.evaluation import evaluate
+from aliked_ros.odometry import Frame, OdometryConfig, TrackingState, VisualOdometry
+from aliked_ros.synth import SynthConfig, SyntheticSequence
+from aliked_ros.tools.eval import run_offline
+from aliked_ros.trajectory import Trajectory
+
+_frames_cache: dict = {}
+
+
+class _Frames(list):
+    """Frames as a sequence for run_offline, without depth (monocular)."""
+
+    name = "synth"
+
+
+def rendered(config: SynthConfig) -> tuple[_Frames, SyntheticSequence]:
+    """Monocular frames of a synthetic sequence, rendered once per test session."""
+    if config not in _frames_cache:
+        sequence = SyntheticSequence(config)
+        _frames_cache[config] = (_Frames(dataclasses.replace(f, depth=None) for f in sequence), sequence)
+    return _frames_cache[config]
+
+
+def true_path(sequence: SyntheticSequence) -> float:
+    return float(np.sum(np.linalg.norm(np.diff(sequence.groundtruth.poses[:, :3, 3], axis=0), axis=1)))
+
+
+def check_tracked_run(frames, sequence, extractor, max_ate_fraction=0.01, path_tolerance=0.05):
+    vo = VisualOdometry(extractor)
+    results = [vo.process(frame) for frame in frames]
+    states = [r.state for r in results]
+    first = states.index(TrackingState.TRACKING)
+    assert all(s == TrackingState.TRACKING for s in states[first:]), "every frame after initialisation is posed"
+    assert vo.resets == 0 and {r.map_id for r in results} == {0}
+    posed = [r for r in results if r.T_odom_camera is not None]
+    trajectory = Trajectory(np.array([r.stamp for r in posed]), np.array([r.T_odom_camera for r in posed]))
+    initialized = [not (r.state == TrackingState.INITIALIZING and r.pose_source == "rotation_only") for r in posed]
+    metrics = evaluate(trajectory, sequence.groundtruth, "sim3", 0.001, [r.map_id for r in posed], initialized)
+    scored_true = sequence.groundtruth.poses[first:, :3, 3]
+    scored_path = float(np.sum(np.linalg.norm(np.diff(scored_true, axis=0), axis=1)))
+    assert metrics.ate_rmse_m <= max_ate_fraction * scored_path, (metrics.ate_rmse_m, scored_path)
+    estimated_path = float(np.sum(np.linalg.norm(np.diff(metrics.aligned_positions[first:], axis=0), axis=1)))
+    assert abs(estimated_path / scored_path - 1) <= path_tolerance, (estimated_path, scored_path)
+    return vo, results, metrics
+
+
+def test_full_camera_rate_30hz(extractor_cache):
+    frames, sequence = rendered(SynthConfig(frames=90, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
+    vo, results, metrics = check_tracked_run(frames, sequence, extractor_cache("aliked-t16"))
+    assert sum(r.is_keyframe for r in results) >= 3 and vo.mapper.runs >= 1  # the map grows and is adjusted
+    assert metrics.missed_motion_pairs <= metrics.initializing  # motion is missed only before initialisation
+
+
+def test_slow_motion_120hz(extractor_cache):
+    """2 mm per frame: far below 1 px of parallax between consecutive frames."""
+    frames, sequence = rendered(SynthConfig(frames=120, rate_hz=120.0, noise_sigma=2.0, blur_sigma=0.5, seed=1))
+    check_tracked_run(frames, sequence, extractor_cache("aliked-t16"))
+
+
+def test_stops_and_turns_on_the_spot(extractor_cache):
+    config = SynthConfig(frames=240, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5, path="loop", ramp_s=0.5,
+                         stops=1, rotations=1)
+    frames, sequence = rendered(config)
+    vo, results, _ = check_tracked_run(frames, sequence, extractor_cache("aliked-t16"))
+    steps = np.linalg.norm(np.diff(sequence.groundtruth.poses[:, :3, 3], axis=0), axis=1)
+    still = np.flatnonzero(steps == 0)  # the stop and the turn: the camera centre does not move
+    assert len(still) > 60
+    poses = [r.T_odom_camera for r in results]
+    drift = max(np.linalg.norm(poses[i + 1][:3, 3] - poses[i][:3, 3]) for i in still)
+    moving = np.median([np.linalg.norm(poses[i + 1][:3, 3] - poses[i][:3, 3]) for i in np.flatnonzero(steps > 0)[-60:]])
+    assert drift < 0.1 * moving  # standing still reads as (nearly) standing still
+
+
+def test_frozen_camera_invents_no_motion(extractor_cache):
+    """The same image again and again with new stamps (a frozen driver): no motion, no new keyframe, no growth."""
+    frames, _ = rendered(SynthConfig(frames=90, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
+    vo = VisualOdometry(extractor_cache("aliked-t16"))
+    for frame in frames[:45]:
+        last = vo.process(frame)
+    assert last.state == TrackingState.TRACKING
+    keyframes, landmarks = len(vo.map.keyframes), len(vo.map)
+    frozen = [vo.process(Frame(frames[44].image, frames[44].stamp + 0.033 * (k + 1), frames[44].camera))
+              for k in range(15)]
+    assert all(r.state == TrackingState.TRACKING and not r.is_keyframe for r in frozen)
+    for r in frozen:
+        assert np.linalg.norm(r.T_odom_camera[:3, 3] - last.T_odom_camera[:3, 3]) < 1e-6
+    assert (len(vo.map.keyframes), len(vo.map)) == (keyframes, landmarks)
+
+
+def test_lost_then_relocalised_then_reset(extractor_cache):
+    frames, _ = rendered(SynthConfig(frames=90, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
+    vo = VisualOdometry(extractor_cache("aliked-t16"), OdometryConfig(max_lost_frames=8))
+    for frame in frames[:50]:
+        vo.process(frame)
+    black = lambda frame: Frame(np.zeros_like(frame.image), frame.stamp, frame.camera)  # noqa: E731
+    lost = [vo.process(black(frame)) for frame in frames[50:54]]
+    assert all(r.state == TrackingState.LOST and r.T_odom_camera is None for r in lost)
+    back = vo.process(frames[60])  # the camera moved on meanwhile: its tracks to the last frame are gone
+    assert back.state == TrackingState.TRACKING and back.map_id == 0
+    assert back.relocalized or back.num_landmarks >= 12
+    assert vo.resets == 0
+    # lost for good: a new map with its own id and scale
+    results = [vo.process(black(frame)) for frame in frames[61:69]]
+    assert vo.resets == 1 and all(r.state == TrackingState.LOST and r.map_id == 0 for r in results)
+    still_black = vo.process(black(frames[69]))  # nothing to start a map on: no pose, no keyframe
+    assert still_black.state == TrackingState.INITIALIZING and still_black.T_odom_camera is None
+    assert still_black.map_id == 1 and still_black.reset_reason == "lost for 8 frames"
+    after = vo.process(frames[70])
+    assert after.map_id == 1 and after.state == TrackingState.INITIALIZING and after.is_keyframe
+    assert after.frame_index == 0 and after.T_odom_camera is not None
+
+
+def test_a_failing_keyframe_commit_changes_nothing(extractor_cache, monkeypatch):
+    frames, _ = rendered(SynthConfig(frames=90, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
+    extractor = extractor_cache("aliked-t16")
+    clean = VisualOdometry(extractor)
+    expected = [clean.process(frame) for frame in frames[:40]]
+    keyframe = next(i for i, r in enumerate(expected) if i > 20 and r.is_keyframe)
+
+    vo = VisualOdometry(extractor)
+    for frame in frames[:keyframe]:
+        vo.process(frame)
+    import aliked_ros.odometry.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline.VisualOdometry, "_triangulate", broken)
+        with pytest.raises(RuntimeError, match="injected"):
+            vo.process(frames[keyframe])
+    for i in range(keyframe, 40):  # as if the failed attempt had never happened
+        result = vo.process(frames[i])
+        np.testing.assert_allclose(result.T_odom_camera, expected[i].T_odom_camera, atol=1e-9)
+        assert np.array_equal(result.track_ids, expected[i].track_ids)
+
+
+def test_memory_is_bounded_on_a_long_run(extractor_cache):
+    """ORB at 320x240 round the loop for 400 frames: keyframes, landmarks and track anchors stay bounded."""
+    config = SynthConfig(frames=400, rate_hz=15.0, width=320, height=240, path="loop", speed_m_s=0.3)
+    sequence = SyntheticSequence(config)
+    vo = VisualOdometry(extractor_cache("orb"), OdometryConfig(init_parallax_px=4.0, keyframe_parallax_px=10.0,
+                                                              keyframe_min_parallax_px=2.0))
+    sizes = []
+    for index, frame in enumerate(sequence):
+        vo.process(dataclasses.replace(frame, depth=None))
+        if index % 50 == 49:
+            sizes.append((len(vo.map.keyframes), len(vo.map), len(vo._previous.anchor_poses) if vo._previous else 0))
+    keyframes, landmarks, anchors = np.array(sizes).T
+    assert keyframes.max() <= vo.config.max_keyframes
+    assert landmarks.max() <= vo.config.max_keyframes * 500  # at most every keypoint of every kept keyframe
+    assert anchors.max() <= 500  # frames still anchoring a live track
+    assert landmarks[-1] <= 2 * np.median(landmarks[2:]) + 100  # flat, not growing with the run's length
+
+
+def test_eval_aligns_each_map_alone_and_counts_missed_motion():
+    """Two maps with different monocular scales: each is aligned on its own; a frame without translation while the
+    camera moves is counted, not hidden."""
+    t = np.arange(40) * 0.1
+    truth = np.array([np.eye(4) for _ in t])
+    truth[:, 0, 3] = 0.05 * np.arange(40)  # 5 cm per frame along x, on a curve (not collinear: Sim(3) is defined)
+    truth[:, 1, 3] = 0.2 * np.sin(np.arange(40) / 4)
+    est = truth.copy()
+    est[:20, :3, 3] *= 3.0  # map 0 in its own unit
+    est[20:, :3, 3] = (truth[20:, :3, 3] - truth[20, :3, 3]) * 0.5 + 7.0  # map 1: another unit and origin
+    est[25, :3, 3] = est[24, :3, 3]  # one missed step
+    metrics = evaluate(Trajectory(t, est), Trajectory(t, truth), "sim3", 0.01, np.repeat([0, 1], 20))
+    assert len(metrics.segments) == 2 and {s.map_id for s in metrics.segments} == {0, 1}
+    assert metrics.segments[0].ate_rmse_m < 1e-9 and metrics.segments[1].ate_rmse_m < 0.02
+    assert metrics.missed_motion_pairs == 1 and metrics.tdir_err_deg["count"] == 38  # 39 pairs, one across maps
+    single = evaluate(Trajectory(t, est), Trajectory(t, truth), "sim3", 0.01)  # one alignment across both: wrong
+    assert single.ate_rmse_m > 10 * metrics.ate_rmse_m

@@ -17,7 +17,8 @@ Definitions (used by ``aliked-vo eval`` and ``aliked-vo demo``):
     the same segment at least ``rpe_segment_m`` further along the true path; the error of the estimated
     relative translation (scaled by the segment's alignment) in percent of that distance, averaged. The segment
     length is 100 m for runs of >= 200 m, else 1 m for runs of >= 2 m, else 10 % of the path;
-  - ``path_length_m``: the length of the aligned estimated path.
+  - ``path_length_m``: the length of the aligned estimated path over the scored poses, ``true_path_length_m`` the
+    true one over the same poses (their ratio shows a scale error or lost motion).
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class Segment:
     scored: int
     ate_rmse_m: float
     scale: float
-    path_length_m: float
+    path_length_m: float  # aligned estimate over the scored poses
+    true_path_length_m: float  # ground truth over the same poses
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Metrics:
     rpe_segment_m: float = float("nan")
     initializing: int = 0  # associated poses before their segment's initialisation (not in the ATE)
     segments: list[Segment] = field(default_factory=list)
+    true_path_length_m: float = float("nan")
 
     def describe(self) -> str:
         """One line for people."""
@@ -80,6 +83,7 @@ def report_fields(metrics: Metrics | None, alignment: str) -> dict:
         "rpe_trans_pct": metrics.rpe_trans_pct if metrics else None,
         "rpe_segment_m": metrics.rpe_segment_m if metrics else None,
         "path_length_m": metrics.path_length_m if metrics else None,
+        "true_path_length_m": metrics.true_path_length_m if metrics else None,
         "sim3_scale": metrics.scale if metrics else None,
         "initializing_poses": metrics.initializing if metrics else None,
         "segments": [vars(s) for s in metrics.segments] if metrics else None,
@@ -180,11 +184,13 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
         tdir += d
         missed += m
         drift += drift_errors(est[score], gt[score], s, length_m)
-        path = float(np.sum(np.linalg.norm(np.diff(aligned[members], axis=0), axis=1)))
-        segments.append(Segment(int(map_id), len(members), len(score), float(np.sqrt(np.mean(errors ** 2))), s, path))
+        path = float(np.sum(np.linalg.norm(np.diff(aligned[score], axis=0), axis=1)))
+        true_path = float(np.sum(np.linalg.norm(np.diff(gt[score, :3, 3], axis=0), axis=1)))
+        segments.append(Segment(int(map_id), len(members), len(score), float(np.sqrt(np.mean(errors ** 2))), s, path,
+                                true_path))
         scales.append((len(members), s))
     ate = float(np.sqrt(np.mean(np.sum((aligned[scored] - gt[scored, :3, 3]) ** 2, axis=1))))
     return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir),
                    float(sum(seg.path_length_m for seg in segments)), max(scales)[1], estimate.stamps[ok], aligned,
                    gt[:, :3, 3], missed, float(np.mean(drift)) if drift else float("nan"), length_m,
-                   int((~init).sum()), segments)
+                   int((~init).sum()), segments, float(sum(seg.true_path_length_m for seg in segments)))

@@ -50,3 +50,16 @@ def test_size_mismatch_and_bad_yaml(tmp_path, shared_dir):
     bad.write_text("image_width: 640\n")
     with pytest.raises(CalibrationError, match="cannot read camera_info YAML"):
         CameraModel.from_yaml(bad)
+
+
+def test_equidistant_with_zero_coefficients_is_still_a_fisheye():
+    """r = f * theta, not f * tan(theta): a ray 45 deg off axis lands at f * pi/4 from the centre, and undistorting
+    that pixel gives back tan(45 deg) = 1, not pi/4."""
+    camera = CameraModel(640, 480, 300.0, 300.0, 320.0, 240.0, "equidistant", (0.0, 0.0, 0.0, 0.0))
+    assert camera.is_distorted
+    pixel = np.array([[320.0 + 300.0 * np.pi / 4, 240.0]])
+    assert np.allclose(camera.undistort(pixel), [[1.0, 0.0]], atol=1e-6)
+    assert np.allclose(camera.project(np.array([[1.0, 0.0, 1.0]])), pixel, atol=1e-6)
+    fisheye = CameraModel.from_camera_info({"width": 640, "height": 480, "k": [300, 0, 320, 0, 300, 240, 0, 0, 1],
+                                            "d": [0, 0, 0, 0], "distortion_model": "equidistant"})
+    assert fisheye.is_distorted and np.allclose(fisheye.undistort(pixel), [[1.0, 0.0]], atol=1e-6)

@@ -55,7 +55,9 @@ class CameraModel:
 
     @property
     def is_distorted(self) -> bool:
-        return any(c != 0 for c in self.distortion)
+        """False only for a pinhole without distortion. An equidistant (fisheye) lens is distorted even with all
+        coefficients zero: its image radius is f * theta, not f * tan(theta)."""
+        return self.distortion_model == "equidistant" or any(c != 0 for c in self.distortion)
 
     @property
     def focal(self) -> float:
@@ -126,7 +128,7 @@ class CameraModel:
             return ((pixels.reshape(-1, 2) - [self.cx, self.cy]) / [self.fx, self.fy])
         d = np.asarray(self.distortion, dtype=np.float64)
         if self.distortion_model == "equidistant":
-            out = cv2.fisheye.undistortPoints(pixels, self.K, d)
+            out = cv2.fisheye.undistortPoints(pixels, self.K, d if d.size == 4 else np.zeros(4))
         else:
             criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
             out = cv2.undistortPoints(pixels, self.K, d, R=None, P=None, criteria=criteria)

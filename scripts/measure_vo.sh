@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Regenerate the README's VO tables: the shared real sequences, and synthetic runs at full camera rate, in slow
+# motion and through stops and turns on the spot (exact ground truth). Prints Markdown tables; JSON reports and
+# the synthetic sequences stay in OUT (default /tmp/aliked_vo_measure).
+#   scripts/measure_vo.sh [--quick]      --quick: the shared sequences only (~2 min here)
+# Needs the venv (scripts/bootstrap.sh) and $ALIKED_WEIGHTS_DIR (e.g. ../shared/models).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VO=".venv/bin/python -m aliked_ros.cli"
+OUT="${OUT:-/tmp/aliked_vo_measure}"
+SHARED="${ALIKED_ROS_SHARED:-../shared}"
+mkdir -p "$OUT"
+runs=()
+for seq in tum_fr2_desk:--no-depth tum_fr1_rpy_rgbd:--depth euroc_v101_static_stereo:--no-depth kitti01_000_050:--no-depth; do
+  name=${seq%%:*}; depth=${seq#*:}
+  for extractor in aliked-t16 sift orb; do
+    $VO eval "$SHARED/data/$name" --extractor "$extractor" $depth --json --quiet > "$OUT/$name.$extractor.json"
+    runs+=("$OUT/$name.$extractor.json")
+  done
+done
+if [ "${1:-}" != "--quick" ]; then
+  while read -r name args; do
+    [ -d "$OUT/$name" ] || $VO synth "$OUT/$name" --noise 2 --blur 0.5 $args > /dev/null
+    $VO eval "$OUT/$name" --extractor aliked-t16 --no-depth --json --quiet > "$OUT/$name.aliked-t16.json"
+    runs+=("$OUT/$name.aliked-t16.json")
+  done <<'SEQ'
+synth_30hz --rate 30 --frames 300
+synth_120hz --rate 120 --frames 120 --seed 1
+synth_long --rate 30 --frames 1200 --path loop --ramp 2 --stops 2 --rotations 2
+SEQ
+fi
+.venv/bin/python - "${runs[@]}" <<'PY'
+import json, sys
+print("| sequence | extractor | posed / frames | maps | alignment | ATE | ATE / path | path est / true | rot err median (deg) | t-dir err median (deg) | missed motion | drift | ms/frame |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for path in sys.argv[1:]:
+    r = json.load(open(path))
+    name = r["source"].rstrip("/").split("/")[-1]
+    ate, true = r["ate_rmse_m"], r["true_path_length_m"]
+    ratio = f"{r['path_length_m'] / true:.3f}" if true and true > 1e-3 else "-"
+    share = f"{100 * ate / true:.2f} %" if true and true > 1e-3 else "-"
+    drift = f"{r['rpe_trans_pct']:.2f} % / {r['rpe_segment_m']:.2g} m" if r["rpe_trans_pct"] == r["rpe_trans_pct"] else "-"
+    tdir = r["tdir_err_deg"]["median"]
+    print(f"| {name} | {r['extractor']} | {r['poses']} / {r['frames']} | {len(r['segments'])} | {r['alignment']} | "
+          f"{ate * 1000:.2f} mm | {share} | {ratio} | {r['rot_err_deg']['median']:.3f} | "
+          f"{'-' if tdir != tdir else f'{tdir:.2f}'} | {r['missed_motion_pairs']} | {drift} | {r['frame_ms_median']:.0f} |")
+PY

@@ -284,6 +284,28 @@ def _upsampling_taps(full: tuple[int, int], smalls: tuple[tuple[int, int], ...],
             by_col([wt for _, wt in cols]))
 
 
+ROW_BLOCK = 32  # padded heights are multiples of 32
+
+
+@_cached
+def _row_blocks(n_out: int, n_in: int, block: int, device: torch.device, dtype: torch.dtype):
+    """The align_corners interpolation matrix (n_out, n_in) of ``_interpolation_matrices`` cut into row blocks
+    (n_out a multiple of ``block``) with the fewest columns that hold their non-zeros: (n_out / block, block, K)
+    blocks and (n_out / block, K) the columns each uses. The column ranges come from host arithmetic (one row of
+    margin for rounding), so nothing here reads a device value."""
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    firsts, lasts = [], []
+    for b in range(n_out // block):
+        firsts.append(max(int(b * block * scale) - 1, 0))
+        lasts.append(min(int(((b + 1) * block - 1) * scale) + 2, n_in - 1))
+    width = max(last - first + 1 for first, last in zip(firsts, lasts))
+    starts = [min(first, n_in - width) for first in firsts]
+    index = torch.tensor([[s + k for k in range(width)] for s in starts], device=device)
+    rows, _ = _interpolation_matrices((n_out, 2), (n_in, 2), device, dtype)
+    blocks = torch.gather(rows.view(n_out // block, block, n_in), 2, index[:, None, :].expand(-1, block, -1))
+    return blocks, index
+
+
 @_cached
 def _interpolation_matrices(full: tuple[int, int], small: tuple[int, int], device: torch.device, dtype: torch.dtype):
     """R_h (H, h) and R_w (W, w) with ``F.interpolate(x, size=full, mode="bilinear", align_corners=True)`` =
@@ -478,18 +500,22 @@ class InferencePath:
         pre += _upsample(as_map(parts[0] @ self.score_first[1], x2), UPSAMPLING[0])
         if self.memory_format == torch.channels_last:
             # the two smallest maps upsampled and added as matrix products: up(X) = R_h X R_w^T per channel; with
-            # channels last, pre is an (H, W*C) matrix and R_h [X_3 R_w3^T; X_4 R_w4^T] goes into it in one addmm
+            # channels last, pre is an (H, W*C) matrix. R_h is banded (two taps per row), so it goes in by blocks
+            # of 32 output rows, each reading only the few rows of X R_w^T it needs: one batched product
             hp, wp = pre.shape[-2:]
-            stacked, row_maps = [], []
+            windows, blocks = [], []
             for part, m, weight in zip(parts[1:], maps[2:], self.score_first[2:]):
                 h, w = m.shape[-2:]
                 rows_up, cols_up = _interpolation_matrices((hp, wp), (h, w), pre.device, pre.dtype)
-                stacked.append(torch.matmul(cols_up, (part @ weight).view(h, w, -1)).view(h, -1))  # (h, W*C)
-                row_maps.append(rows_up)
+                row_blocks, row_index = _row_blocks(hp, h, ROW_BLOCK, pre.device, pre.dtype)
+                columns_done = torch.matmul(cols_up, (part @ weight).view(h, w, -1)).view(h, -1)  # (h, W*C)
+                windows.append(columns_done[row_index])  # (blocks, K, W*C)
+                blocks.append(row_blocks)  # (blocks, ROW_BLOCK, K)
+            added = torch.cat(blocks, dim=2), torch.cat(windows, dim=1)
             if torch.jit.is_tracing():  # tracing exporters (OpenVINO) mishandle an in-place product into a view
-                pre = pre + (torch.cat(row_maps, dim=1) @ torch.cat(stacked)).view(1, hp, wp, -1).permute(0, 3, 1, 2)
+                pre = pre + torch.bmm(*added).view(1, hp, wp, -1).permute(0, 3, 1, 2)
             else:
-                pre.permute(0, 2, 3, 1).reshape(hp, -1).addmm_(torch.cat(row_maps, dim=1), torch.cat(stacked))
+                pre.permute(0, 2, 3, 1).reshape(hp // ROW_BLOCK, ROW_BLOCK, -1).baddbmm_(*added)
         else:
             for part, m, weight, factor in zip(parts[1:], maps[2:], self.score_first[2:], UPSAMPLING[1:]):
                 pre += _upsample(as_map(part @ weight, m), factor)

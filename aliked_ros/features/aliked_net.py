@@ -19,7 +19,7 @@ upsampling is a bilinear lookup into each small map. Results differ from ``dense
 How it is fast on a CPU (``InferencePath``, measured with scripts/bench_candidates.py, see BENCHMARKS.md):
 BatchNorm folded into the convolutions; channels-last memory format (oneDNN's fast layout for these few-channel
 convolutions); 1x1 convolutions as matrix products on channels-last rows; the two smallest maps' upsampling as
-one matrix product added into the score head's input; SDDH as matrix products and fused gathers
+matrix products (the row interpolation banded, by blocks of 32 rows) added into the score head's input; SDDH as matrix products and fused gathers
 (``embedding_bag`` with per-sample weights: the four taps of each small map's upsampling, the four corners of
 each bilinear sample, the L2 normalisation folded into the corner weights); NMS with doubling window maxima and
 boolean dilation. On CUDA the same code runs without a host synchronisation inside a frame (static top-k).

@@ -37,9 +37,11 @@ def frame_counts(diagnostics: dict[str, str]) -> tuple[int, int, int]:
 
 
 def start_node(ros_process, weights_dir, *extra, name="vo_node"):
+    """The node on /cam; bundle adjustment inline unless ``extra`` says otherwise, so that its poses equal
+    ``aliked-vo eval``'s bit for bit (in the background they depend on timing)."""
     args = ["-r", "image:=/cam/image", "-r", "image/compressed:=/cam/image/compressed", "-r", "camera_info:=/cam/camera_info",
             "-r", "depth:=/cam/depth", "-p", f"weights:={weights_dir / 'aliked-t16.pth'}", "-p", "device:=cpu",
-            "-p", "diagnostics_period:=0.2", *extra]
+            "-p", "diagnostics_period:=0.2", "-p", "background_mapping:=false", *extra]
     return ros_process(node_command(*args), name=name)
 
 

@@ -45,7 +45,8 @@ from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
 from aliked_ros.msg import FrameKeypoints, TrackingStatus
-from aliked_ros.odometry import DuplicateFrameError, Frame, FrameError, TrackingState, VisualOdometry
+from aliked_ros.odometry import (DuplicateFrameError, Frame, FrameError, OdometryConfig, TrackingState,
+                                 VisualOdometry)
 from aliked_ros.ros.frames import base_odometry, mount_transform, quaternion, twist
 from aliked_ros.ros.messages import KeypointArrays, fill_frame_keypoints
 from aliked_ros.ros.sync import StampSynchronizer
@@ -105,7 +106,7 @@ class VoNode(Node):
         extractor = create_extractor(p("extractor"), ExtractorConfig(
             max_keypoints=p("max_keypoints"), threshold=None if p("threshold") <= 0 else p("threshold"),
             nms_radius=p("nms_radius"), device=p("device"), weights=p("weights") or None))
-        self.vo = VisualOdometry(extractor)
+        self.vo = VisualOdometry(extractor, OdometryConfig(background_mapping=p("background_mapping")))
         self.get_logger().info(f"extractor {extractor.name} on {extractor.device}")
         self.history = TrackHistory()
 
@@ -148,7 +149,9 @@ class VoNode(Node):
         def declare(name, default, description, read_only=True, **ranges):
             if read_only:
                 description = f"{description} ({READ_ONLY_HINT})"
-            descriptor = ParameterDescriptor(description=description, read_only=read_only)
+            # not ParameterDescriptor.read_only: rclpy would refuse a change with its own generic message before the
+            # node could say why; _on_set_parameters refuses it with the node's (the description says so too)
+            descriptor = ParameterDescriptor(description=description)
             if "integer" in ranges:
                 descriptor.integer_range = [IntegerRange(from_value=ranges["integer"][0], to_value=ranges["integer"][1], step=1)]
             if "floating" in ranges:
@@ -181,6 +184,8 @@ class VoNode(Node):
                 "camera optical frame in base_frame: x y z [qx qy qz qw]; 3 values = REP 103 optical rotation")
         declare("camera_frame", "", "camera optical frame: when set, base_frame -> camera_frame (camera_mount) is "
                 "published once on /tf_static (latched); empty = the robot description publishes it")
+        declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "
+                "false: inline, deterministic (the same poses as aliked-vo eval)")
         declare("publish_tf", True, "broadcast odom -> base on /tf", read_only=False)
         declare("path_max_length", 1000, "poses kept in ~/path", read_only=False, integer=(1, 1000000))
         declare("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=False,
@@ -215,8 +220,8 @@ class VoNode(Node):
         return self.get_parameter(name).value
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
-        """Parameters declared read-only are refused by rclpy before this runs; this refuses the others that the
-        node reads only at start (use_sim_time and parameters of rclpy's own)."""
+        """Only the run-time parameters change while the node runs; every other one (the node reads it at start, as
+        use_sim_time and rclpy's own) is refused with one message that says what to do."""
         for parameter in parameters:
             if parameter.name not in RUNTIME_PARAMETERS:
                 return SetParametersResult(successful=False, reason=f"{parameter.name} is {READ_ONLY_HINT}")

@@ -114,8 +114,8 @@ def _bundle(scene, metric: bool):
 @pytest.mark.parametrize("solver", ["lm", "scipy", "gtsam"])
 @pytest.mark.parametrize("metric", [False, True])
 def test_bundle_adjustment_recovers_poses_and_points(scene, solver, metric):
-    if solver == "gtsam" and not gtsam_available():
-        pytest.skip("gtsam is not installed (optional solver): pip install gtsam")
+    if solver == "gtsam":
+        assert gtsam_available(), "the test extra installs gtsam (pip install '.[test]')"
     problem, poses, points = _bundle(scene, metric)
     result = bundle_adjust(problem, solver, 20)
     assert result.solver == solver

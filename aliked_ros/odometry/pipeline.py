@@ -430,7 +430,8 @@ class VisualOdometry:
         tracks, next_id = self.tracker.assign(obs.features, obs.matches, estimate.verified, estimate.revived)
         anchors = self._anchored(obs, estimate)
         start = time.perf_counter()
-        if estimate.keyframe or (self.map.initialized and estimate.state == TrackingState.TRACKING):
+        triangulating = self.map.initialized and estimate.state == TrackingState.TRACKING and obs.points_cam is None
+        if estimate.keyframe or triangulating:
             snapshot = self.map.snapshot()
             try:
                 if estimate.keyframe:

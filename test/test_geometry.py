@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aliked_ros.geometry.multiview import (bearings, project, reprojection_errors, rotation_compensated_parallax,
+from aliked_ros.geometry.multiview import (bearings, project, rotation_compensated_parallax,
                                            sampson_error, signed_sampson, transform_points, translation_from_points,
                                            triangulate)
 from aliked_ros.geometry.transforms import exp_so3, invert, make_transform, perturb_left, skew

@@ -11,7 +11,6 @@ import pytest
 from aliked_ros.evaluation import evaluate
 from aliked_ros.odometry import Frame, OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.synth import SynthConfig, SyntheticSequence
-from aliked_ros.tools.eval import run_offline
 from aliked_ros.trajectory import Trajectory
 
 _frames_cache: dict = {}

@@ -476,7 +476,6 @@ class VisualOdometry:
 
     def _add_keyframe(self, obs: _Observed, estimate: _Estimate, tracks: TrackedKeypoints, anchors: _Previous,
                       stamp: float) -> None:
-        cfg = self.config
         if estimate.restart_initialization:
             self.map.keyframes.clear()
         previous = self.map.last_keyframe

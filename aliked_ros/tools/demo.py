@@ -149,7 +149,14 @@ def run(args: argparse.Namespace) -> int:
     trajectory_path = output / "trajectory.txt"
     write_tum(trajectory_path, estimate)
     alignment = "se3" if args.depth else "sim3"
-    metrics = evaluate(estimate, sequence.groundtruth, alignment) if sequence.groundtruth is not None else None
+    # the status of each odometry message's frame: its map, and whether it came before the map's initialisation
+    by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in status}
+    frame_status = [by_stamp.get((m.header.stamp.sec, m.header.stamp.nanosec)) for m in odometry]
+    map_ids = [s.map_id if s is not None else 0 for s in frame_status]
+    initialized = [s is None or not (s.state == s.STATE_INITIALIZING and s.pose_source == "rotation_only")
+                   for s in frame_status]
+    metrics = evaluate(estimate, sequence.groundtruth, alignment, 0.02, map_ids, initialized) \
+        if sequence.groundtruth is not None else None
     plot_path = tracks_path = None
     if metrics is not None:
         plot_path = output / "trajectory.png"

@@ -27,6 +27,13 @@ from aliked_ros.synth import SynthConfig, SyntheticSequence
 from aliked_ros.trajectory import Trajectory, write_tum
 
 
+def _domain_id(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 101:
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..101 (the ROS_DOMAIN_IDs that loopback DDS uses)")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, help="replayable source instead of the synthetic sequence")
     parser.add_argument("--frames", type=int, default=40, help="frames of the synthetic sequence (or max of --source)")
@@ -37,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="ALIKED weights file (default: $ALIKED_WEIGHTS_DIR, cache, download)")
     parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=False,
                         help="feed depth too (metric RGB-D odometry, se3 alignment)")
-    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the demo graph (default: random)")
+    parser.add_argument("--domain-id", type=_domain_id, default=None,
+                        help="ROS_DOMAIN_ID for the demo graph, 0..101 (default: random)")
     parser.add_argument("--timeout", type=float, default=120.0, help="s to wait for the node to start")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
 

@@ -66,7 +66,7 @@ def _huber_weights(norm: np.ndarray, k: float) -> np.ndarray:
 
 
 def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.ndarray, focal_px: float,
-                threshold_px: float, iterations: int = 10, epipolar: EpipolarTerms | None = None) -> PoseRefinement:
+                threshold_px: float, iterations: int = 6, epipolar: EpipolarTerms | None = None) -> PoseRefinement:
     """Gauss-Newton with Huber weights (scale ``threshold_px``/2) on the reprojection error of fixed landmarks,
     plus the epipolar errors of ``epipolar`` when given. Three rounds, as ORB-SLAM's pose optimisation: after
     each round, landmarks whose error exceeds 4x, 2x, then 1x ``threshold_px`` are left out of the next, so that
@@ -118,7 +118,7 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
             except np.linalg.LinAlgError:
                 break
             T = perturb_left(T, step)
-            if np.linalg.norm(step) < 1e-8:
+            if np.linalg.norm(step) < 1e-7:  # ~1e-7 rad and map units: far below what the pixels resolve
                 break
         active = errors_px(T) <= bound * threshold_px
         if active.sum() < 6:

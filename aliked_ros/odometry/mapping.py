@@ -105,11 +105,9 @@ class LocalMapper:
     def _build(self, local_map: LocalMap, focal_px: float) -> _Job | None:
         cfg = self.config
         window = local_map.keyframes[-cfg.ba_window:]
-        metric = any(kf.points_cam is not None for kf in window)
-        fixed = 1 if metric else 2
         if len(window) < 2:
             return None
-        fixed = min(fixed, len(window) - 1) if len(window) > 2 else fixed
+        fixed = 1 if any(kf.points_cam is not None for kf in window) else 2  # monocular: two fix the scale too
         ids, positions, _ = local_map.landmarks()
         if not len(ids):
             return None

@@ -160,7 +160,7 @@ class BundleResult:
     poses: np.ndarray  # (K,4,4) T_cam_odom
     points: np.ndarray  # (P,3)
     errors_px: np.ndarray  # (M,) reprojection error per observation after optimisation
-    cost_before: float
+    cost_before: float  # robust cost (reprojection and depth terms), as the solvers minimise it
     cost_after: float
     solver: str
 
@@ -170,13 +170,6 @@ def _reprojection(problem: BundleProblem, poses: np.ndarray, points: np.ndarray)
         + poses[problem.obs_pose, :3, 3]
     z = np.where(pc[:, 2] > 1e-6, pc[:, 2], 1e-6)
     return (pc[:, :2] / z[:, None] - problem.obs_xy) * problem.focal_px, pc
-
-
-def _robust_cost(problem: BundleProblem, poses: np.ndarray, points: np.ndarray) -> float:
-    r, _ = _reprojection(problem, poses, points)
-    e = np.linalg.norm(r, axis=1)
-    k = problem.huber_px
-    return float(np.sum(np.where(e <= k, 0.5 * e**2, k * (e - 0.5 * k))))
 
 
 def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
@@ -271,12 +264,15 @@ def _blocks(problem: BundleProblem, poses: np.ndarray, points: np.ndarray):
 
 
 def _total_cost(problem: BundleProblem, poses: np.ndarray, points: np.ndarray) -> float:
-    r, _, _, w = _blocks(problem, poses, points)
-    e, d = np.linalg.norm(r[:, :2], axis=1), np.abs(r[:, 2])
+    """The robust cost the solvers minimise: Huber on reprojection (px) and on depth (sigmas, k = 3)."""
+    r_xy, pc = _reprojection(problem, poses, points)
+    e = np.linalg.norm(r_xy, axis=1)
     k = problem.huber_px
-    huber = np.where(e <= k, 0.5 * e**2, k * (e - 0.5 * k)).sum()
+    cost = np.where(e <= k, 0.5 * e**2, k * (e - 0.5 * k)).sum()
     has_depth = np.isfinite(problem.obs_depth)
-    return float(huber + np.where(d <= 3.0, 0.5 * d**2, 3.0 * (d - 1.5))[has_depth].sum())
+    z = problem.obs_depth[has_depth]
+    d = np.abs(pc[has_depth, 2] - z) / (problem.depth_sigma_per_m2 * z**2)
+    return float(cost + np.where(d <= 3.0, 0.5 * d**2, 3.0 * (d - 1.5)).sum())
 
 
 def _solve_lm(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
@@ -395,7 +391,7 @@ def bundle_adjust(problem: BundleProblem, solver: str = "auto", max_iterations: 
     """Optimise the free poses and all points of ``problem``; returns the new values and per-observation errors."""
     if solver == "auto":
         solver = "lm"
-    before = _robust_cost(problem, problem.poses, problem.points)
+    before = _total_cost(problem, problem.poses, problem.points)
     if solver == "gtsam":
         poses, points = _solve_gtsam(problem, max_iterations)
     elif solver == "scipy":
@@ -405,4 +401,4 @@ def bundle_adjust(problem: BundleProblem, solver: str = "auto", max_iterations: 
     else:
         raise ValueError(f"unknown bundle adjustment solver {solver!r}: auto, lm, scipy or gtsam")
     r, _ = _reprojection(problem, poses, points)
-    return BundleResult(poses, points, np.linalg.norm(r, axis=1), before, _robust_cost(problem, poses, points), solver)
+    return BundleResult(poses, points, np.linalg.norm(r, axis=1), before, _total_cost(problem, poses, points), solver)

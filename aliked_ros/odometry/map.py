@@ -31,10 +31,13 @@ class Keyframe:
     def T_cam_odom(self) -> np.ndarray:
         return invert(self.T_odom_cam)
 
+    def __post_init__(self) -> None:
+        self._order = np.argsort(self.track_ids)  # track ids never change: sorted once, looked up every frame
+        self._sorted_ids = self.track_ids[self._order]
+
     def rows_of(self, track_ids: np.ndarray) -> np.ndarray:
         """Row of each track id in this keyframe, -1 where it does not observe it."""
-        order = np.argsort(self.track_ids)
-        sorted_ids = self.track_ids[order]
+        order, sorted_ids = self._order, self._sorted_ids
         pos = np.clip(np.searchsorted(sorted_ids, track_ids), 0, max(len(sorted_ids) - 1, 0))
         found = (sorted_ids[pos] == track_ids) if len(sorted_ids) else np.zeros(len(track_ids), bool)
         return np.where(found, order[pos] if len(sorted_ids) else -1, -1)

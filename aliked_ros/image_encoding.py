@@ -3,6 +3,10 @@
 Colour images come out RGB (H,W,3) uint8, gray (H,W) uint8; mono16 is scaled to 8 bits. Depth comes out float32
 metres: 16UC1/mono16 in millimetres (REP 118), 32FC1 in metres; 0 and non-finite values mean "no depth".
 Rows may be padded (``step`` > width * bytes per pixel).
+
+Nothing is allocated for a declared size before the data is known to hold it: raw images are checked against
+their byte count, compressed ones (PNG, JPEG) by the size in their header, and no image beyond ``MAX_PIXELS``
+is decoded.
 """
 from __future__ import annotations
 
@@ -10,16 +14,24 @@ import cv2
 import numpy as np
 
 from aliked_ros.errors import AlikedRosError
+from aliked_ros.geometry.camera import CalibrationError
 
 
 class EncodingError(AlikedRosError):
     """Image data that does not match its declared encoding or size."""
 
 
+class SizeMismatchError(CalibrationError):
+    """An image whose size is not the camera calibration's (found before decoding it)."""
+
+
 _COLOUR = {"rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8), "bgra8": (4, np.uint8),
            "mono8": (1, np.uint8), "8uc1": (1, np.uint8), "mono16": (1, np.uint16), "16uc1": (1, np.uint16),
            "8uc3": (3, np.uint8)}
 _DEPTH = {"16uc1": np.uint16, "mono16": np.uint16, "32fc1": np.float32}
+MAX_PIXELS = 64 * 1024 * 1024  # 64 Mpx: refused before decoding (an 8K camera has 33 Mpx)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
 
 
 def _view(encoding: str, height: int, width: int, step: int, data, channels: int, dtype, big_endian: bool) -> np.ndarray:
@@ -27,6 +39,8 @@ def _view(encoding: str, height: int, width: int, step: int, data, channels: int
     row_bytes = width * channels * itemsize
     if height <= 0 or width <= 0:
         raise EncodingError(f"empty image ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise EncodingError(f"{width}x{height} px is more than the {MAX_PIXELS} px this node decodes")
     if step < row_bytes:
         raise EncodingError(f"step {step} is smaller than a {encoding} row of {width} px ({row_bytes} bytes)")
     buffer = np.frombuffer(data, np.uint8)
@@ -68,10 +82,48 @@ def decode_depth(encoding: str, height: int, width: int, step: int, data, big_en
     return depth
 
 
-def decode_compressed(format_: str, data) -> np.ndarray:
-    """A ``sensor_msgs/CompressedImage`` (JPEG/PNG) as RGB or gray uint8."""
+def compressed_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None when ``data`` is neither (or has no
+    frame header)."""
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in JPEG_SOF:
+            if i + 9 > len(data):
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def decode_compressed(format_: str, data, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (JPEG/PNG) as RGB or gray uint8. Its header is read first: other
+    formats, sizes beyond ``MAX_PIXELS`` and (with ``expected_size`` = (width, height)) any other size are refused
+    before anything is decoded."""
+    data = bytes(data)
+    size = compressed_size(data)
+    if size is None:
+        raise EncodingError(f"cannot decode compressed image (format {format_!r}, {len(data)} bytes): not a PNG or "
+                            "JPEG with a readable header")
+    if size[0] * size[1] == 0 or size[0] * size[1] > MAX_PIXELS:
+        raise EncodingError(f"compressed image declares {size[0]}x{size[1]} px (decoded: 1..{MAX_PIXELS} px)")
+    if expected_size is not None and tuple(size) != tuple(expected_size):
+        raise SizeMismatchError(f"image is {size[0]}x{size[1]} px but the camera calibration is for "
+                                f"{expected_size[0]}x{expected_size[1]}")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
+    if image is None or image.ndim not in (2, 3) or image.shape[1::-1] != size:
         raise EncodingError(f"cannot decode compressed image (format {format_!r}, {len(data)} bytes)")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)

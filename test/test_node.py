@@ -316,3 +316,133 @@ def test_launch_file_is_consistent():
         assert name in params, f"launch argument {name} is not a node parameter"
     assert {"camera", "image", "params_file", "use_sim_time", "rviz"} <= arguments
     assert {"extractor", "device", "max_keypoints", "use_depth", "compressed"} <= parameter_arguments
+
+
+def _odometry_arrays(msg):
+    return (odometry_pose(msg), np.array(msg.pose.covariance).reshape(6, 6), np.array(msg.twist.covariance).reshape(6, 6))
+
+
+def test_covariance_lost_tracking_reset_to_pose_and_tf(shared_dir, weights_dir, ros_process, graph):
+    """Monocular ORB on tum_fr2_desk with three black frames (LOST), a reset_to_pose, a null odometry while LOST
+    and a stamp going backwards. What the node publishes equals the documented rules (OdometryOutput) applied to
+    the offline pipeline's results for the same frames: no -1, 1e6 where the core has none, never below the core's
+    covariance, inflated after LOST and reset; nothing (or, when asked, a null odometry) while LOST; the new map
+    continues from the requested pose; TF stamps strictly increase."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    from aliked_ros.odometry import Frame, OdometryConfig
+    from aliked_ros.ros.odometry_output import UNKNOWN_VARIANCE, OdometryOutput
+    from aliked_ros.srv import ResetToPose
+    from vo_graph import stamp_of
+
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))
+    black = [Frame(np.zeros_like(frames[0].image), frames[7].stamp + 0.01 * (k + 1), frames[0].camera) for k in range(3)]
+    target = make_transform(Rotation.from_euler("z", 90, degrees=True).as_matrix(), [1.0, 2.0, 0.0])
+    plan = frames[:8] + black + frames[8:12] + ["reset"] + frames[12:16]
+    node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "qos:=reliable")
+    g = graph(reliable=True)
+    tf = []
+    g.node.create_subscription(TFMessage, "/tf", tf.append, QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
+    g.wait_for_node(node)
+    client = g.node.create_client(ResetToPose, "/aliked_vo/reset_to_pose")
+    assert client.wait_for_service(timeout_sec=10)
+
+    def call(pose_matrix=None, quaternion=None):
+        request = ResetToPose.Request()
+        if pose_matrix is not None:
+            p, q = pose_matrix[:3, 3], Rotation.from_matrix(pose_matrix[:3, :3]).as_quat()
+            request.pose.position.x, request.pose.position.y, request.pose.position.z = (float(v) for v in p)
+            q = q if quaternion is None else quaternion
+            request.pose.orientation.x, request.pose.orientation.y, request.pose.orientation.z, \
+                request.pose.orientation.w = (float(v) for v in q)
+        future = client.call_async(request)
+        assert g.spin_until(future.done, 10)
+        return future.result()
+
+    refused = call(target, quaternion=[0.0, 0.0, 0.0, 0.0])
+    assert not refused.success and "quaternion" in refused.message
+    statuses = []
+    for item in plan:
+        if item == "reset":
+            assert call(target).success
+            continue
+        statuses.append(g.publish_and_wait(item))
+    assert [s.state for s in statuses[8:11]] == [TrackingStatus.STATE_LOST] * 3
+    after_reset = statuses[15]
+    assert after_reset.reset_reason == "requested (reset_to_pose service)" and after_reset.map_id == statuses[14].map_id + 1
+    posed = [s for s in statuses if s.state != TrackingStatus.STATE_LOST]
+    assert g.spin_until(lambda: len(g.odometry) == len(posed) and len(tf) == len(posed), 10), (len(g.odometry), len(tf))
+    assert [m.header.stamp for m in g.odometry] == [s.header.stamp for s in posed]  # nothing while LOST (default)
+
+    # the same frames offline, through the same rules
+    vo = VisualOdometry(create_orb(), OdometryConfig(background_mapping=False))
+    out = OdometryOutput(mount_transform([0.0, 0.0, 0.0]))
+    expected, core = [], []
+    for item in plan:
+        if item == "reset":
+            out.reset(target)
+            vo.reset("requested (reset_to_pose service)")
+            continue
+        result = vo.process(item)
+        odom = out.update(result, int(round(item.stamp * 1e9)))
+        if odom is not None:
+            expected.append(odom)
+            core.append(result.covariance)
+    assert len(expected) == len(g.odometry)
+    for msg, odom, core_covariance in zip(g.odometry, expected, core):
+        pose, pose_cov, twist_cov = _odometry_arrays(msg)
+        np.testing.assert_allclose(pose, odom.T_odom_base, atol=1e-6)
+        np.testing.assert_allclose(pose_cov, odom.pose_covariance, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(twist_cov, odom.twist_covariance, rtol=1e-6, atol=1e-12)
+        assert (np.diag(pose_cov) > 0).all() and (np.diag(twist_cov) > 0).all()
+        if core_covariance is None:
+            assert np.allclose(np.diag(pose_cov), UNKNOWN_VARIANCE)
+        else:  # the camera mount is a rotation here: the eigenvalues compare directly
+            assert (np.linalg.eigvalsh(pose_cov) >= np.linalg.eigvalsh(core_covariance) * (1 - 1e-9)).all()
+    first_after_lost = next(i for i, m in enumerate(g.odometry) if m.header.stamp == stamp_of(frames[8].stamp))
+    assert expected[first_after_lost].inflation == 100
+    first_of_new_map = next(i for i, m in enumerate(g.odometry) if m.header.stamp == after_reset.header.stamp)
+    np.testing.assert_allclose(odometry_pose(g.odometry[first_of_new_map]), target, atol=1e-6)
+    assert any(np.diag(np.array(m.pose.covariance).reshape(6, 6)).max() < 1 for m in g.odometry[:first_after_lost])
+
+    # publish_null_when_lost (changeable at run time): a null odometry per LOST frame, the last pose held; no TF
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    setter = g.node.create_client(SetParameters, "/aliked_vo/set_parameters")
+    assert setter.wait_for_service(timeout_sec=10)
+    future = setter.call_async(SetParameters.Request(parameters=[Parameter(
+        name="publish_null_when_lost", value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True))]))
+    assert g.spin_until(future.done, 10) and future.result().results[0].successful
+    sent = len(g.odometry)
+    last_pose = odometry_pose(g.odometry[-1])
+    for k in range(2):
+        lost = Frame(black[0].image, frames[15].stamp + 0.01 * (k + 1), frames[0].camera)
+        assert g.publish_and_wait(lost).state == TrackingStatus.STATE_LOST
+    assert g.spin_until(lambda: len(g.odometry) == sent + 2, 10)
+    for msg in g.odometry[sent:]:
+        pose, pose_cov, twist_cov = _odometry_arrays(msg)
+        np.testing.assert_allclose(pose, last_pose, atol=1e-9)
+        assert np.allclose(np.diag(pose_cov), UNKNOWN_VARIANCE) and np.allclose(np.diag(twist_cov), UNKNOWN_VARIANCE)
+        assert msg.twist.twist.linear.x == 0.0
+
+    # time going backwards: the pipeline resets and odometry goes on, but TF never goes back nor repeats a stamp
+    count = len(g.status)
+    g.publish(frames[10])  # its stamp was seen before: wait for a new status, not by stamp
+    assert g.spin_until(lambda: len(g.status) > count, 30)
+    back = g.status[-1]
+    assert back.frame_index == 0 and "time went backwards" in back.reset_reason
+    assert g.spin_until(lambda: g.latest_diagnostics().get("tf_stamps_skipped") == "1", 10), g.latest_diagnostics()
+    stamps = [t.header.stamp.sec * 10**9 + t.header.stamp.nanosec for m in tf for t in m.transforms]
+    assert len(stamps) == len(posed) and stamps == sorted(set(stamps))
+    diagnostics = g.latest_diagnostics()
+    assert diagnostics["odometry_null"] == "2" and int(diagnostics["resets"]) == 2
+    assert frame_counts(diagnostics) == (len(statuses) + 3, 0, 0) and diagnostics["frames_in_flight"] == "0"
+    assert "callback_error" not in diagnostics and node.running
+
+
+def create_orb():
+    from aliked_ros.features import ExtractorConfig, create_extractor
+
+    return create_extractor("orb", ExtractorConfig(device="cpu"))

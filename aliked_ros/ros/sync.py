@@ -1,5 +1,13 @@
-"""Pairing images with depth images by stamp (a small replacement for message_filters' ApproximateTime,
-which is not installable from PyPI). ROS-free: items are (stamp_seconds, payload)."""
+"""Pairing images with other streams by stamp (a small replacement for message_filters' ApproximateTime, which is
+not installable from PyPI, and which cannot say which images it left unpaired). ROS-free: items are
+(stamp, payload); stamps are numbers in one unit (the node uses integer nanoseconds, the wrapper seconds).
+
+``StampPairing`` pairs each image with one message of every named stream (depth; later a stereo right image):
+an image waits until every stream has a message stamped at or after it, then takes each stream's nearest message
+within that stream's tolerance, or is dropped and counted against the first stream that had none. Streams
+arrive in stamp order, so once a later message is known no nearer one can come. Images also drop (counted
+against the stream that is late) when more than ``queue_size`` wait (a stream that stopped).
+"""
 from __future__ import annotations
 
 import threading
@@ -7,54 +15,87 @@ from collections import deque
 from typing import Any, Callable
 
 
-class StampSynchronizer:
-    """Calls ``on_pair(image, depth)`` once for each image whose nearest depth (within ``tolerance`` s) is known.
+class StampPairing:
+    """Not thread-safe on purpose: the owner (the node's input stage) holds one lock around it."""
 
-    An image waits until a depth stamped at or after it arrives; it is then paired with the nearest buffered
-    depth, or dropped (counted in ``unmatched``) when none is within tolerance. Images also drop when more than
-    ``queue_size`` wait (no depth stream). Thread-safe.
-    """
+    def __init__(self, tolerances: dict[str, float], queue_size: int = 10) -> None:
+        if not tolerances:
+            raise ValueError("StampPairing needs at least one paired stream")
+        self.tolerances = dict(tolerances)
+        self.queue_size = queue_size
+        self._images: deque[tuple[float, Any]] = deque()
+        self._streams: dict[str, deque[tuple[float, Any]]] = {name: deque(maxlen=queue_size) for name in tolerances}
+        self.unmatched: dict[str, int] = {name: 0 for name in tolerances}
+
+    @property
+    def waiting(self) -> int:
+        """Images received but not decided yet."""
+        return len(self._images)
+
+    def add_image(self, stamp: float, image: Any) -> list[tuple[Any, dict[str, Any]]]:
+        """Queue an image; the (image, {stream: message}) pairs decided now."""
+        self._images.append((stamp, image))
+        while len(self._images) > self.queue_size:
+            self._images.popleft()
+            self.unmatched[self._late_stream(stamp)] += 1
+        return self._collect()
+
+    def add(self, stream: str, stamp: float, message: Any) -> list[tuple[Any, dict[str, Any]]]:
+        self._streams[stream].append((stamp, message))
+        return self._collect()
+
+    def _late_stream(self, stamp: float) -> str:
+        return next((name for name, buffer in self._streams.items() if not buffer or buffer[-1][0] < stamp),
+                    next(iter(self._streams)))
+
+    def _collect(self) -> list[tuple[Any, dict[str, Any]]]:
+        ready = []
+        while self._images and all(buffer and buffer[-1][0] >= self._images[0][0] for buffer in self._streams.values()):
+            stamp, image = self._images.popleft()
+            paired: dict[str, Any] = {}
+            for name, buffer in self._streams.items():
+                best = min(buffer, key=lambda item: abs(item[0] - stamp))
+                if abs(best[0] - stamp) > self.tolerances[name]:
+                    self.unmatched[name] += 1
+                    break
+                paired[name] = best[1]
+            else:
+                ready.append((image, paired))
+        return ready
+
+    def clear(self) -> None:
+        self._images.clear()
+        for buffer in self._streams.values():
+            buffer.clear()
+
+
+class StampSynchronizer:
+    """Calls ``on_pair(image, depth)`` once for each image whose nearest depth (within ``tolerance`` s) is known
+    (``StampPairing`` with one stream, stamps in seconds). Images without one count in ``unmatched``.
+    Thread-safe; ``on_pair`` runs outside the lock."""
 
     def __init__(self, tolerance: float, on_pair: Callable[[Any, Any], None], queue_size: int = 10) -> None:
         self.tolerance = tolerance
         self.on_pair = on_pair
-        self._images: deque[tuple[float, Any]] = deque()
-        self._depths: deque[tuple[float, Any]] = deque(maxlen=queue_size)
-        self._queue_size = queue_size
+        self._pairing = StampPairing({"depth": tolerance}, queue_size)
         self._lock = threading.Lock()
-        self.unmatched = 0
+
+    @property
+    def unmatched(self) -> int:
+        return self._pairing.unmatched["depth"]
 
     def add_image(self, stamp: float, image: Any) -> None:
         with self._lock:
-            self._images.append((stamp, image))
-            while len(self._images) > self._queue_size:
-                self._images.popleft()
-                self.unmatched += 1
-            ready = self._collect()
-        for pair in ready:
-            self.on_pair(*pair)
+            ready = self._pairing.add_image(stamp, image)
+        for image_msg, paired in ready:
+            self.on_pair(image_msg, paired["depth"])
 
     def add_depth(self, stamp: float, depth: Any) -> None:
         with self._lock:
-            self._depths.append((stamp, depth))
-            ready = self._collect()
-        for pair in ready:
-            self.on_pair(*pair)
-
-    def _collect(self) -> list[tuple[Any, Any]]:
-        """Depths arrive in stamp order: once one at or after an image's stamp is known, no later depth can be
-        nearer to it, so the image is decided (paired within tolerance, or dropped)."""
-        ready = []
-        while self._images and self._depths and self._depths[-1][0] >= self._images[0][0]:
-            stamp, image = self._images.popleft()
-            best = min(self._depths, key=lambda d: abs(d[0] - stamp))
-            if abs(best[0] - stamp) <= self.tolerance:
-                ready.append((image, best[1]))
-            else:
-                self.unmatched += 1
-        return ready
+            ready = self._pairing.add("depth", stamp, depth)
+        for image_msg, paired in ready:
+            self.on_pair(image_msg, paired["depth"])
 
     def clear(self) -> None:
         with self._lock:
-            self._images.clear()
-            self._depths.clear()
+            self._pairing.clear()

@@ -1,0 +1,232 @@
+"""The node's input stage (ROS-free, no rclpy): what arrives, how it is paired, which frame the worker takes next,
+and the count of everything. One lock guards all of it; readers (diagnostics) get an immutable snapshot.
+
+Flow: subscription callbacks call ``add_image`` / ``add_paired(stream, ...)`` / ``add_camera_info`` (they only
+store, never block on the worker). An image with paired streams (``paired_tolerances``: ``{"depth": 0.02}``; a
+stereo right camera would add ``"right": 0.001``) waits in ``StampPairing`` until it is paired or dropped; a
+complete frame goes into the latest-frame slot, replacing (and counting as dropped) one the worker has not taken.
+The worker calls ``take`` (blocks; returns the frame, its camera_info and any pending reset request), then exactly
+one of ``finish_processed`` / ``finish_rejected``.
+
+Accounting: ``received = processed + dropped + rejected + in_flight`` at every snapshot, where ``rejected``
+counts every kind (``rejected[kind]``, unpaired images as ``no_<stream>``) and ``in_flight`` the images waiting
+for pairing, in the slot or being processed (0 once idle). Stamps are integer nanoseconds.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aliked_ros.ros.sync import StampPairing
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class InputFrame:
+    image: Any  # the image message (sensor_msgs/Image or CompressedImage)
+    stamp_ns: int
+    paired: dict[str, Any]  # stream name -> its message paired with the image ("depth")
+    received: float  # monotonic time the image arrived
+
+    @property
+    def depth(self) -> Any | None:
+        return self.paired.get("depth")
+
+
+@dataclass(frozen=True)
+class ResetRequest:
+    reason: str
+    T_odom_base: np.ndarray | None = None  # reset_to_pose: where the base is in odom after the reset
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the worker processes next: a frame, the camera_info for it (None: none received), and a reset to
+    apply before it (None: none requested)."""
+
+    frame: InputFrame
+    camera_info: Any | None
+    reset: ResetRequest | None
+
+
+@dataclass(frozen=True)
+class InputSnapshot:
+    received: int
+    processed: int
+    dropped: int
+    in_flight: int
+    resets: int
+    rejected: dict[str, int]  # by kind, including no_<stream> for images left unpaired
+    warnings: dict[str, int]  # processed despite a problem, by kind
+    unmatched: dict[str, int]  # images left without a message of a paired stream
+    camera_infos: int  # camera_info messages received
+    input_rate_hz: float
+    latency_ms: float  # mean arrival -> processed, last 100 frames
+    counters: dict[str, int] = field(default_factory=dict)  # other counts reported by the node (e.g. TF)
+    tracking: dict[str, Any] = field(default_factory=dict)  # the last processed frame's state (set_tracking)
+
+    @property
+    def frames_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def balanced(self) -> bool:
+        return self.received == self.processed + self.dropped + self.frames_rejected + self.in_flight
+
+
+class InputStage:
+    def __init__(self, paired_tolerances: dict[str, float] | None = None, camera_info_wait: float = 0.1,
+                 queue_size: int = 10) -> None:
+        self._lock = threading.Condition()
+        self._pairing = StampPairing({k: int(round(v * NS)) for k, v in paired_tolerances.items()}, queue_size) \
+            if paired_tolerances else None
+        self.camera_info_wait = camera_info_wait
+        self._slot: InputFrame | None = None
+        self._processing = 0
+        self._closed = False
+        self._reset: ResetRequest | None = None
+        self._camera_infos: deque[tuple[int, Any]] = deque(maxlen=30)  # newest last
+        self._camera_info_count = 0
+        self._camera_info_stamped = True  # camera_info stamps have matched the images' so far
+        self._counts: Counter = Counter()  # received, processed, dropped, resets
+        self._rejected: Counter = Counter()
+        self._warnings: Counter = Counter()
+        self._counters: Counter = Counter()
+        self._arrivals: deque[float] = deque(maxlen=100)
+        self._latencies: deque[float] = deque(maxlen=100)
+        self._tracking: dict[str, Any] = {}
+
+    # --- producers (subscription callbacks) ------------------------------------------------------------------
+
+    def add_image(self, stamp_ns: int, message: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._counts["received"] += 1
+            self._arrivals.append(now)
+            if self._pairing is None:
+                self._offer(InputFrame(message, stamp_ns, {}, now))
+            else:
+                for (image, stamp, received), paired in self._pairing.add_image(stamp_ns, (message, stamp_ns, now)):
+                    self._offer(InputFrame(image, stamp, paired, received))
+
+    def add_paired(self, stream: str, stamp_ns: int, message: Any) -> None:
+        with self._lock:
+            if self._pairing is None or stream not in self._pairing.tolerances:
+                raise KeyError(f"{stream!r} is not a paired stream of this input stage")
+            for (image, stamp, received), paired in self._pairing.add(stream, stamp_ns, message):
+                self._offer(InputFrame(image, stamp, paired, received))
+
+    def add_camera_info(self, stamp_ns: int, message: Any) -> None:
+        with self._lock:
+            self._camera_infos.append((stamp_ns, message))
+            self._camera_info_count += 1
+            self._lock.notify_all()
+
+    def request_reset(self, request: ResetRequest) -> None:
+        """Applied before the next frame the worker takes (a later request replaces an earlier one)."""
+        with self._lock:
+            self._reset = request
+
+    def _offer(self, frame: InputFrame) -> None:
+        if self._slot is not None:
+            self._counts["dropped"] += 1  # superseded before the worker took it
+        self._slot = frame
+        self._lock.notify_all()
+
+    # --- the worker ----------------------------------------------------------------------------------------------
+
+    def take(self, timeout: float | None = None) -> Work | None:
+        """The newest complete frame (waits for one; None after ``close`` or ``timeout``), with its camera_info:
+        the one stamped like the image, waiting up to ``camera_info_wait`` s for it while none has arrived or the
+        stamps have matched so far (drivers publish both together, callbacks run in either order), else the
+        newest. The frame counts as in flight until ``finish_processed`` / ``finish_rejected``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._slot is None and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._lock.wait(remaining)
+            if self._closed:
+                return None
+            frame, self._slot = self._slot, None
+            self._processing += 1
+            reset, self._reset = self._reset, None
+            return Work(frame, self._camera_info_for(frame.stamp_ns), reset)
+
+    def _camera_info_for(self, stamp_ns: int) -> Any | None:
+        deadline = time.monotonic() + self.camera_info_wait
+        while True:
+            match = next((m for s, m in reversed(self._camera_infos) if s == stamp_ns), None)
+            if match is not None:
+                self._camera_info_stamped = True
+                return match
+            remaining = deadline - time.monotonic()
+            if self._closed or remaining <= 0 or (self._camera_infos and not self._camera_info_stamped):
+                break
+            self._lock.wait(remaining)
+        if self._camera_infos:
+            self._camera_info_stamped = False
+            return self._camera_infos[-1][1]
+        return None
+
+    def finish_processed(self, frame: InputFrame) -> None:
+        with self._lock:
+            self._processing -= 1
+            self._counts["processed"] += 1
+            self._latencies.append(time.monotonic() - frame.received)
+
+    def finish_rejected(self, kind: str) -> bool:
+        """Count a taken frame as rejected; True for the first of its kind (log it)."""
+        with self._lock:
+            self._processing -= 1
+            self._rejected[kind] += 1
+            return self._rejected[kind] == 1
+
+    def warn(self, kind: str) -> bool:
+        """Count a problem with a frame that is still processed; True for the first of its kind."""
+        with self._lock:
+            self._warnings[kind] += 1
+            return self._warnings[kind] == 1
+
+    def count(self, name: str, amount: int = 1) -> bool:
+        """Another count shown in diagnostics (e.g. ``resets``, ``tf_stamps_skipped``); True the first time."""
+        with self._lock:
+            self._counters[name] += amount
+            return self._counters[name] == amount
+
+    def set_tracking(self, **summary: Any) -> None:
+        """The last processed frame's tracking summary (state, inliers, ...) for the diagnostics."""
+        with self._lock:
+            self._tracking = summary
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+
+    # --- readers -------------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> InputSnapshot:
+        with self._lock:
+            arrivals, latencies = list(self._arrivals), list(self._latencies)
+            unmatched = dict(self._pairing.unmatched) if self._pairing else {}
+            waiting = self._pairing.waiting if self._pairing else 0
+            rejected = dict(self._rejected) | {f"no_{k}": v for k, v in unmatched.items() if v}
+            counts = dict(self._counts)
+            snapshot = dict(
+                received=counts.get("received", 0), processed=counts.get("processed", 0),
+                dropped=counts.get("dropped", 0), in_flight=waiting + (self._slot is not None) + self._processing,
+                resets=self._counters.get("resets", 0), rejected=rejected, warnings=dict(self._warnings),
+                unmatched=unmatched, camera_infos=self._camera_info_count,
+                counters={k: v for k, v in self._counters.items() if k != "resets"}, tracking=dict(self._tracking))
+        span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+        return InputSnapshot(**snapshot, input_rate_hz=(len(arrivals) - 1) / span if span > 0 else 0.0,
+                             latency_ms=float(np.mean(latencies)) * 1e3 if latencies else 0.0)
+

@@ -1,0 +1,290 @@
+"""The node's input stage without ROS: pairing, the latest-frame slot, camera_info pairing, reset requests, and
+the accounting identity received = processed + dropped + rejected + in_flight under concurrent writers and
+readers. Also the node's odometry output rules (covariance through the mount, inflation, reset_to_pose, null)."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from aliked_ros.geometry.transforms import invert, make_transform
+from aliked_ros.odometry import TrackingState
+from aliked_ros.ros.diagnostics import diagnostic_values
+from aliked_ros.ros.frames import base_odometry, mount_transform
+from aliked_ros.ros.input_stage import NS, InputStage, ResetRequest
+from aliked_ros.ros.odometry_output import UNKNOWN_VARIANCE, OdometryOutput, adjoint, pose_covariance
+from aliked_ros.ros.sync import StampPairing
+from scipy.spatial.transform import Rotation
+
+
+def test_slot_keeps_the_newest_frame_and_counts_the_replaced_one():
+    stage = InputStage(camera_info_wait=0.0)
+    stage.add_camera_info(1 * NS, "info1")
+    for k in range(1, 4):
+        stage.add_image(k * NS, f"image{k}")
+    snapshot = stage.snapshot()
+    assert (snapshot.received, snapshot.dropped, snapshot.in_flight) == (3, 2, 1) and snapshot.balanced
+    work = stage.take(timeout=1)
+    assert work.frame.image == "image3" and work.frame.stamp_ns == 3 * NS
+    assert work.camera_info == "info1"  # none stamped like the image: the newest
+    assert stage.snapshot().in_flight == 1  # being processed
+    stage.finish_processed(work.frame)
+    snapshot = stage.snapshot()
+    assert (snapshot.processed, snapshot.in_flight) == (1, 0) and snapshot.balanced
+    assert stage.take(timeout=0.05) is None
+
+
+def test_camera_info_stamped_like_the_image_is_waited_for():
+    stage = InputStage(camera_info_wait=2.0)
+    stage.add_camera_info(1 * NS, "info1")
+    stage.add_image(1 * NS, "a")
+    assert stage.take(timeout=1).camera_info == "info1"
+    stage.finish_processed(SimpleNamespace(received=time.monotonic()))
+    stage.add_image(2 * NS, "b")
+    threading.Timer(0.2, stage.add_camera_info, (2 * NS, "info2")).start()  # arrives after its image
+    start = time.monotonic()
+    work = stage.take(timeout=1)
+    assert work.camera_info == "info2" and 0.1 < time.monotonic() - start < 1.5
+
+
+def test_paired_stream_decides_each_image_and_counts_unpaired_ones_as_rejected():
+    stage = InputStage({"depth": 0.02}, camera_info_wait=0.0)
+    stage.add_image(1_000_000_000, "i1")
+    assert stage.snapshot().in_flight == 1  # waiting for depth
+    stage.add_paired("depth", 990_000_000, "d0")
+    stage.add_paired("depth", 1_005_000_000, "d1")
+    work = stage.take(timeout=1)
+    assert (work.frame.image, work.frame.depth) == ("i1", "d1")
+    stage.finish_rejected("bad_depth")
+    stage.add_image(1_100_000_000, "i2")
+    stage.add_paired("depth", 1_200_000_000, "d2")  # none near 1.100: i2 is dropped as no_depth
+    snapshot = stage.snapshot()
+    assert snapshot.rejected == {"bad_depth": 1, "no_depth": 1} and snapshot.unmatched == {"depth": 1}
+    assert snapshot.balanced and snapshot.in_flight == 0
+    with pytest.raises(KeyError):
+        stage.add_paired("right", 0, "r")
+
+
+def test_a_second_paired_stream_needs_no_new_code():
+    """A stereo right camera: another entry in the tolerances (exact stamps within 1 ms)."""
+    pairing = StampPairing({"depth": 20_000_000, "right": 1_000_000})
+    assert pairing.add_image(100, "i") == []
+    assert pairing.add("depth", 100, "d") == []  # still waiting for right
+    assert pairing.add("right", 100, "r") == [("i", {"depth": "d", "right": "r"})]
+    pairing.add_image(200_000_000, "j")
+    pairing.add("depth", 200_000_000, "d2")
+    assert pairing.add("right", 205_000_000, "r2") == []  # 5 ms apart: not a stereo pair
+    assert pairing.unmatched == {"depth": 0, "right": 1}
+
+
+def test_reset_request_travels_with_the_next_frame():
+    stage = InputStage(camera_info_wait=0.0)
+    pose = make_transform(np.eye(3), [1.0, 2.0, 0.0])
+    stage.request_reset(ResetRequest("requested"))
+    stage.request_reset(ResetRequest("to pose", pose))  # the later one wins
+    stage.add_image(NS, "a")
+    work = stage.take(timeout=1)
+    assert work.reset.reason == "to pose" and np.array_equal(work.reset.T_odom_base, pose)
+    stage.finish_processed(work.frame)
+    stage.add_image(2 * NS, "b")
+    assert stage.take(timeout=1).reset is None
+
+
+def test_close_wakes_the_worker():
+    stage = InputStage()
+    result = []
+    worker = threading.Thread(target=lambda: result.append(stage.take()))
+    worker.start()
+    time.sleep(0.1)
+    stage.close()
+    worker.join(2)
+    assert not worker.is_alive() and result == [None]
+
+
+@pytest.mark.parametrize("paired", [None, {"depth": 0.005}], ids=["image_only", "with_depth"])
+def test_concurrent_writers_and_readers_keep_the_accounts(paired):
+    """Writers (images, depth, camera_info, resets) hammer the stage from four threads while a worker takes and
+    finishes frames and two readers take snapshots and diagnostics: no exception, every snapshot balanced,
+    and once idle every image is processed, dropped or rejected."""
+    stage = InputStage(paired, camera_info_wait=0.0)
+    images, errors, snapshots = 3000, [], []
+    stop = threading.Event()
+    rng_kinds = ["bad_encoding", "size_mismatch", "no_camera_info", "duplicate_stamp"]
+
+    def guard(function):
+        def run():
+            try:
+                function()
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(repr(error))
+        return run
+
+    def write_images(offset):
+        for k in range(images // 2):
+            stamp = (2 * k + offset) * 10_000_000  # two writers, interleaved stamps 10 ms apart
+            stage.add_image(stamp, ("image", stamp))
+            if paired:
+                stage.add_paired("depth", stamp + 1_000_000, ("depth", stamp))
+
+    def write_others():
+        rng = random.Random(1)
+        while not stop.is_set():
+            stage.add_camera_info(rng.randrange(images) * 10_000_000, "info")
+            if rng.random() < 0.01:
+                stage.request_reset(ResetRequest("requested"))
+            stage.count("tf_stamps_skipped") if rng.random() < 0.01 else None
+
+    def work():
+        rng = random.Random(2)
+        while (item := stage.take(timeout=0.5)) is not None:
+            if rng.random() < 0.3:
+                stage.finish_rejected(rng.choice(rng_kinds))
+            else:
+                stage.warn("depth_all_invalid") if rng.random() < 0.05 else None
+                stage.set_tracking(state=TrackingState.TRACKING, inliers=rng.randrange(100), map_id=0)
+                stage.finish_processed(item.frame)
+
+    def read():
+        while not stop.is_set():
+            snapshot = stage.snapshot()
+            snapshots.append(snapshot.balanced)
+            diagnostic_values(snapshot)
+
+    writers = [threading.Thread(target=guard(lambda o=o: write_images(o))) for o in (0, 1)]
+    others = [threading.Thread(target=guard(write_others)) for _ in range(2)]
+    worker = threading.Thread(target=guard(work))
+    readers = [threading.Thread(target=guard(read)) for _ in range(2)]
+    for thread in others + readers + [worker] + writers:
+        thread.start()
+    for thread in writers:
+        thread.join(60)
+    deadline = time.monotonic() + 30
+    while stage.snapshot().in_flight and time.monotonic() < deadline:
+        if paired and stage.snapshot().in_flight == stage._pairing.waiting:  # the last images wait for depth
+            stage.add_paired("depth", 10 * images * 10_000_000, "end")
+        time.sleep(0.01)
+    stop.set()
+    stage.close()
+    for thread in others + readers + [worker]:
+        thread.join(10)
+    assert not errors, errors
+    snapshot = stage.snapshot()
+    assert snapshot.received == images and snapshot.in_flight == 0
+    assert snapshot.processed + snapshot.dropped + snapshot.frames_rejected == images
+    assert snapshot.processed > 0 and all(snapshots) and len(snapshots) > 10
+    level, message, values = diagnostic_values(snapshot)
+    assert int(values["frames_received"]) == sum(int(values[f"frames_{k}"]) for k in ("processed", "dropped", "rejected"))
+    assert int(values["frames_rejected"]) == sum(int(v) for k, v in values.items() if k.startswith("rejected_"))
+
+
+# --- odometry output: covariance through the mount, inflation, reset_to_pose, null ---------------------------
+
+
+def _result(T, covariance=None, motion_covariance=None, reset_reason=None, relocalized=False,
+            state=TrackingState.TRACKING):
+    return SimpleNamespace(T_odom_camera=T, covariance=covariance, motion_covariance=motion_covariance,
+                           reset_reason=reset_reason, relocalized=relocalized, state=state)
+
+
+def test_pose_covariance_through_a_pure_rotation_mount_keeps_its_eigenvalues():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6))
+    cov = A @ A.T * 1e-4
+    T_base_cam = mount_transform([0.0, 0.0, 0.0])
+    T_odom_base = make_transform(Rotation.from_rotvec([0.1, -0.2, 0.3]).as_matrix(), [1, 2, 3])
+    ros = pose_covariance(cov, T_odom_base, T_base_cam)
+    np.testing.assert_allclose(np.linalg.eigvalsh(ros), np.linalg.eigvalsh(cov), rtol=1e-9, atol=1e-15)
+    # a camera-z (optical axis) translation variance shows up along the base's x (forward) in odom axes
+    only_z = np.zeros((6, 6))
+    only_z[5, 5] = 4.0  # translation z of the camera
+    ros = pose_covariance(only_z, np.eye(4), T_base_cam)
+    assert ros[0, 0] == pytest.approx(4.0) and np.isclose(ros, 0).sum() == 35
+
+
+def test_pose_covariance_matches_sampled_poses_through_an_offset_mount():
+    """Monte Carlo: perturb the camera pose with the core's covariance, map it to the base, and compare the
+    spread of the base pose (position in odom axes, small rotation in odom axes) with the published matrix."""
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(6, 6))
+    cov = A @ A.T * 1e-5
+    T_base_cam = mount_transform([0.2, -0.1, 0.5, *Rotation.from_euler("xyz", [-90, 5, -90], degrees=True).as_quat()])
+    T_cam = make_transform(Rotation.from_rotvec([0.05, 0.3, -0.1]).as_matrix(), [0.5, -0.2, 1.0])
+    T_base = base_odometry(T_cam, T_base_cam)
+    samples = []
+    for xi in rng.multivariate_normal(np.zeros(6), cov, size=4000):
+        perturbed = T_cam @ _exp(xi)
+        B = base_odometry(perturbed, T_base_cam)
+        dR = Rotation.from_matrix(B[:3, :3] @ T_base[:3, :3].T).as_rotvec()
+        samples.append(np.concatenate([B[:3, 3] - T_base[:3, 3], dR]))
+    empirical = np.cov(np.array(samples).T)
+    np.testing.assert_allclose(pose_covariance(cov, T_base, T_base_cam), empirical, atol=0.08 * np.abs(empirical).max())
+
+
+def _exp(xi: np.ndarray) -> np.ndarray:
+    """exp of (rotation vector, translation) to first order in the translation coupling (small xi)."""
+    return make_transform(Rotation.from_rotvec(xi[:3]).as_matrix(), xi[3:])
+
+
+def test_inflation_after_reset_relocalisation_and_lost_and_unknown_when_none():
+    T_base_cam = mount_transform([0.0, 0.0, 0.0])
+    out = OdometryOutput(T_base_cam, recovery_factor=100.0, recovery_frames=4)
+    cov = np.eye(6) * 1e-4
+    poses = [make_transform(np.eye(3), [0, 0, 0.01 * k]) for k in range(40)]
+    factors = []
+    stamp = 0
+    for k, T in enumerate(poses[:8]):
+        stamp += NS // 10
+        odom = out.update(_result(T, cov if k else None, cov * 2 if k > 1 else None), stamp)
+        factors.append(odom.inflation)
+        if k == 0:
+            assert np.allclose(np.diag(odom.pose_covariance), UNKNOWN_VARIANCE)
+            assert np.allclose(np.diag(odom.twist_covariance), UNKNOWN_VARIANCE)
+    assert factors[:6] == pytest.approx([100, 100 ** 0.75, 10, 100 ** 0.25, 1, 1])
+    assert np.allclose(np.diag(odom.pose_covariance), 1e-4) and odom.twist_covariance[0, 0] < 1
+    # a LOST spell: nothing, then the first pose comes inflated
+    assert out.update(_result(None, state=TrackingState.LOST), stamp + 1) is None
+    assert out.update(_result(poses[9], cov), stamp + 2).inflation == 100
+    # relocalised, reset: inflated again; never below the core's
+    for _ in range(6):
+        stamp += NS // 10
+        out.update(_result(poses[10], cov), stamp)
+    assert out.update(_result(poses[11], cov, relocalized=True), stamp + 1).inflation == 100
+    for _ in range(6):
+        stamp += NS // 10
+        assert out.update(_result(poses[12], cov), stamp).inflation >= 1
+    odom = out.update(_result(poses[13], cov, reset_reason="lost for 15 frames"), stamp + NS)
+    assert odom.inflation == 100 and np.allclose(np.diag(odom.twist_covariance), UNKNOWN_VARIANCE)
+    # the null odometry: the last pose, zero twist, unknown covariances
+    null = out.null(stamp + 2 * NS)
+    assert null.null and np.array_equal(null.T_odom_base, odom.T_odom_base)
+    assert np.allclose(np.diag(null.pose_covariance), UNKNOWN_VARIANCE) and not null.linear.any()
+
+
+def test_reset_to_pose_continues_the_new_map_from_the_pose():
+    T_base_cam = mount_transform([0.1, 0.0, 0.3])
+    out = OdometryOutput(T_base_cam)
+    T_core = make_transform(Rotation.from_rotvec([0, 0.2, 0]).as_matrix(), [0.3, 0.0, 1.2])
+    out.update(_result(T_core, np.eye(6)), NS)
+    target = make_transform(Rotation.from_euler("z", 90, degrees=True).as_matrix(), [5.0, -2.0, 0.0])
+    out.reset(target)
+    # the core's new map starts at its last pose and moves on from there
+    first = out.update(_result(T_core, None, reset_reason="requested"), 2 * NS)
+    np.testing.assert_allclose(first.T_odom_base, target, atol=1e-12)
+    step = make_transform(np.eye(3), [0.0, 0.0, 0.5])  # 0.5 forward along the optical axis
+    second = out.update(_result(T_core @ step, np.eye(6) * 1e-4), 3 * NS)
+    np.testing.assert_allclose(invert(first.T_odom_base) @ second.T_odom_base,
+                               base_odometry(step, T_base_cam), atol=1e-12)
+    assert second.linear[0] == pytest.approx(0.5)  # forward in the base frame, 1 s apart
+
+
+def test_adjoint_moves_a_right_perturbation():
+    rng = np.random.default_rng(2)
+    T = make_transform(Rotation.from_rotvec(rng.normal(size=3)).as_matrix(), rng.normal(size=3))
+    xi = rng.normal(size=6) * 1e-6
+    lhs = T @ _exp(xi) @ invert(T)
+    rhs = _exp(adjoint(T) @ xi)
+    np.testing.assert_allclose(lhs, rhs, atol=1e-11)

@@ -168,12 +168,13 @@ class VisualOdometry:
         :class:`~aliked_ros.geometry.camera.CalibrationError`. A frame that raises changes nothing."""
         start = time.perf_counter()
         self._check(frame)
-        if self._last_stamp is not None and frame.stamp < self._last_stamp:
-            self.reset(f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})")
         self.mapper.apply_finished(self.map)
 
         # 2. features
         features = self.extractor.extract(frame.image)
+        # time went backwards: reset, but only for a frame that got this far (one the extractor refuses changes nothing)
+        if self._last_stamp is not None and frame.stamp < self._last_stamp:
+            self.reset(f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})")
         t_extract = time.perf_counter()
         normalized = frame.camera.undistort(features.keypoints)
         points_cam = depth_points(frame.depth, features.keypoints, normalized, self.config) \

@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "detect and describe keypoints in one image, write them to .npz"),
     "eval": ("eval", "run the VO offline on a dataset folder or bag and score it against ground truth"),
     "synth": ("synth", "render a synthetic RGB-D sequence with exact ground truth (TUM folder or ROS 2 bag)"),
-    "bench": ("bench", "benchmark extractors and matcher side by side (median ms per stage)"),
+    "bench": ("bench", "benchmark extractors and matcher side by side (median ms per stage); the node live (node); a long run (soak)"),
     "bench-vo": ("bench_vo", "the VO core's cost (tracking, bundle adjustment) and accuracy per solver, network excluded"),
 }
 

@@ -5,6 +5,9 @@ kornia's ALIKED on the same input in the same run as the reference (ratio = ours
 prints latency (frame published -> odometry received, wall clock) and throughput (processed frames / s), and
 how many frames the node dropped to keep up.
 
+``aliked-vo bench soak [--frames N]``: N synthetic frames into the live node; memory, threads, open files, latency
+drift, exceptions and frame accounting (``aliked_ros.tools.soak``).
+
 Timing: each extractor runs ``--warmup`` times untimed, then ``--repeat`` times per image; medians over all
 timed runs. kornia runs right after each of our runs on the same image (interleaved), so that the ratio holds
 on a machine whose load changes during the run. Matching: mutual NN between the features of consecutive images (or an image with itself).
@@ -24,10 +27,13 @@ from aliked_ros.matching import match_mutual_nearest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["extract", "node"], help="what to benchmark")
-    parser.add_argument("images", nargs="+", help="extract: image files (e.g. ../shared/data/tum_fr2_desk/rgb/*.png); "
-                        "node: one replayable source")
-    parser.add_argument("--rate", type=float, default=1.0, help="node: replay speed (1 = real time)")
+    from aliked_ros.tools.soak import add_soak_arguments
+
+    parser.add_argument("what", choices=["extract", "node", "soak"], help="what to benchmark")
+    parser.add_argument("images", nargs="*", help="extract: image files (e.g. ../shared/data/tum_fr2_desk/rgb/*.png); "
+                        "node: one replayable source; soak: none (synthetic)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="node: replay speed (default 1 = real time); soak: frames per second (default 12)")
     parser.add_argument("--extractors", default="aliked-t16,sift,orb",
                         help=f"comma-separated, from {','.join(EXTRACTORS)}")
     parser.add_argument("--max-keypoints", type=int, default=1024)
@@ -39,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-graph", action="store_true", help="extract: ALIKED on CUDA replays one CUDA graph per frame")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_soak_arguments(parser)
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -78,6 +85,16 @@ def _sync(device) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "soak":
+        from aliked_ros.tools.soak import run as run_soak
+
+        return run_soak(args)
+    if not args.images:
+        raise SystemExit(f"aliked-vo bench {args.what}: give {'image files' if args.what == 'extract' else 'a source'}")
+    if args.rate is None:
+        args.rate = 1.0
+    if args.extractor:
+        args.extractors = args.extractor
     if args.what == "node":
         return run_node_benchmark(args)
     if args.threads:

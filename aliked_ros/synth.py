@@ -9,6 +9,11 @@ Rendering: for every pixel, the ray through it (undistorted with the camera mode
 rendered exactly) is intersected with every face; the nearest hit wins (z-buffer) and its texture is sampled
 bilinearly (without distortion, each face's texture is warped into the image by its homography, ~20x faster). Depth is the hit's z in the camera frame, metres. Optional Gaussian noise and blur.
 
+Stereo (``stereo_baseline_m`` > 0): a rectified pair. The right camera is rendered the same way from the pose
+T_world_left @ T_left_right, T_left_right = translation (B, 0, 0) (B metres along the left camera's +x, same
+orientation and intrinsics, no distortion), with its own pixel noise; frames then carry the right image and the
+``StereoCamera`` (right P: Tx = -fx B) instead of depth. Ground truth is the left camera's.
+
 Motion (``SynthConfig``): ``path`` "arc" (a smooth arc into the scene; its length is speed x duration, so keep it
 short) or "loop" (an ellipse of 1.6 m x 1.2 m in front of the boxes, travelled round and round: any duration).
 The camera moves at ``speed_m_s`` except: it accelerates smoothly from rest over ``ramp_s`` seconds at the
@@ -51,12 +56,17 @@ class SynthConfig:
     rotations: int = 0  # turns on the spot of rotation_s seconds
     rotation_s: float = 1.5
     rotation_deg: float = 25.0
+    stereo_baseline_m: float = 0.0  # > 0: render a rectified right camera this far along +x (stereo frames)
 
     def __post_init__(self) -> None:
         if self.path not in ("arc", "loop"):
             raise ValueError(f"unknown synthetic path {self.path!r}: arc or loop")
         if self.frames < 1 or self.rate_hz <= 0 or self.speed_m_s < 0:
             raise ValueError("frames >= 1, rate > 0 and speed >= 0 are required")
+        if self.stereo_baseline_m < 0:
+            raise ValueError(f"stereo baseline must be >= 0 m, got {self.stereo_baseline_m}")
+        if self.stereo_baseline_m > 0 and any(self.distortion):
+            raise ValueError("a stereo pair is rendered rectified: no lens distortion with a stereo baseline")
 
 
 @dataclass(frozen=True)
@@ -193,7 +203,13 @@ class SyntheticSequence(Sequence):
         self.faces = make_scene(np.random.default_rng(cfg.seed), cfg.texture_px_per_m)
         self.stamps = 1000.0 + np.arange(cfg.frames) / cfg.rate_hz
         self.groundtruth = Trajectory(self.stamps, camera_path(cfg))
-        self.has_depth = True
+        self.stereo = None
+        if cfg.stereo_baseline_m > 0:
+            from aliked_ros.geometry.stereo import StereoCamera
+
+            self.stereo = StereoCamera(self.camera, cfg.stereo_baseline_m)
+        self.has_stereo = self.stereo is not None
+        self.has_depth = not self.has_stereo
         cols, rows = np.meshgrid(np.arange(cfg.width, dtype=float), np.arange(cfg.height, dtype=float))
         normalized = self.camera.undistort(np.column_stack([cols.ravel(), rows.ravel()]))
         self._rays = np.column_stack([normalized, np.ones(len(normalized))])  # camera frame, z = 1
@@ -204,10 +220,13 @@ class SyntheticSequence(Sequence):
     def __len__(self) -> int:
         return self.config.frames
 
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(RGB uint8 (H,W,3), depth float32 metres (H,W), NaN where nothing is hit) of frame ``index``."""
+    def render(self, index: int, right: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB uint8 (H,W,3), depth float32 metres (H,W), NaN where nothing is hit) of frame ``index``; ``right``:
+        seen by the right camera of the stereo pair (its own noise)."""
         cfg = self.config
         T = self.groundtruth.poses[index]
+        if right:
+            T = T @ make_transform(np.eye(3), np.array([cfg.stereo_baseline_m, 0.0, 0.0]))
         R, centre = T[:3, :3], T[:3, 3]
         depth = np.full(len(self._rays), np.inf)
         colour = np.zeros((len(self._rays), 3), np.float32)
@@ -240,7 +259,7 @@ class SyntheticSequence(Sequence):
             colour[idx] = _bilinear(face.texture, a[inside] * (tw - 1), b[inside] * (th - 1))
             depth[idx] = z[idx]
         image = colour.reshape(cfg.height, cfg.width, 3)
-        rng = np.random.default_rng(cfg.seed * 100003 + index)
+        rng = np.random.default_rng([cfg.seed, index, 1] if right else cfg.seed * 100003 + index)
         if cfg.blur_sigma > 0:
             image = cv2.GaussianBlur(image, (0, 0), cfg.blur_sigma)
         if cfg.noise_sigma > 0:
@@ -252,4 +271,8 @@ class SyntheticSequence(Sequence):
     def __iter__(self) -> Iterator[Frame]:
         for index, stamp in enumerate(self.stamps):
             image, depth = self.render(index)
-            yield Frame(image=image, stamp=float(stamp), camera=self.camera, depth=depth)
+            if self.stereo is not None:
+                yield Frame(image=image, stamp=float(stamp), camera=self.camera, right_image=self.render(index, True)[0],
+                            stereo=self.stereo)
+            else:
+                yield Frame(image=image, stamp=float(stamp), camera=self.camera, depth=depth)

@@ -1,7 +1,9 @@
 """Writing a ``Sequence`` as a rosbag (ROS 2 sqlite3/mcap, or ROS 1 .bag) with the ``rosbags`` library.
 
 Topics (TUM's names by default): rgb8 images, their camera_info, and with depth 32FC1 images in metres (NaN where
-unknown, as TUM's own bags).
+unknown, as TUM's own bags). A stereo sequence: the rectified left and right images and their camera_infos on
+``/stereo/left/image_rect``, ``/stereo/left/camera_info``, ``/stereo/right/image_rect``,
+``/stereo/right/camera_info`` (P of the right one with Tx = -fx B), which ``BagSequence`` reads back as stereo.
 Message stamps are the frames' stamps; so are the bag's receive times.
 """
 from __future__ import annotations
@@ -15,6 +17,8 @@ from aliked_ros.geometry.camera import CameraModel
 
 DEFAULT_TOPICS = {"image": "/camera/rgb/image_color", "camera_info": "/camera/rgb/camera_info",
                   "depth": "/camera/depth/image"}
+DEFAULT_STEREO_TOPICS = {"image": "/stereo/left/image_rect", "camera_info": "/stereo/left/camera_info",
+                         "right_image": "/stereo/right/image_rect", "right_camera_info": "/stereo/right/camera_info"}
 
 
 def _stamp(typestore, seconds: float):
@@ -29,11 +33,12 @@ def _header(typestore, seconds: float, frame_id: str, ros1: bool):
         Header(stamp=_stamp(typestore, seconds), frame_id=frame_id)
 
 
-def camera_info_message(typestore, camera: CameraModel, header, ros1: bool):
+def camera_info_message(typestore, camera: CameraModel, header, ros1: bool, projection: np.ndarray | None = None):
+    """``projection``: P (3x4) when it is not [K | 0] (the right camera of a rectified pair)."""
     CameraInfo = typestore.types["sensor_msgs/msg/CameraInfo"]
     RegionOfInterest = typestore.types["sensor_msgs/msg/RegionOfInterest"]
     K = camera.K
-    P = np.hstack([K, np.zeros((3, 1))])
+    P = np.hstack([K, np.zeros((3, 1))]) if projection is None else np.asarray(projection, float)
     matrices = {"d": np.array(camera.distortion, float), "k": K.reshape(-1), "r": np.eye(3).reshape(-1),
                 "p": P.reshape(-1)}
     if ros1:  # ROS 1 names them D, K, R, P
@@ -48,7 +53,7 @@ def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage:
     """Write ``sequence`` to ``path`` (a folder for ROS 2, a .bag file for ROS 1); returns the path."""
     from rosbags.typesys import Stores, get_typestore
 
-    topics = {**DEFAULT_TOPICS, **(topics or {})}
+    topics = {**(DEFAULT_STEREO_TOPICS if sequence.has_stereo else DEFAULT_TOPICS), **(topics or {})}
     path = Path(path)
     if path.exists():
         raise DatasetError(f"{path} exists; rosbag writers do not overwrite")
@@ -66,16 +71,28 @@ def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage:
     with writer:
         image_conn = writer.add_connection(topics["image"], Image.__msgtype__, typestore=typestore)
         info_conn = writer.add_connection(topics["camera_info"], "sensor_msgs/msg/CameraInfo", typestore=typestore)
-        depth_conn = writer.add_connection(topics["depth"], Image.__msgtype__, typestore=typestore) if sequence.has_depth else None
+        depth_conn = writer.add_connection(topics["depth"], Image.__msgtype__, typestore=typestore) \
+            if sequence.has_depth and not sequence.has_stereo else None
+        right_conn = right_info_conn = None
+        if sequence.has_stereo:
+            right_conn = writer.add_connection(topics["right_image"], Image.__msgtype__, typestore=typestore)
+            right_info_conn = writer.add_connection(topics["right_camera_info"], "sensor_msgs/msg/CameraInfo",
+                                                    typestore=typestore)
+
+        def image_message(image: np.ndarray, header):
+            rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+            return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
+                         step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).reshape(-1))
         for frame in sequence:
             header = _header(typestore, frame.stamp, frame_id, ros1)
             time_ns = int(round(frame.stamp * 1e9))
-            rgb = frame.image if frame.image.ndim == 3 else np.repeat(frame.image[:, :, None], 3, axis=2)
-            image = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
-                          step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).reshape(-1))
-            writer.write(image_conn, time_ns, serialize(image, Image.__msgtype__))
+            writer.write(image_conn, time_ns, serialize(image_message(frame.image, header), Image.__msgtype__))
             info = camera_info_message(typestore, frame.camera, header, ros1)
             writer.write(info_conn, time_ns, serialize(info, info.__msgtype__))
+            if right_conn is not None and frame.right_image is not None:
+                writer.write(right_conn, time_ns, serialize(image_message(frame.right_image, header), Image.__msgtype__))
+                info = camera_info_message(typestore, frame.stereo.right, header, ros1, frame.stereo.projections()[1])
+                writer.write(right_info_conn, time_ns, serialize(info, info.__msgtype__))
             if depth_conn is not None and frame.depth is not None:
                 metres = np.ascontiguousarray(frame.depth, dtype="<f4")
                 depth = Image(header=header, height=metres.shape[0], width=metres.shape[1], encoding="32FC1",

@@ -16,12 +16,15 @@ class DatasetError(AlikedRosError):
 
 
 class Sequence(ABC):
-    """Frames in time order with a camera model; ``groundtruth`` (T_world_camera) or None."""
+    """Frames in time order with a camera model; ``groundtruth`` (T_world_camera) or None. ``has_stereo``:
+    its frames are stereo frames (right image + ``StereoCamera``; ``camera`` and the ground truth are then the
+    rectified left camera's)."""
 
     name: str
     camera: CameraModel
     groundtruth: Trajectory | None = None
     has_depth: bool = False
+    has_stereo: bool = False
 
     @abstractmethod
     def __len__(self) -> int:
@@ -51,6 +54,7 @@ class Prefetched(Sequence):
         self.sequence, self.size = sequence, max(1, size)
         self.name, self.camera = sequence.name, sequence.camera
         self.groundtruth, self.has_depth = sequence.groundtruth, sequence.has_depth
+        self.has_stereo = sequence.has_stereo
         self._started: Iterator[Frame] | None = None
 
     def __len__(self) -> int:

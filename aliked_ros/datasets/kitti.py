@@ -1,6 +1,12 @@
 """KITTI odometry sequences: ``image_0/*.png`` (left gray, rectified), ``calib.txt`` (P0: 3x4 projection),
 ``times.txt`` (seconds), ground truth from ``poses.txt`` in the folder or ``../../poses/<sequence>.txt``
-(rows of 12 values: T_world_cam0, 3x4 row-major)."""
+(rows of 12 values: T_world_cam0, 3x4 row-major).
+
+Stereo: ``image_1/*.png`` (right camera, same names) and ``P1`` in ``calib.txt`` (rectified: P1[0,3] = -fx B).
+``stereo=True`` uses them (``None``: when both are there; ``False``, the default: monocular); frames then carry the right image and the ``StereoCamera`` of
+P0/P1, and cam0 (left) is the posed camera, as in the ground truth. A left image without its right one is
+yielded without it (a stereo pipeline refuses it: ``require_stereo``).
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -10,13 +16,26 @@ import numpy as np
 
 from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
+from aliked_ros.geometry.stereo import StereoCamera
 from aliked_ros.image_io import read_image
 from aliked_ros.odometry import Frame
 from aliked_ros.trajectory import Trajectory
 
 
+def read_calib(path: Path) -> dict[str, np.ndarray]:
+    calib = {}
+    for line in path.read_text().splitlines():
+        if ":" in line:
+            key, values = line.split(":", 1)
+            try:
+                calib[key.strip()] = np.array(values.split(), float)
+            except ValueError:
+                raise CalibrationError(f"{path}: line {key.strip()} is not numeric") from None
+    return calib
+
+
 class KittiSequence(Sequence):
-    def __init__(self, root: str | Path, camera_info: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path, camera_info: str | Path | None = None, stereo: bool | None = False) -> None:
         self.root = Path(root)
         self.name = self.root.name
         self.images = sorted((self.root / "image_0").glob("*.png"))
@@ -27,18 +46,33 @@ class KittiSequence(Sequence):
         if len(self.stamps) != len(self.images):
             raise DatasetError(f"{times}: {len(self.stamps)} stamps for {len(self.images)} images")
         first = read_image(self.images[0])
+        calib = read_calib(self.root / "calib.txt")
+        has_right = (self.root / "image_1").is_dir() and "P1" in calib
+        if stereo and not has_right:
+            raise DatasetError(f"KITTI folder {self.root} has no right camera (image_1/ and P1 in calib.txt) for stereo")
+        if stereo and camera_info:
+            raise DatasetError("--camera-info replaces a monocular calibration; stereo takes P0/P1 of calib.txt")
+        self.has_stereo = has_right and stereo is not False and not camera_info
+        self.stereo: StereoCamera | None = None
         if camera_info:
             self.camera = CameraModel.from_yaml(camera_info)
         else:
-            calib = {}
-            for line in (self.root / "calib.txt").read_text().splitlines():
-                if ":" in line:
-                    key, values = line.split(":", 1)
-                    calib[key.strip()] = np.array(values.split(), float)
             if "P0" not in calib or calib["P0"].size != 12:
                 raise CalibrationError(f"{self.root / 'calib.txt'} has no 12-value P0 line")
             P = calib["P0"].reshape(3, 4)
             self.camera = CameraModel(first.shape[1], first.shape[0], P[0, 0], P[1, 1], P[0, 2], P[1, 2])
+        if self.has_stereo:
+            right_first = self.root / "image_1" / self.images[0].name
+            if not right_first.is_file():
+                raise DatasetError(f"KITTI folder {self.root}: no right image {right_first} for {self.images[0].name}")
+            size = (first.shape[1], first.shape[0])
+            right = read_image(right_first)
+            try:
+                self.stereo = StereoCamera.from_projections(size, calib["P0"], (right.shape[1], right.shape[0]),
+                                                           calib["P1"])
+            except CalibrationError as error:
+                raise CalibrationError(f"{self.root / 'calib.txt'}: {error}") from None
+            self.camera = self.stereo.left
         poses_file = next((p for p in (self.root / "poses.txt", self.root.parent.parent / "poses" / f"{self.name}.txt")
                            if p.is_file()), None)
         self.groundtruth = None
@@ -53,4 +87,49 @@ class KittiSequence(Sequence):
 
     def __iter__(self) -> Iterator[Frame]:
         for stamp, path in zip(self.stamps, self.images):
-            yield Frame(image=read_image(path), stamp=float(stamp), camera=self.camera)
+            image = read_image(path)
+            right_path = self.root / "image_1" / path.name
+            if self.stereo is not None and right_path.is_file():
+                yield Frame(image=image, stamp=float(stamp), camera=self.camera, right_image=read_image(right_path),
+                            stereo=self.stereo)
+            else:
+                yield Frame(image=image, stamp=float(stamp), camera=self.camera)
+
+
+def write_kitti_folder(sequence: Sequence, root: str | Path) -> Path:
+    """Write a sequence as a KITTI odometry folder that ``KittiSequence`` reads back: ``image_0/`` (and for a
+    stereo sequence ``image_1/``) PNGs named by frame number, ``calib.txt`` (P0, and P1 with Tx = -fx B),
+    ``times.txt`` and, with ground truth, ``poses.txt`` (T_world_cam0 at each frame's stamp). A pinhole camera
+    without distortion only (KITTI images are rectified)."""
+    import cv2
+
+    if sequence.camera.is_distorted:
+        raise DatasetError("a KITTI folder holds rectified images: the camera must have no distortion")
+    root = Path(root)
+    folders = ["image_0"] + (["image_1"] if sequence.has_stereo else [])
+    for folder in folders:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    stamps, projections = [], None
+    for index, frame in enumerate(sequence):
+        name = f"{index:06d}.png"
+        images = [frame.image] + ([frame.right_image] if sequence.has_stereo else [])
+        for folder, image in zip(folders, images):
+            if image is None:
+                continue  # a left image without its right one
+            out = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            if not cv2.imwrite(str(root / folder / name), out):
+                raise DatasetError(f"cannot write {root / folder / name}")
+        if frame.stereo is not None and projections is None:
+            projections = frame.stereo.projections()
+        stamps.append(frame.stamp)
+    P0 = np.hstack([sequence.camera.K, np.zeros((3, 1))])
+    lines = [f"P0: {' '.join(f'{v:.12e}' for v in P0.ravel())}"]
+    if projections is not None:
+        lines.append(f"P1: {' '.join(f'{v:.12e}' for v in projections[1].ravel())}")
+    (root / "calib.txt").write_text("\n".join(lines) + "\n")
+    np.savetxt(root / "times.txt", np.array(stamps), fmt="%.9f")
+    if sequence.groundtruth is not None:
+        index = sequence.groundtruth.nearest(np.array(stamps), 1e-6)
+        if (index >= 0).all():
+            np.savetxt(root / "poses.txt", sequence.groundtruth.poses[index, :3, :].reshape(len(stamps), 12), fmt="%.12e")
+    return root

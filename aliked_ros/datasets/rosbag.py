@@ -6,6 +6,16 @@ Topics: ``image_topic`` (sensor_msgs/Image or CompressedImage), ``camera_info_to
 topic, the camera_info beside it and the only image topic with "depth" in its name. Frames carry the
 images' header stamps; each image is paired with the depth image nearest in stamp (within 20 ms).
 Ground truth: a TUM-format ``groundtruth.txt`` beside the bag, if present.
+
+Stereo (``stereo=True``, or ``None``: when the bag has one): two image topics, the left one and the same name
+with "left" replaced by "right" (``image_topic`` / ``right_image_topic`` name them), each with the camera_info
+beside it. Topics named ``*rect*`` (or whose camera_infos have no distortion and R = I) hold rectified images,
+described by the two camera_infos' P (the right one with Tx = -fx B); other pairs are rectified with their K, D,
+R, P, as image_proc does (ground truth beside such a bag is taken as the raw left camera's and turned into the
+rectified left camera's). Left and right are paired by equal header stamps; a left image whose right one never
+comes (the right stream has moved on by two images, or the bag ends) is yielded without a right image (a stereo
+pipeline refuses it: ``require_stereo``) and counted in ``unpaired``; right images without a left one are
+dropped and counted in ``unpaired_right``.
 """
 from __future__ import annotations
 
@@ -16,6 +26,8 @@ import numpy as np
 
 from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
+from aliked_ros.geometry.stereo import (StereoCamera, StereoRectification, is_rectified_camera_info,
+                                        rectify_from_camera_infos)
 from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
 from aliked_ros.odometry import Frame
 from aliked_ros.trajectory import read_tum
@@ -41,6 +53,16 @@ def stamp_of(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+def stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def _right_of(topic: str) -> str | None:
+    """The right camera's topic for a left camera's topic (the last "left" in the name -> "right")."""
+    head, sep, tail = topic.rpartition("left")
+    return head + "right" + tail if sep else None
+
+
 def decode_image_message(msg, msgtype: str) -> np.ndarray:
     if msgtype.endswith("CompressedImage"):
         return decode_compressed(msg.format, msg.data)
@@ -54,7 +76,8 @@ def decode_depth_message(msg) -> np.ndarray:
 class BagSequence(Sequence):
     def __init__(self, path: str | Path, camera_info: str | Path | None = None, use_depth: bool = True,
                  image_topic: str | None = None, camera_info_topic: str | None = None,
-                 depth_topic: str | None = None) -> None:
+                 depth_topic: str | None = None, stereo: bool | None = False, right_image_topic: str | None = None,
+                 right_camera_info_topic: str | None = None) -> None:
         from rosbags.highlevel import AnyReader
 
         self.path = bag_paths(Path(path))
@@ -67,7 +90,29 @@ class BagSequence(Sequence):
             raise DatasetError(f"cannot read bag {path}: {error}") from None
         listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items()))
         images = [t for t, m in topics.items() if m in IMAGE_TYPES]
-        self.image_topic = self._choose(image_topic, TUM_TOPICS[0], [t for t in images if "depth" not in t], "image", listing, topics, IMAGE_TYPES)
+        colour = [t for t in images if "depth" not in t]
+        self.right_image_topic = None
+        pairs = [(t, _right_of(t)) for t in colour if _right_of(t) in colour]
+        if stereo or (stereo is None and camera_info is None):  # None: stereo when the bag has a pair
+            if right_image_topic is not None:
+                self.right_image_topic = self._choose(right_image_topic, None, [], "right_image", listing, topics, IMAGE_TYPES)
+            elif image_topic is not None:
+                self.right_image_topic = _right_of(image_topic) if _right_of(image_topic) in colour else None
+            elif len(pairs) == 1:
+                image_topic, self.right_image_topic = pairs[0]
+            elif len(pairs) > 1 and stereo:
+                raise DatasetError(f"several stereo pairs in the bag ({pairs}); name one (--image-topic)")
+            if stereo and self.right_image_topic is None:
+                raise DatasetError(f"no stereo pair of image topics (.../left/... and .../right/...; or name them "
+                                   f"with --image-topic and --right-image-topic). The bag has: {listing}")
+            if self.right_image_topic is not None and camera_info is not None:
+                raise DatasetError("--camera-info replaces a monocular calibration; stereo takes both camera_infos")
+        self.has_stereo = self.right_image_topic is not None
+        if not self.has_stereo and image_topic is None and len(pairs) == 1 and len(colour) == 2:
+            image_topic = pairs[0][0]  # a stereo bag read monocular: its left camera
+        if self.has_stereo:
+            use_depth = False
+        self.image_topic = self._choose(image_topic, TUM_TOPICS[0], colour, "image", listing, topics, IMAGE_TYPES)
         default_info = self.image_topic.rsplit("/", 1)[0] + "/camera_info"
         infos = [t for t, m in topics.items() if m == CAMERA_INFO_TYPE]
         self.camera_info_topic = None
@@ -81,9 +126,29 @@ class BagSequence(Sequence):
         self.has_depth = self.depth_topic is not None
         self.image_type = topics[self.image_topic]
         self._count = counts[self.image_topic]
-        self.camera = CameraModel.from_yaml(camera_info) if camera_info else self._camera_from_bag()
+        self.stereo: StereoCamera | None = None
+        self.rectification: StereoRectification | None = None
+        self.unpaired = self.unpaired_right = 0
         gt = self.path.parent / "groundtruth.txt"
         self.groundtruth = read_tum(gt) if gt.is_file() else None
+        if self.has_stereo:
+            default_right_info = self.right_image_topic.rsplit("/", 1)[0] + "/camera_info"
+            self.right_camera_info_topic = self._choose(right_camera_info_topic, default_right_info, [],
+                                                        "right_camera_info", listing, topics, (CAMERA_INFO_TYPE,))
+            left_info, right_info = self._first_message(self.camera_info_topic), \
+                self._first_message(self.right_camera_info_topic)
+            rectified = "rect" in self.image_topic and "rect" in self.right_image_topic
+            if rectified or (is_rectified_camera_info(left_info) and is_rectified_camera_info(right_info)):
+                self.stereo = StereoCamera.from_camera_infos(left_info, right_info)
+            else:
+                self.rectification = rectify_from_camera_infos(left_info, right_info)
+                self.stereo = self.rectification.stereo
+                if self.groundtruth is not None:
+                    self.groundtruth = type(self.groundtruth)(self.groundtruth.stamps,
+                                                              self.groundtruth.poses @ self.rectification.T_raw_rect)
+            self.camera = self.stereo.left
+        else:
+            self.camera = CameraModel.from_yaml(camera_info) if camera_info else self._camera_from_bag()
 
     @staticmethod
     def _choose(requested, preferred, candidates, what, listing, topics, types) -> str:
@@ -100,12 +165,15 @@ class BagSequence(Sequence):
         raise DatasetError(f"cannot tell which topic is the {what} topic (candidates: {candidates or 'none'}); "
                            f"name it (--{what.replace('_', '-')}-topic). The bag has: {listing}")
 
-    def _camera_from_bag(self) -> CameraModel:
+    def _first_message(self, topic: str):
         with self._open() as reader:
-            connections = [c for c in reader.connections if c.topic == self.camera_info_topic]
+            connections = [c for c in reader.connections if c.topic == topic]
             for connection, _, raw in reader.messages(connections=connections):
-                return CameraModel.from_camera_info(reader.deserialize(raw, connection.msgtype))
-        raise CalibrationError(f"no message on {self.camera_info_topic} in {self.path}; pass --camera-info FILE")
+                return reader.deserialize(raw, connection.msgtype)
+        raise CalibrationError(f"no message on {topic} in {self.path}; pass --camera-info FILE")
+
+    def _camera_from_bag(self) -> CameraModel:
+        return CameraModel.from_camera_info(self._first_message(self.camera_info_topic))
 
     def _open(self):
         from rosbags.highlevel import AnyReader
@@ -116,6 +184,9 @@ class BagSequence(Sequence):
         return self._count
 
     def __iter__(self) -> Iterator[Frame]:
+        if self.has_stereo:
+            yield from self._stereo_frames()
+            return
         wanted = {self.image_topic, self.depth_topic} - {None}
         pending: list[tuple[float, np.ndarray]] = []  # images waiting for their depth
         depths: list[tuple[float, np.ndarray]] = []  # recent depth images
@@ -137,6 +208,56 @@ class BagSequence(Sequence):
                             yield self._pair(*pending.pop(0), depths)
                 while pending:
                     yield self._pair(*pending.pop(0), depths)
+        except (EncodingError, CalibrationError):
+            raise
+        except Exception as error:
+            if isinstance(error, DatasetError):
+                raise
+            raise DatasetError(f"error while reading {self.path}: {error!r} (corrupt or truncated bag?)") from None
+
+    def _stereo_frames(self) -> Iterator[Frame]:
+        """Left and right images paired by equal stamps (see the module docstring)."""
+        lefts: dict[int, tuple[float, np.ndarray]] = {}  # waiting for their right image, in arrival order
+        rights: dict[int, np.ndarray] = {}
+        self.unpaired = self.unpaired_right = 0
+
+        def frame(stamp: float, left: np.ndarray, right: np.ndarray | None) -> Frame:
+            if self.rectification is not None:
+                left, right = self.rectification.rectify(left, right)
+            if right is None:
+                self.unpaired += 1
+                return Frame(image=left, stamp=stamp, camera=self.camera)
+            return Frame(image=left, stamp=stamp, camera=self.camera, right_image=right, stereo=self.stereo)
+
+        def ready(final: bool) -> Iterator[Frame]:
+            while lefts:
+                key = next(iter(lefts))
+                if key in rights:
+                    yield frame(*lefts.pop(key), rights.pop(key))
+                elif final or sum(k > key for k in rights) >= 2:  # the right stream has moved on
+                    yield frame(*lefts.pop(key), None)
+                else:
+                    return
+            for key in [k for k in rights if k < (min(lefts) if lefts else 1 << 62) and (final or lefts)]:
+                del rights[key]  # older than every left image still waiting: no left image will take it
+                self.unpaired_right += 1
+            while len(rights) > 16:  # the left stream stopped: keep the newest only
+                del rights[min(rights)]
+                self.unpaired_right += 1
+
+        try:
+            with self._open() as reader:
+                connections = [c for c in reader.connections if c.topic in (self.image_topic, self.right_image_topic)]
+                for connection, _, raw in reader.messages(connections=connections):
+                    msg = reader.deserialize(raw, connection.msgtype)
+                    image = decode_image_message(msg, connection.msgtype)
+                    if connection.topic == self.image_topic:
+                        lefts[stamp_ns(msg)] = (stamp_of(msg), image)
+                    else:
+                        rights[stamp_ns(msg)] = image
+                    yield from ready(False)
+                yield from ready(True)
+                self.unpaired_right += len(rights)
         except (EncodingError, CalibrationError):
             raise
         except Exception as error:

@@ -6,7 +6,7 @@
 """
 from aliked_ros.odometry.pipeline import VisualOdometry, depth_points
 from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
-                                       TrackingState)
+                                       StereoFrameError, TrackingState)
 
 __all__ = ["VisualOdometry", "Frame", "FrameResult", "FrameError", "DuplicateFrameError", "OdometryConfig",
-           "TrackingState", "depth_points"]
+           "StereoFrameError", "TrackingState", "depth_points"]

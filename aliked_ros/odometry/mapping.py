@@ -49,8 +49,9 @@ class LocalMapper:
         with self._lock:
             self._finished = None
 
-    def run(self, local_map: LocalMap, focal_px: float) -> None:
-        job = self._build(local_map, focal_px)
+    def run(self, local_map: LocalMap, focal_px: float, depth_sigma_per_m2: float | None = None) -> None:
+        """``depth_sigma_per_m2``: depth noise of the keyframes' depth (None: the config's RGB-D value)."""
+        job = self._build(local_map, focal_px, depth_sigma_per_m2)
         if job is None:
             return
         if not self.config.background_mapping:
@@ -102,7 +103,7 @@ class LocalMapper:
         self.durations_ms = self.durations_ms[-999:] + [(time.perf_counter() - start) * 1e3]
         return result
 
-    def _build(self, local_map: LocalMap, focal_px: float) -> _Job | None:
+    def _build(self, local_map: LocalMap, focal_px: float, depth_sigma_per_m2: float | None = None) -> _Job | None:
         cfg = self.config
         window = local_map.keyframes[-cfg.ba_window:]
         if len(window) < 2:
@@ -130,7 +131,8 @@ class LocalMapper:
         problem = BundleProblem(
             poses=np.array([kf.T_cam_odom for kf in window]), points=positions[used], obs_pose=obs_pose[keep],
             obs_point=point_index[obs_point[keep]], obs_xy=obs_xy[keep], obs_depth=obs_depth[keep], fixed=fixed,
-            focal_px=focal_px, huber_px=cfg.ba_huber_px, depth_sigma_per_m2=cfg.depth_sigma_per_m2)
+            focal_px=focal_px, huber_px=cfg.ba_huber_px,
+            depth_sigma_per_m2=cfg.depth_sigma_per_m2 if depth_sigma_per_m2 is None else depth_sigma_per_m2)
         return _Job(local_map.map_id, tuple(kf.index for kf in window), ids[used], problem)
 
     def _apply(self, local_map: LocalMap, job: _Job, result: BundleResult) -> None:

@@ -2,7 +2,9 @@
 
 Per frame (``VisualOdometry.process``), top to bottom:
   1. check the frame (stamp, sizes, depth type) — a bad frame raises before anything changes;
-  2. extract features, undistort them, read depth at the keypoints (RGB-D);
+  2. extract features, undistort them, read depth at the keypoints (RGB-D), or extract the right image's
+     features and triangulate the left keypoints they match (stereo: ``aliked_ros.geometry.stereo``; from here
+     on a stereo frame is an RGB-D frame whose depth noise is sigma_z = z^2 sigma_d / (fx B));
   3. match against the previous posed frame (mutual nearest neighbours): matched keypoints continue its tracks,
      so a keypoint knows its track id, and through it its keyframe observations and its landmark;
   4. pose the frame against the map (``_estimate``, no state change):
@@ -42,13 +44,14 @@ from aliked_ros.geometry.camera import CameraModel
 from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose
+from aliked_ros.geometry.stereo import stereo_depth
 from aliked_ros.geometry.transforms import invert, make_transform, rotation_angle
 from aliked_ros.matching import Matches, match_mutual_nearest
 from aliked_ros.odometry.map import Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
 from aliked_ros.odometry.optimizer import EpipolarTerms, PoseRefinement, refine_pose
 from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
-                                       TrackingState)
+                                       StereoFrameError, TrackingState)
 from aliked_ros.tracking import TrackedKeypoints, Tracker
 
 NO_TRACK = np.iinfo(np.uint64).max
@@ -80,6 +83,8 @@ class _Observed:
     matches: Matches
     track_ids: np.ndarray  # (N,) provisional: the previous frame's track for matched keypoints, NO_TRACK else
     camera: CameraModel
+    depth_sigma_per_m2: float = 0.0  # depth noise of points_cam: sigma_z = this x z^2 (bundle adjustment)
+    stereo_matches: int = 0
 
 
 @dataclass
@@ -160,6 +165,18 @@ class VisualOdometry:
             raise FrameError(f"depth image is {frame.depth.shape[1]}x{frame.depth.shape[0]} px, colour image {width}x{height}")
         if frame.depth is not None and frame.depth.dtype != np.float32:
             raise FrameError(f"depth must be float32 metres, got {frame.depth.dtype}")
+        if (frame.right_image is None) != (frame.stereo is None):
+            raise StereoFrameError("a stereo frame needs both its right image and its stereo camera")
+        if frame.right_image is None and self.config.require_stereo:
+            raise StereoFrameError(f"frame at {frame.stamp:.6f} s has no right image (require_stereo)")
+        if frame.right_image is not None:
+            if frame.right_image.shape[:2] != (height, width):
+                raise StereoFrameError(f"right image is {frame.right_image.shape[1]}x{frame.right_image.shape[0]} px, "
+                                       f"left image {width}x{height}")
+            if frame.depth is not None:
+                raise StereoFrameError("a frame carries depth or a right image, not both")
+            if frame.camera != frame.stereo.left:
+                raise StereoFrameError("a stereo frame's camera must be its stereo camera's rectified left camera")
 
     def process(self, frame: Frame) -> FrameResult:
         """Track and pose one frame. Stamps must increase: a stamp equal to the previous frame's raises
@@ -172,19 +189,24 @@ class VisualOdometry:
 
         # 2. features
         features = self.extractor.extract(frame.image)
+        right = self.extractor.extract(frame.right_image) if frame.right_image is not None else None
         # time went backwards: reset, but only for a frame that got this far (one the extractor refuses changes nothing)
         if self._last_stamp is not None and frame.stamp < self._last_stamp:
             self.reset(f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})")
         t_extract = time.perf_counter()
         normalized = frame.camera.undistort(features.keypoints)
-        points_cam = depth_points(frame.depth, features.keypoints, normalized, self.config) \
-            if frame.depth is not None else None
+        points_cam, depth_sigma, stereo_matches = None, self.config.depth_sigma_per_m2, 0
+        if frame.depth is not None:
+            points_cam = depth_points(frame.depth, features.keypoints, normalized, self.config)
+        elif right is not None:
+            points_cam, depth_sigma, stereo_matches = self._stereo_points(features, right, normalized, frame)
         # 3. tracks
         matches = self.tracker.match(features)
         track_ids = np.full(len(features), NO_TRACK, np.uint64)
         if len(matches):
             track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
-        observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera)
+        observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera, depth_sigma,
+                             stereo_matches)
         t_match = time.perf_counter()
         # 4. pose
         estimate = self._estimate(observed)
@@ -210,7 +232,18 @@ class VisualOdometry:
             timings_ms={"extract": (t_extract - start) * 1e3, "match": (t_match - t_extract) * 1e3,
                         "pose": (t_pose - t_match) * 1e3, "map": map_ms, "total": (end - start) * 1e3},
             covariance=estimate.covariance, reset_reason=reset_reason, map_id=map_id,
-            relocalized=estimate.relocalized, num_landmarks=estimate.num_landmarks)
+            relocalized=estimate.relocalized, num_landmarks=estimate.num_landmarks, stereo_matches=stereo_matches)
+
+    def _stereo_points(self, features: Features, right: Features, normalized: np.ndarray, frame: Frame
+                       ) -> tuple[np.ndarray, float, int]:
+        """Stereo depth of the left keypoints: (points (N,3) in the left camera frame, NaN where unmatched; depth
+        noise per m^2; number matched)."""
+        cfg = self.config
+        depth = stereo_depth(features.keypoints, features.descriptors, right.keypoints, right.descriptors, normalized,
+                             frame.stereo, cfg.stereo_row_band_px, cfg.stereo_min_disparity_px,
+                             cfg.stereo_max_disparity_px,
+                             images=(frame.image, frame.right_image) if cfg.stereo_subpixel else None)
+        return depth.points, frame.stereo.depth_sigma_per_m2(cfg.stereo_disparity_sigma_px), depth.matched
 
     # --- 4. pose ------------------------------------------------------------------------------------------------
 
@@ -491,7 +524,7 @@ class VisualOdometry:
                                    transform_points(keyframe.T_odom_cam, obs.points_cam[has_depth]), metric=True)
         if self.map.initialized and len(self.map.keyframes) >= 2:
             self._triangulate(keyframe.T_odom_cam, keyframe.track_ids, keyframe.normalized, anchors, obs.camera.focal)
-            self.mapper.run(self.map, obs.camera.focal)
+            self.mapper.run(self.map, obs.camera.focal, obs.depth_sigma_per_m2)
         keyframe.tracked_landmarks = estimate.num_landmarks or int(self.map.lookup(keyframe.track_ids)[1].sum())
 
     def _triangulate(self, T_odom_cam: np.ndarray, track_ids: np.ndarray, normalized: np.ndarray, anchors: _Previous,

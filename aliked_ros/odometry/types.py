@@ -2,7 +2,8 @@
 
 Frames: ``T_odom_camera`` is the pose of the camera optical frame (REP 103) in the odometry frame, which is the
 optical frame of the first frame (z forward). Monocular poses are in the unit of their map (``map_id``): each
-map's unit is the median scene depth seen at its initialisation; RGB-D poses are metric (metres).
+map's unit is the median scene depth seen at its initialisation; RGB-D and stereo poses are metric (metres).
+Stereo frames are posed in the rectified left camera's optical frame (``aliked_ros.geometry.stereo``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.features import Features
 from aliked_ros.geometry.camera import CameraModel
+from aliked_ros.geometry.stereo import StereoCamera
 from aliked_ros.tracking import TrackerConfig
 
 
@@ -33,6 +35,13 @@ class DuplicateFrameError(FrameError):
     """A frame stamped exactly like the previous one (a driver or bag that repeats a frame, a republish): it
     carries no new motion, and a second pose with the same stamp would repeat TF data, so it is refused before
     it changes any state."""
+
+
+class StereoFrameError(FrameError):
+    """A stereo frame the pipeline cannot take: left and right images of different sizes, a right image without
+    its stereo camera (or the other way round), or no right image where ``OdometryConfig.require_stereo`` asks
+    for one (the right stream stopped, or a left image found no right one): refused, never posed monocular
+    inside a metric map."""
 
 
 @dataclass(frozen=True)
@@ -73,18 +82,30 @@ class OdometryConfig:
     depth_max_m: float = 10.0
     depth_max_edge: float = 0.05  # reject depth where the 3x3 neighbourhood varies more than this fraction
     depth_sigma_per_m2: float = 0.005  # depth noise sigma = this x z^2 (structured light), for bundle adjustment
+    # stereo (rectified pairs; see aliked_ros.geometry.stereo)
+    stereo_row_band_px: float = 2.0  # a left-right match lies within this many rows
+    stereo_min_disparity_px: float = 1.0  # and has a disparity in [min, max] px (depth fx B / d)
+    stereo_max_disparity_px: float = 256.0
+    stereo_subpixel: bool = True  # refine each match's disparity by patch comparison along its row
+    stereo_disparity_sigma_px: float = 0.5  # depth noise sigma = z^2 sigma_d / (fx B), for bundle adjustment
+    require_stereo: bool = False  # every frame must be a stereo frame (else StereoFrameError): set for stereo
+    #                               input, so that a missing right image is refused, never posed monocular
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
 @dataclass(frozen=True)
 class Frame:
     """One camera frame. ``stamp`` in seconds; ``depth`` in metres (float32), registered to the image and of
-    the same size, NaN or 0 where invalid."""
+    the same size, NaN or 0 where invalid. Stereo: ``image`` is the rectified left image (the one tracked and
+    posed), ``right_image`` the rectified right one of the same size and stamp, ``stereo`` the pair's
+    calibration, whose ``left`` is ``camera``; a frame carries depth or a right image, not both."""
 
     image: np.ndarray
     stamp: float
     camera: CameraModel
     depth: np.ndarray | None = None
+    right_image: np.ndarray | None = None
+    stereo: StereoCamera | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +130,7 @@ class FrameResult:
     map_id: int = 0  # grows by one at every reset; monocular scale is per map
     relocalized: bool = False  # tracking recovered against a keyframe of the same map after LOST frames
     num_landmarks: int = 0  # keypoints observing a landmark of the map (inliers)
+    stereo_matches: int = 0  # keypoints with a right-image match (stereo depth); 0 for other frames
 
     @property
     def num_tracks(self) -> int:

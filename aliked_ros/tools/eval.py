@@ -1,5 +1,8 @@
 """``aliked-vo eval SOURCE``: run the VO pipeline offline on a dataset folder or bag, write the trajectory
-(TUM format) and score it against the ground truth (definitions in ``aliked_ros.evaluation``)."""
+(TUM format) and score it against the ground truth (definitions in ``aliked_ros.evaluation``). A source with a
+second camera runs stereo by default (``--no-stereo``: the left camera alone): metric poses of the rectified
+left camera, scored with an SE(3) alignment (no scale fitted); ``stereo_matches`` is the median number of left
+keypoints per frame with a right-image match."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +17,7 @@ from tqdm import tqdm
 from aliked_ros.datasets import Sequence, open_sequence
 from aliked_ros.evaluation import Metrics, evaluate, report_fields
 from aliked_ros.features import create_extractor
-from aliked_ros.odometry import FrameError, FrameResult, TrackingState, VisualOdometry
+from aliked_ros.odometry import FrameError, FrameResult, OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
 from aliked_ros.trajectory import Trajectory, write_tum
 
@@ -31,6 +34,7 @@ class OfflineRun:
     frame_ms: list[float]
     tracking_ms: list[float]  # matching + pose, per frame (the VO core without the network and the map)
     last_result: FrameResult | None
+    stereo_matches: np.ndarray | None = None  # (processed frames,) left keypoints with a right match (stereo)
 
 
 def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None = None,
@@ -38,6 +42,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
     """Feed every frame of ``sequence`` to ``vo``; collect the poses. A frame the pipeline refuses
     (:class:`FrameError`) is counted, reported on stderr and skipped; other errors stop the run."""
     stamps, poses, frame_ms, tracking_ms, map_ids, initialized = [], [], [], [], [], []
+    stereo_matches = []
     lost = frames = rejected = 0
     result = None
     total = min(len(sequence), max_frames) if max_frames else len(sequence)
@@ -53,6 +58,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             print(f"warning: frame at {frame.stamp:.6f} s skipped: {error}", file=sys.stderr)
             continue
         frame_ms.append(result.timings_ms["total"])
+        stereo_matches.append(result.stereo_matches)
         tracking_ms.append(result.timings_ms["match"] + result.timings_ms["pose"])
         if result.state == TrackingState.LOST:
             lost += 1
@@ -63,7 +69,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             initialized.append(not (result.state == TrackingState.INITIALIZING and result.pose_source == "rotation_only"))
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
     return OfflineRun(trajectory, np.array(map_ids, int), np.array(initialized, bool), frames, lost, vo.resets,
-                      rejected, frame_ms, tracking_ms, result)
+                      rejected, frame_ms, tracking_ms, result, stereo_matches=np.array(stereo_matches, int))
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
@@ -101,10 +107,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extractor_arguments(parser)
     parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=True,
                         help="use depth when the source has it (metric RGB-D odometry, se3 alignment)")
+    parser.add_argument("--stereo", action=argparse.BooleanOptionalAction, default=None,
+                        help="use the second camera (KITTI image_1, EuRoC cam1, a bag's right image topic): metric "
+                             "stereo odometry, se3 alignment (default: when the source has one)")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None)
     parser.add_argument("--camera-info-topic", default=None)
     parser.add_argument("--depth-topic", default=None)
+    parser.add_argument("--right-image-topic", default=None, help="stereo bag: the right camera's image topic")
+    parser.add_argument("--right-camera-info-topic", default=None)
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--output-trajectory", default=None, help="write the estimate here (TUM format)")
     parser.add_argument("--plot", default=None, help="write a PNG of estimate vs ground truth")
@@ -117,13 +128,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     sequence = open_sequence(args.source, camera_info=args.camera_info, use_depth=args.depth,
                              image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-                             depth_topic=args.depth_topic)
+                             depth_topic=args.depth_topic,
+                             stereo=args.stereo,
+                             right_image_topic=args.right_image_topic,
+                             right_camera_info_topic=args.right_camera_info_topic)
     extractor = create_extractor(args.extractor, extractor_config(args))
-    vo = VisualOdometry(extractor)
+    vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo))
     outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
-    alignment = "se3" if sequence.has_depth and args.depth else "sim3"
+    alignment = "se3" if sequence.has_stereo or (sequence.has_depth and args.depth) else "sim3"
     metrics = None
     note = None
     if sequence.groundtruth is None:
@@ -138,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "source": str(args.source), "extractor": extractor.name, "device": extractor.device,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
-        "rejected": outcome.rejected,
+        "rejected": outcome.rejected, "stereo": sequence.has_stereo,
+        "stereo_matches": float(np.median(outcome.stereo_matches)) if sequence.has_stereo and
+        len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),
         "frame_ms_median": float(np.median(outcome.frame_ms)) if outcome.frame_ms else None,
         "output_trajectory": args.output_trajectory, "plot": args.plot if metrics else None,

@@ -5,6 +5,11 @@ image / camera_info / depth topics with the original stamps.
 frame only after the aliked_vo node reported the previous one (lock-step: nothing is dropped, whatever the
 processing speed). ``--clock`` publishes /clock from the frame stamps for nodes with use_sim_time. Ctrl-C stops
 cleanly. Depth goes out as 32FC1 (metres), images as rgb8/mono8 (or PNG with ``--compressed``).
+
+A stereo source (KITTI with image_1, EuRoC with cam1 — rectified on reading —, a stereo bag; ``--no-stereo``:
+the left camera alone) goes out as ``<ns>/left/image_rect``, ``<ns>/left/camera_info``, ``<ns>/right/image_rect``,
+``<ns>/right/camera_info``, both images of a pair with the same stamp; the camera_infos describe the rectified
+pair (no distortion, P of the right camera with Tx = -fx B).
 """
 from __future__ import annotations
 
@@ -28,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-topic", default=None, help="override <ns>/image")
     parser.add_argument("--camera-info-topic", default=None, help="override <ns>/camera_info")
     parser.add_argument("--depth-topic", default=None, help="override <ns>/depth")
+    parser.add_argument("--stereo", action=argparse.BooleanOptionalAction, default=None,
+                        help="publish both cameras of a stereo source (default: when the source has two)")
+    parser.add_argument("--right-image-topic", default=None, help="stereo: override <ns>/right/image_rect")
+    parser.add_argument("--right-camera-info-topic", default=None, help="stereo: override <ns>/right/camera_info")
     parser.add_argument("--no-depth", action="store_true", help="do not publish depth")
     parser.add_argument("--compressed", action="store_true", help="publish <image>/compressed (PNG) instead")
     parser.add_argument("--frame-id", default="camera_optical_frame")
@@ -58,12 +67,14 @@ class ReplaySummary:
     first_stamp: float | None
     last_stamp: float | None
     status_missed: int  # lock-step frames whose status did not arrive in time
+    right_published: int = 0  # stereo: right images published (a left image without its right one: none)
 
 
 class Replayer:
-    """Publishes frames of a sequence; owns one rclpy node (the caller owns rclpy.init)."""
+    """Publishes frames of a sequence; owns one rclpy node (the caller owns rclpy.init). ``stereo``: publish the
+    left and right cameras (topics in the module docstring)."""
 
-    def __init__(self, node, args: argparse.Namespace) -> None:
+    def __init__(self, node, args: argparse.Namespace, stereo: bool = False) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -71,13 +82,23 @@ class Replayer:
         self.node, self.args = node, args
         ns = args.namespace.rstrip("/")
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE) if args.qos == "reliable" else qos_profile_sensor_data
-        image_topic = args.image_topic or f"{ns}/image"
-        if args.compressed:
-            self.pub_image = node.create_publisher(CompressedImage, f"{image_topic}/compressed", qos)
-        else:
-            self.pub_image = node.create_publisher(Image, image_topic, qos)
-        self.pub_info = node.create_publisher(CameraInfo, args.camera_info_topic or f"{ns}/camera_info", qos)
-        self.pub_depth = None if args.no_depth else node.create_publisher(Image, args.depth_topic or f"{ns}/depth", qos)
+        image_topic = args.image_topic or (f"{ns}/left/image_rect" if stereo else f"{ns}/image")
+
+        def image_publisher(topic: str):
+            if args.compressed:
+                return node.create_publisher(CompressedImage, f"{topic}/compressed", qos)
+            return node.create_publisher(Image, topic, qos)
+
+        self.pub_image = image_publisher(image_topic)
+        self.pub_info = node.create_publisher(CameraInfo, args.camera_info_topic or
+                                              (f"{ns}/left/camera_info" if stereo else f"{ns}/camera_info"), qos)
+        self.pub_depth = None if args.no_depth or stereo else \
+            node.create_publisher(Image, args.depth_topic or f"{ns}/depth", qos)
+        self.pub_right_image = self.pub_right_info = None
+        if stereo:
+            self.pub_right_image = image_publisher(getattr(args, "right_image_topic", None) or f"{ns}/right/image_rect")
+            self.pub_right_info = node.create_publisher(
+                CameraInfo, getattr(args, "right_camera_info_topic", None) or f"{ns}/right/camera_info", qos)
         self.pub_clock = node.create_publisher(Clock, "/clock", 10) if args.clock else None
         self._status_stamps: set[tuple[int, int]] = set()
         self.published_at: dict[tuple[int, int], float] = {}  # stamp (sec, nanosec) -> monotonic publish time
@@ -102,7 +123,8 @@ class Replayer:
     def subscribed(self) -> bool:
         """Every input we publish (image, camera_info, depth if any) has a subscriber: a frame sent earlier
         could lose its depth or camera_info to a subscription that is still being matched."""
-        publishers = [self.pub_image, self.pub_info] + ([self.pub_depth] if self.pub_depth is not None else [])
+        publishers = [self.pub_image, self.pub_info] + ([self.pub_depth] if self.pub_depth is not None else []) + \
+            ([self.pub_right_image, self.pub_right_info] if self.pub_right_image is not None else [])
         return all(p.get_subscription_count() > 0 for p in publishers)
 
     def wait_for_subscribers(self, timeout: float) -> bool:
@@ -116,7 +138,7 @@ class Replayer:
         from aliked_ros.ros.publishing import camera_info_message, compressed_message, image_message, make_header
 
         args = self.args
-        published = depth_published = missed = 0
+        published = depth_published = right_published = missed = 0
         first = last = None
         offset = 0.0  # added to stamps on each loop so that time never goes backwards
         sequence_start = None
@@ -142,6 +164,13 @@ class Replayer:
                 if self.pub_clock is not None:
                     self.pub_clock.publish(Clock(clock=header.stamp))
                 self.pub_info.publish(camera_info_message(frame.camera, header))
+                if self.pub_right_image is not None and frame.right_image is not None:
+                    info = camera_info_message(frame.stereo.right, header)
+                    info.p = frame.stereo.projections()[1].reshape(-1).tolist()  # Tx = -fx B
+                    self.pub_right_info.publish(info)
+                    self.pub_right_image.publish(compressed_message(frame.right_image, header) if args.compressed
+                                                 else image_message(frame.right_image, header))
+                    right_published += 1
                 if self.pub_depth is not None and frame.depth is not None:
                     self.pub_depth.publish(image_message(frame.depth, header))
                     depth_published += 1
@@ -165,7 +194,8 @@ class Replayer:
                 break  # an empty sequence
             offset = last - sequence_start + LOOP_GAP_S
         bar.close()
-        return ReplaySummary(published, depth_published, time.monotonic() - start_wall, first, last, missed)
+        return ReplaySummary(published, depth_published, time.monotonic() - start_wall, first, last, missed,
+                             right_published)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,11 +207,11 @@ def run(args: argparse.Namespace) -> int:
         apply_loopback_environment()
     sequence = open_sequence(args.source, camera_info=args.camera_info, use_depth=not args.no_depth,
                              image_topic=args.bag_image_topic, camera_info_topic=args.bag_camera_info_topic,
-                             depth_topic=args.bag_depth_topic)
+                             depth_topic=args.bag_depth_topic, stereo=args.stereo)
     rclpy.init()
     node = rclpy.create_node("aliked_replay")
     try:
-        replayer = Replayer(node, args)
+        replayer = Replayer(node, args, stereo=sequence.has_stereo)
         if args.wait_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_subscribers):
             print(f"replay: no subscriber on the image topic after {args.wait_subscribers:.0f} s; publishing anyway",
                   file=sys.stderr)

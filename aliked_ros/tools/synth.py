@@ -1,12 +1,16 @@
 """``aliked-vo synth OUT``: render a deterministic synthetic sequence with exact ground truth (see
-``aliked_ros.synth``) as a TUM-style folder or a ROS 2 bag (sqlite3 or mcap)."""
+``aliked_ros.synth``) as a TUM-style folder or a ROS 2 bag (sqlite3 or mcap). ``--stereo BASELINE``: a rectified
+stereo pair, as a KITTI folder (image_0/, image_1/, calib.txt P0/P1; the default) or a bag with left/right
+image_rect and camera_info topics; ``aliked-vo eval`` reads either as stereo."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
+from aliked_ros.datasets import DatasetError
 from aliked_ros.datasets.bag_writer import write_bag
+from aliked_ros.datasets.kitti import write_kitti_folder
 from aliked_ros.datasets.tum import write_tum_folder
 from aliked_ros.synth import SynthConfig, SyntheticSequence
 
@@ -29,6 +33,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise sigma, grey levels")
     parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma, px")
     parser.add_argument("--distortion", default="", help="plumb_bob k1,k2,p1,p2,k3 (rendered exactly)")
+    parser.add_argument("--stereo", type=float, default=0.0, metavar="BASELINE",
+                        help="also render a rectified right camera BASELINE metres to the right (stereo frames)")
 
 
 def synth_config(args: argparse.Namespace) -> SynthConfig:
@@ -37,24 +43,35 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
     return SynthConfig(frames=frames, rate_hz=args.rate, seed=args.seed, noise_sigma=args.noise,
                        blur_sigma=args.blur, distortion=distortion, speed_m_s=args.speed, path=args.path,
                        ramp_s=args.ramp, stops=args.stops, stop_s=args.stop_seconds, rotations=args.rotations,
-                       rotation_s=args.rotation_seconds, rotation_deg=args.rotation_deg)
+                       rotation_s=args.rotation_seconds, rotation_deg=args.rotation_deg,
+                       stereo_baseline_m=getattr(args, "stereo", 0.0) or 0.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="folder to create (TUM layout, or a ROS 2 bag folder)")
-    parser.add_argument("--format", choices=["tum", "bag", "mcap"], default="tum",
-                        help="tum: TUM RGB-D folder; bag: ROS 2 sqlite3 bag; mcap: ROS 2 mcap bag")
+    parser.add_argument("--format", choices=["tum", "kitti", "bag", "mcap"], default=None,
+                        help="tum: TUM RGB-D folder (default; not for stereo); kitti: KITTI odometry folder (the "
+                             "default with --stereo); bag: ROS 2 sqlite3 bag; mcap: ROS 2 mcap bag")
     add_synth_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    sequence = SyntheticSequence(synth_config(args))
+    try:
+        sequence = SyntheticSequence(synth_config(args))
+    except ValueError as error:
+        raise DatasetError(f"invalid synthetic sequence: {error}") from None
     output = Path(args.output)
-    if args.format == "tum":
+    fmt = args.format or ("kitti" if sequence.has_stereo else "tum")
+    if fmt == "tum":
+        if sequence.has_stereo:
+            raise DatasetError("a TUM folder holds one camera: write a stereo sequence with --format kitti, bag or mcap")
         write_tum_folder(sequence, output)
+    elif fmt == "kitti":
+        write_kitti_folder(sequence, output)
     else:
-        write_bag(sequence, output, storage="mcap" if args.format == "mcap" else "sqlite3")
-    print(json.dumps({"output": str(output), "format": args.format, "frames": len(sequence),
+        write_bag(sequence, output, storage="mcap" if fmt == "mcap" else "sqlite3")
+    print(json.dumps({"output": str(output), "format": fmt, "frames": len(sequence),
+                      "stereo_baseline_m": sequence.config.stereo_baseline_m or None,
                       "path_length_m": float(sum(
                           ((b[:3, 3] - a[:3, 3]) ** 2).sum() ** 0.5
                           for a, b in zip(sequence.groundtruth.poses, sequence.groundtruth.poses[1:])))}))

@@ -17,6 +17,13 @@ Definitions (used by ``aliked-vo eval`` and ``aliked-vo demo``):
     the same segment at least ``rpe_segment_m`` further along the true path; the error of the estimated
     relative translation (scaled by the segment's alignment) in percent of that distance, averaged. The segment
     length is 100 m for runs of >= 200 m, else 1 m for runs of >= 2 m, else 10 % of the path;
+  - ``nees_ratio``: the honesty of the motion covariance. Per consecutive pair of estimated poses in one segment
+    that carries a covariance of its relative motion (``FrameResult.motion_covariance``), the normalised
+    estimation error squared e^T S^-1 e of the error e = (rotation vector, translation) of
+    inv(estimated motion) against the true one (monocular: the estimate scaled by the segment's alignment and S
+    with it), the true motion from the ground truth interpolated at the two stamps (slerp), as a motion of a few
+    ms must not carry the association's time error; ``nees_ratio`` is the mean NEES divided by its 6 degrees of freedom: 1 for an honest covariance,
+    > 1 when it claims more certainty than the estimate has (``nees_ratio_median`` beside it);
   - ``path_length_m``: the length of the aligned estimated path over the scored poses, ``true_path_length_m`` the
     true one over the same poses (their ratio shows a scale error or lost motion).
 """
@@ -62,6 +69,7 @@ class Metrics:
     initializing: int = 0  # associated poses before their segment's initialisation (not in the ATE)
     segments: list[Segment] = field(default_factory=list)
     true_path_length_m: float = float("nan")
+    nees: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) NEES of the motions with a covariance
 
     def describe(self) -> str:
         """One line for people."""
@@ -87,6 +95,9 @@ def report_fields(metrics: Metrics | None, alignment: str) -> dict:
         "sim3_scale": metrics.scale if metrics else None,
         "initializing_poses": metrics.initializing if metrics else None,
         "segments": [vars(s) for s in metrics.segments] if metrics else None,
+        "nees_ratio": float(np.mean(metrics.nees)) / 6.0 if metrics and len(metrics.nees) else None,
+        "nees_ratio_median": float(np.median(metrics.nees)) / 6.0 if metrics and len(metrics.nees) else None,
+        "nees_pairs": len(metrics.nees) if metrics else None,
     }
 
 
@@ -114,6 +125,27 @@ def relative_errors(est: np.ndarray, gt: np.ndarray) -> tuple[list[float], list[
         cosine = t_est @ t_gt / (np.linalg.norm(t_est) * np.linalg.norm(t_gt))
         tdir.append(float(np.degrees(np.arccos(np.clip(cosine, -1, 1)))))
     return rot, tdir, missed
+
+
+def motion_nees(est: np.ndarray, gt: np.ndarray, covariances: np.ndarray, scale: float) -> list[float]:
+    """NEES of consecutive relative motions of (N,4,4) poses whose (N,6,6) motion covariance (of pose i against
+    pose i-1; NaN when unknown) is given, with the estimated translations multiplied by ``scale``."""
+    from scipy.spatial.transform import Rotation
+
+    S = np.diag([1.0, 1.0, 1.0, scale, scale, scale])
+    values = []
+    for i in range(1, len(est)):
+        if not (np.isfinite(covariances[i]).all() and np.isfinite(gt[i - 1]).all() and np.isfinite(gt[i]).all()):
+            continue
+        rel_est, rel_gt = invert(est[i - 1]) @ est[i], invert(gt[i - 1]) @ gt[i]
+        rel_est[:3, 3] *= scale
+        error = invert(rel_est) @ rel_gt  # exp(e) inv(true motion) = inv(estimated motion)
+        e = np.concatenate([Rotation.from_matrix(error[:3, :3]).as_rotvec(), error[:3, 3]])
+        try:
+            values.append(float(e @ np.linalg.solve(S @ covariances[i] @ S, e)))
+        except np.linalg.LinAlgError:
+            continue
+    return values
 
 
 def drift_segment_length(path_m: float) -> float:
@@ -150,10 +182,12 @@ def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool) -> tuple[n
 
 
 def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "sim3", max_difference: float = 0.02,
-             map_ids: np.ndarray | None = None, initialized: np.ndarray | None = None) -> Metrics | None:
+             map_ids: np.ndarray | None = None, initialized: np.ndarray | None = None,
+             motion_covariances: np.ndarray | None = None) -> Metrics | None:
     """Metrics of ``estimate`` against ``groundtruth``; None when fewer than 2 poses can be associated.
     ``map_ids`` (N,): the map of each estimated pose (default: one map); ``initialized`` (N,) bool: False for
-    poses before their map's initialisation (default: all initialised)."""
+    poses before their map's initialisation (default: all initialised); ``motion_covariances`` (N,6,6): of each
+    pose's motion from the previous estimated pose, NaN where unknown (default: no NEES)."""
     index = groundtruth.nearest(estimate.stamps, max_difference)
     ok = index >= 0
     if ok.sum() < 2:
@@ -163,9 +197,18 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
     maps = maps[ok]
     init = np.ones(len(estimate), bool) if initialized is None else np.asarray(initialized, bool)
     init = init[ok]
+    if motion_covariances is None:
+        covs = np.full((len(est), 6, 6), np.nan)
+    else:  # a motion is scored only against the pose just before it in the estimate
+        covs = np.asarray(motion_covariances, float)[ok].copy()
+        previous_ok = np.concatenate([[False], ok[:-1]])[ok]
+        covs[~previous_ok] = np.nan
+    # NEES compares motions of a few ms: ground truth interpolated at the estimate's stamps, not the nearest pose
+    gt_at_stamps = groundtruth.interpolate(estimate.stamps[ok], max_difference) if motion_covariances is not None \
+        else None
     aligned = np.full((len(est), 3), np.nan)
     scored = np.zeros(len(est), bool)
-    segments, rot, tdir, drift, missed = [], [], [], [], 0
+    segments, rot, tdir, drift, nees, missed = [], [], [], [], [], 0
     scales = []
     total_path = float(np.sum(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1)))
     length_m = drift_segment_length(total_path)
@@ -184,6 +227,8 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
         tdir += d
         missed += m
         drift += drift_errors(est[score], gt[score], s, length_m)
+        if gt_at_stamps is not None:
+            nees += motion_nees(est[members], gt_at_stamps[members], covs[members], s)
         path = float(np.sum(np.linalg.norm(np.diff(aligned[score], axis=0), axis=1)))
         true_path = float(np.sum(np.linalg.norm(np.diff(gt[score, :3, 3], axis=0), axis=1)))
         segments.append(Segment(int(map_id), len(members), len(score), float(np.sqrt(np.mean(errors ** 2))), s, path,
@@ -193,4 +238,5 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
     return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir),
                    float(sum(seg.path_length_m for seg in segments)), max(scales)[1], estimate.stamps[ok], aligned,
                    gt[:, :3, 3], missed, float(np.mean(drift)) if drift else float("nan"), length_m,
-                   int((~init).sum()), segments, float(sum(seg.true_path_length_m for seg in segments)))
+                   int((~init).sum()), segments, float(sum(seg.true_path_length_m for seg in segments)),
+                   np.array(nees))

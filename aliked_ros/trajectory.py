@@ -31,6 +31,31 @@ class Trajectory:
         choose = np.where(np.abs(self.stamps[left] - stamps) <= np.abs(self.stamps[pos] - stamps), left, pos)
         return np.where(np.abs(self.stamps[choose] - stamps) <= max_difference, choose, -1)
 
+    def interpolate(self, stamps: np.ndarray, max_difference: float) -> np.ndarray:
+        """Poses (M,4,4) at ``stamps``: positions linear, rotations by slerp between the poses just before and
+        just after; a stamp equal to a pose's takes it. NaN where a stamp is not bracketed by poses at most
+        ``max_difference`` s away on each side."""
+        from scipy.spatial.transform import Rotation, Slerp
+
+        stamps = np.asarray(stamps, float)
+        out = np.full((len(stamps), 4, 4), np.nan)
+        if len(self.stamps) == 0:
+            return out
+        after = np.clip(np.searchsorted(self.stamps, stamps), 0, len(self.stamps) - 1)
+        before = np.clip(np.searchsorted(self.stamps, stamps, side="right") - 1, 0, len(self.stamps) - 1)
+        for k, (i, j, t) in enumerate(zip(before, after, stamps)):
+            t0, t1 = self.stamps[i], self.stamps[j]
+            if not (t0 <= t <= t1) or t - t0 > max_difference or t1 - t > max_difference:
+                continue
+            if j == i or t1 == t0:
+                out[k] = self.poses[i]
+                continue
+            a = (t - t0) / (t1 - t0)
+            out[k] = np.eye(4)
+            out[k, :3, :3] = Slerp([0.0, 1.0], Rotation.from_matrix(self.poses[[i, j], :3, :3]))(a).as_matrix()
+            out[k, :3, 3] = (1 - a) * self.poses[i, :3, 3] + a * self.poses[j, :3, 3]
+        return out
+
 
 def read_tum(path: str | Path) -> Trajectory:
     try:

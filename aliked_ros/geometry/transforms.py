@@ -52,3 +52,14 @@ def perturb_left(transform: np.ndarray, xi: np.ndarray) -> np.ndarray:
     the translation part: R' = exp(w) R, t' = exp(w) t + v)."""
     R = exp_so3(xi[:3])
     return make_transform(R @ transform[:3, :3], R @ transform[:3, 3] + xi[3:])
+
+
+def adjoint(transform: np.ndarray) -> np.ndarray:
+    """6x6 Ad_T for xi = (rotation vector, translation): T exp(xi) T^-1 = exp(Ad_T xi) to first order, in the
+    perturbation of :func:`perturb_left`. Moves a perturbation (or its covariance, Ad S Ad^T) from T's input
+    frame to its output frame."""
+    R, t = transform[:3, :3], transform[:3, 3]
+    out = np.zeros((6, 6))
+    out[:3, :3] = out[3:, 3:] = R
+    out[3:, :3] = skew(t) @ R
+    return out

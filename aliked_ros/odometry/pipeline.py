@@ -31,6 +31,10 @@ essential prior failed, or relocalisation), ``rotation_only`` (monocular initial
 of a map, LOST). Covariance (``FrameResult.covariance``): 6x6 of the camera pose against the map, perturbation
 T_odom_cam <- T_odom_cam exp(-xi) with xi = (rotation vector, translation) in the camera frame, in the map's unit;
 it does not include the map's own uncertainty. None when not estimated (initialisation, LOST).
+``FrameResult.motion_covariance``: 6x6 of ``motion`` (T_prev_cur) in the same convention, the error xi of
+inv(motion) <- exp(xi) inv(motion) in this camera's frame: this frame's covariance plus the previous posed frame's
+moved into this frame (their pixel noise is independent; the map's error is common to both and cancels to first
+order). None when either is unknown. ``aliked-vo eval`` checks it against ground truth (``nees_ratio``).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from aliked_ros.features import Extractor, Features
 from aliked_ros.geometry.camera import CameraModel
@@ -45,7 +50,7 @@ from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compens
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose
 from aliked_ros.geometry.stereo import stereo_depth
-from aliked_ros.geometry.transforms import invert, make_transform, rotation_angle
+from aliked_ros.geometry.transforms import adjoint, invert, make_transform, rotation_angle
 from aliked_ros.matching import Matches, match_mutual_nearest
 from aliked_ros.odometry.map import Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
@@ -115,6 +120,9 @@ class _Previous:
     anchor_norm: np.ndarray
     anchor_frame: np.ndarray
     anchor_poses: dict[int, np.ndarray] = field(default_factory=dict)
+    covariance: np.ndarray | None = None  # of T_odom_cam against the map
+    reference: tuple[int, np.ndarray] | None = None  # (index, T_odom_cam) of the newest keyframe as this frame
+    #                                                  was posed against it (before that keyframe's own BA)
 
 
 class VisualOdometry:
@@ -214,6 +222,8 @@ class VisualOdometry:
         # 5. commit
         frame_index, map_id = self._frame_index, self._map_id
         previous_pose = self._previous.T_odom_cam if self._previous is not None else None
+        previous_covariance = self._previous.covariance if self._previous is not None else None
+        map_moved = self._map_moved(self._previous) if self._previous is not None else None
         reset_reason, self._pending_reset_reason = self._pending_reset_reason, None
         tracks, map_ms = self._commit(observed, estimate, frame.stamp)
         end = time.perf_counter()
@@ -224,6 +234,13 @@ class VisualOdometry:
             keypoint_inliers[estimate.revived[0]] = True
         motion = invert(previous_pose) @ estimate.T_odom_cam \
             if estimate.T_odom_cam is not None and previous_pose is not None else None
+        motion_covariance = None
+        if motion is not None and estimate.covariance is not None and previous_covariance is not None:
+            Ad = adjoint(invert(motion))  # the previous pose's error, moved into this camera's frame
+            motion_covariance = estimate.covariance + Ad @ previous_covariance @ Ad.T
+            if map_moved is not None:  # the map moved under the previous frame: this motion contains that move
+                moved = Ad @ -np.concatenate([Rotation.from_matrix(map_moved[:3, :3]).as_rotvec(), map_moved[:3, 3]])
+                motion_covariance = motion_covariance + np.outer(moved, moved)
         return FrameResult(
             stamp=frame.stamp, frame_index=frame_index, state=estimate.state, pose_source=estimate.source,
             is_keyframe=estimate.keyframe, T_odom_camera=estimate.T_odom_cam, motion=motion, features=features,
@@ -231,7 +248,8 @@ class VisualOdometry:
             inliers=keypoint_inliers, num_matches=len(matches), num_inliers=int(keypoint_inliers.sum()),
             timings_ms={"extract": (t_extract - start) * 1e3, "match": (t_match - t_extract) * 1e3,
                         "pose": (t_pose - t_match) * 1e3, "map": map_ms, "total": (end - start) * 1e3},
-            covariance=estimate.covariance, reset_reason=reset_reason, map_id=map_id,
+            covariance=estimate.covariance, motion_covariance=motion_covariance, reset_reason=reset_reason,
+            map_id=map_id,
             relocalized=estimate.relocalized, num_landmarks=estimate.num_landmarks, stereo_matches=stereo_matches)
 
     def _stereo_points(self, features: Features, right: Features, normalized: np.ndarray, frame: Frame
@@ -477,6 +495,9 @@ class VisualOdometry:
                 raise
         map_ms = (time.perf_counter() - start) * 1e3
         # nothing below can fail: the frame is committed
+        keyframe = self.map.last_keyframe
+        if keyframe is not None:
+            anchors.reference = (keyframe.index, estimate.T_odom_cam if estimate.keyframe else keyframe.T_odom_cam)
         self.tracker.commit(obs.features, tracks, next_id)
         self._previous, self._posed_frames = anchors, self._posed_frames + 1
         self._T_odom_last = estimate.T_odom_cam
@@ -486,6 +507,21 @@ class VisualOdometry:
             self.relocalizations += 1
         self._lost_in_a_row = 0
         return tracks, map_ms
+
+    def _map_moved(self, previous: _Previous) -> np.ndarray | None:
+        """How bundle adjustment moved the map under ``previous`` since it was posed, as a transform D in its
+        camera frame (its pose in the current map is T_odom_cam D), from the move of the keyframe it was posed
+        against; None when that keyframe has left the map or did not move."""
+        if previous.reference is None:
+            return None
+        index, T_then = previous.reference
+        for keyframe in reversed(self.map.keyframes):
+            if keyframe.index == index:
+                if np.array_equal(keyframe.T_odom_cam, T_then):
+                    return None
+                correction = keyframe.T_odom_cam @ invert(T_then)
+                return invert(previous.T_odom_cam) @ correction @ previous.T_odom_cam
+        return None
 
     def _anchored(self, obs: _Observed, estimate: _Estimate) -> _Previous:
         """This frame as the next previous frame: anchors carried along the verified matches (no state change)."""
@@ -498,7 +534,7 @@ class VisualOdometry:
             anchor_frame[keep[:, 1]] = self._previous.anchor_frame[keep[:, 0]]
             for frame in np.unique(anchor_frame).tolist():
                 poses.setdefault(frame, self._previous.anchor_poses.get(frame))
-        return _Previous(obs.normalized, estimate.T_odom_cam, anchor_norm, anchor_frame, poses)
+        return _Previous(obs.normalized, estimate.T_odom_cam, anchor_norm, anchor_frame, poses, estimate.covariance)
 
     def _provisional_tracks(self, obs: _Observed) -> TrackedKeypoints:
         """Ids for a LOST frame's keypoints without committing it: matched keypoints show their track."""

@@ -126,6 +126,7 @@ class FrameResult:
     num_inliers: int
     timings_ms: dict[str, float]
     covariance: np.ndarray | None = None  # 6x6 of the pose against the map (see VisualOdometry), None = unknown
+    motion_covariance: np.ndarray | None = None  # 6x6 of ``motion`` (see VisualOdometry), None = unknown
     reset_reason: str | None = None
     map_id: int = 0  # grows by one at every reset; monocular scale is per map
     relocalized: bool = False  # tracking recovered against a keyframe of the same map after LOST frames

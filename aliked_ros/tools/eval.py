@@ -34,6 +34,7 @@ class OfflineRun:
     frame_ms: list[float]
     tracking_ms: list[float]  # matching + pose, per frame (the VO core without the network and the map)
     last_result: FrameResult | None
+    motion_covariances: np.ndarray | None = None  # (len(trajectory),6,6) of each pose's motion, NaN if unknown
     stereo_matches: np.ndarray | None = None  # (processed frames,) left keypoints with a right match (stereo)
 
 
@@ -42,6 +43,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
     """Feed every frame of ``sequence`` to ``vo``; collect the poses. A frame the pipeline refuses
     (:class:`FrameError`) is counted, reported on stderr and skipped; other errors stop the run."""
     stamps, poses, frame_ms, tracking_ms, map_ids, initialized = [], [], [], [], [], []
+    motion_covariances = []
     stereo_matches = []
     lost = frames = rejected = 0
     result = None
@@ -66,10 +68,13 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             stamps.append(result.stamp)
             poses.append(result.T_odom_camera)
             map_ids.append(result.map_id)
+            motion_covariances.append(result.motion_covariance if result.motion_covariance is not None
+                                      else np.full((6, 6), np.nan))
             initialized.append(not (result.state == TrackingState.INITIALIZING and result.pose_source == "rotation_only"))
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
     return OfflineRun(trajectory, np.array(map_ids, int), np.array(initialized, bool), frames, lost, vo.resets,
-                      rejected, frame_ms, tracking_ms, result, stereo_matches=np.array(stereo_matches, int))
+                      rejected, frame_ms, tracking_ms, result, np.array(motion_covariances).reshape(-1, 6, 6),
+                      stereo_matches=np.array(stereo_matches, int))
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         note = "no ground truth in the source: metrics unavailable"
     else:
         metrics = evaluate(outcome.trajectory, sequence.groundtruth, alignment, args.max_time_difference,
-                           outcome.map_ids, outcome.initialized)
+                           outcome.map_ids, outcome.initialized, outcome.motion_covariances)
         if metrics is None:
             note = "fewer than 2 poses match ground-truth stamps: metrics unavailable"
     if metrics is not None and args.plot:

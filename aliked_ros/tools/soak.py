@@ -9,9 +9,12 @@ process publishing a synthetic sequence (``aliked_ros.synth``, ``path=loop``) on
 The frames: ``--loop-frames`` frames are rendered once and published round and round. The camera speed is chosen
 so that one lap of the ellipse takes exactly ``--loop-frames`` frames: the frame after the last is the first one's
 view, so the VO sees one seamless endless trajectory (no scene jump, no reset from the loop). Stamps are the wall
-clock at publication (strictly increasing), so latency = receipt time - image stamp, one clock.
+clock at publication (strictly increasing), so latency = receipt time - image stamp, one clock. (Monocular ORB at
+320x240 goes LOST on the far side of this lap and starts a new map after ``max_lost_frames``: the soak runs the
+LOST / reset / new-map paths over and over, which is part of what it checks; ``resets`` and ``map_ids`` say how
+often.)
 
-Sampled every ``--sample-period`` s: the node process's RSS, thread count, open file descriptors (psutil when
+Sampled every second (``SoakConfig.sample_period_s``): the node process's RSS, thread count, open file descriptors (psutil when
 installed, else /proc) and any input queue sizes the node reports in /diagnostics (keys with ``queue``,
 ``pending`` or ``in_flight``). After the last frame the soak waits until the node is idle (its ``frames_received``
 stops changing and equals processed + dropped + rejected), reads the final counts, stops the node with SIGINT and counts

@@ -79,8 +79,6 @@ def test_camera_publisher_restarts(ros_process, graph, tmp_path):
     assert g.status[-1].state == TRACKING and node.running
 
 
-@pytest.mark.xfail(strict=True, reason="node defect (issue 10 report): a new camera_info resolution is not a reset; "
-                   "the VO is LOST for max_lost_frames (15) frames, then starts a new map")
 def test_camera_info_resolution_change(ros_process, graph):
     """camera_info and images switch from 320x240 to 160x120 mid-run (a driver reconfigured): a clean reset at the
     first frame of the new size (a map built with the old calibration cannot be tracked with the new one), every
@@ -214,8 +212,6 @@ def test_node_restarted_mid_replay(ros_process, graph, tmp_path):
     assert any(s.state == TRACKING for s in g.status) and restarted.running
 
 
-@pytest.mark.xfail(strict=True, reason="node defect (issue 10 report): on SIGTERM rclpy invalidates the context while "
-                   "the worker publishes: '[ERROR] publishing failed: RCLError(... context is invalid)' and a traceback")
 def test_sigterm_during_processing(ros_process, graph):
     """SIGTERM (what systemd, docker stop and launch's escalation send) while frames are being processed: a clean
     exit with code 0 within a few seconds, no thread or process left behind, no traceback."""

@@ -2,6 +2,8 @@
 tracking behaviour and bad input."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -109,6 +111,24 @@ def test_duplicate_stamp_is_refused_without_changing_state(shared_dir, extractor
                       progress=False)
     assert (run.frames, run.rejected, len(run.trajectory)) == (4, 1, 3)
     np.testing.assert_allclose(run.trajectory.poses, reference.trajectory.poses, atol=1e-9)
+
+
+def test_a_new_camera_calibration_starts_a_new_map(shared_dir, extractor_cache):
+    """A driver reconfigured to another resolution: the map's rays no longer apply, so the first frame of the new
+    size resets the pipeline (not LOST for max_lost_frames frames) and tracking starts again on the new camera."""
+    import cv2
+
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:6]
+    vo = VisualOdometry(extractor_cache("orb"))
+    for frame in frames[:3]:
+        assert vo.process(frame).reset_reason is None
+    half = dataclasses.replace(frames[3].camera, width=320, height=240, fx=frames[3].camera.fx / 2,
+                               fy=frames[3].camera.fy / 2, cx=frames[3].camera.cx / 2, cy=frames[3].camera.cy / 2)
+    small = [Frame(cv2.resize(f.image, (320, 240), interpolation=cv2.INTER_AREA), f.stamp, half) for f in frames[3:]]
+    first = vo.process(small[0])
+    assert first.reset_reason == "camera changed (640x480 fx 520.9 -> 320x240 fx 260.45)", first.reset_reason
+    assert first.map_id == 1 and vo.resets == 1
+    assert [vo.process(f).reset_reason for f in small[1:]] == [None, None]  # the same new camera: no more resets
 
 
 class _List(list):

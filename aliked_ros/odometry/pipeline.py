@@ -125,6 +125,10 @@ class _Previous:
     #                                                  was posed against it (before that keyframe's own BA)
 
 
+def _describe(camera: CameraModel) -> str:
+    return f"{camera.width}x{camera.height} fx {camera.fx:g}"
+
+
 class VisualOdometry:
     """Feed ``Frame``s to ``process`` in time order; see the module docstring for the method."""
 
@@ -160,6 +164,7 @@ class VisualOdometry:
         self._posed_frames = 0
         self._last_stamp: float | None = None
         self._frame_index = 0
+        self._camera: tuple | None = None  # (camera, stereo) of the last frame taken
         self._lost_in_a_row = 0
 
     # --- 1. checks ----------------------------------------------------------------------------------------------
@@ -201,6 +206,9 @@ class VisualOdometry:
         # time went backwards: reset, but only for a frame that got this far (one the extractor refuses changes nothing)
         if self._last_stamp is not None and frame.stamp < self._last_stamp:
             self.reset(f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})")
+        elif self._camera is not None and (frame.camera, frame.stereo) != self._camera:
+            # a new resolution or calibration (a driver reconfigured): the map's pixels and rays no longer apply
+            self.reset(f"camera changed ({_describe(self._camera[0])} -> {_describe(frame.camera)})")
         t_extract = time.perf_counter()
         normalized = frame.camera.undistort(features.keypoints)
         points_cam, depth_sigma, stereo_matches = None, self.config.depth_sigma_per_m2, 0
@@ -226,6 +234,7 @@ class VisualOdometry:
         map_moved = self._map_moved(self._previous) if self._previous is not None else None
         reset_reason, self._pending_reset_reason = self._pending_reset_reason, None
         tracks, map_ms = self._commit(observed, estimate, frame.stamp)
+        self._camera = (frame.camera, frame.stereo)
         end = time.perf_counter()
 
         keypoint_inliers = np.zeros(len(features), bool)

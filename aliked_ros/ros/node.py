@@ -305,6 +305,8 @@ class VoNode(Node):
         try:
             self._publish(frame.image.header, frame.stamp_ns, result, vo_frame.image)
         except Exception as error:  # noqa: BLE001
+            if not self.context.ok():  # SIGINT/SIGTERM shut ROS down under the worker: a normal stop, not an error
+                return
             if self.inputs.count("publish_error"):
                 self.get_logger().error(f"publishing failed: {error!r}\n{traceback.format_exc()}")
 

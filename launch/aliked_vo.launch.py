@@ -1,10 +1,13 @@
 """Launch the aliked_vo node, optionally with rviz.
 
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/camera image:=image_raw extractor:=aliked-t16 rviz:=true
+ros2 launch aliked_ros aliked_vo.launch.py camera:=/stereo stereo:=true    # <camera>/left/image_rect, ...
 
 Node parameters come from ``params_file`` (default: the package's config/params.yaml); the launch arguments
-extractor, device, max_keypoints, use_depth, compressed, odom_frame, base_frame and camera_frame override it
-only when given (empty = the file's value). The launch ends when the node exits: with code 0 after Ctrl-C, with
+extractor, device, max_keypoints, use_depth, stereo, compressed, odom_frame, base_frame and camera_frame override
+it only when given (empty = the file's value). With stereo:=true the node reads the rectified pair on
+<camera>/<left_image>, <left_camera_info>, <right_image>, <right_camera_info> (image, camera_info and depth are
+then unused). The launch ends when the node exits: with code 0 after Ctrl-C, with
 code 1 when the node failed (e.g. a parameter it refuses at start: its one-line reason is printed above).
 """
 import os
@@ -22,6 +25,8 @@ PARAMETER_ARGUMENTS = {
     "device": "auto|cuda|cuda:N|cpu",
     "max_keypoints": "keypoint budget per frame (16..20000)",
     "use_depth": "true: subscribe to the registered depth topic (metric pose)",
+    "stereo": "true: subscribe to a rectified stereo pair (left_image, left_camera_info, right_image, "
+              "right_camera_info; metric pose)",
     "compressed": "true: subscribe to <image>/compressed",
     "odom_frame": "odometry frame (TF parent)",
     "base_frame": "robot base frame (TF child)",
@@ -45,7 +50,12 @@ def _node(context):
             ("image/compressed", PathJoinSubstitution([camera, LaunchConfiguration("image"), "compressed"])),
             ("camera_info", PathJoinSubstitution([camera, LaunchConfiguration("camera_info")])),
             ("depth", PathJoinSubstitution([camera, LaunchConfiguration("depth")])),
-        ],
+        ] + [remapping for side in ("left", "right") for remapping in (
+            (f"{side}/image_rect", PathJoinSubstitution([camera, LaunchConfiguration(f"{side}_image")])),
+            (f"{side}/image_rect/compressed",
+             PathJoinSubstitution([camera, LaunchConfiguration(f"{side}_image"), "compressed"])),
+            (f"{side}/camera_info", PathJoinSubstitution([camera, LaunchConfiguration(f"{side}_camera_info")])),
+        )],
         on_exit=_on_node_exit,
     )]
 
@@ -64,6 +74,13 @@ def generate_launch_description():
         DeclareLaunchArgument("image", default_value="image_raw", description="image topic in the camera namespace"),
         DeclareLaunchArgument("camera_info", default_value="camera_info", description="camera_info topic"),
         DeclareLaunchArgument("depth", default_value="depth/image_raw", description="registered depth topic"),
+        DeclareLaunchArgument("left_image", default_value="left/image_rect",
+                              description="stereo: rectified left image topic in the camera namespace (posed)"),
+        DeclareLaunchArgument("left_camera_info", default_value="left/camera_info", description="stereo: left camera_info"),
+        DeclareLaunchArgument("right_image", default_value="right/image_rect",
+                              description="stereo: rectified right image topic in the camera namespace"),
+        DeclareLaunchArgument("right_camera_info", default_value="right/camera_info",
+                              description="stereo: right camera_info (P with Tx = -fx * baseline)"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "params.yaml"),
                               description="node parameters (YAML)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),

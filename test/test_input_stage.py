@@ -81,6 +81,38 @@ def test_a_second_paired_stream_needs_no_new_code():
     assert pairing.unmatched == {"depth": 0, "right": 1}
 
 
+def test_stereo_right_camera_pairs_by_exact_stamp_with_its_camera_info_and_a_stopped_stream_expires():
+    """Stereo: "right" is a paired stream (tolerance 0: the same stamp) with a camera_info of its own; left images
+    whose right image never comes are decided unpaired after ``pairing_wait`` (no_right), not left in flight."""
+    stage = InputStage({"right": 0.0}, camera_info_wait=0.0, pairing_wait=0.3, camera_info_streams=("image", "right"))
+    stage.add_camera_info(NS, "left_info1")
+    stage.add_image(NS, "left1")
+    stage.add_paired("right", NS, "right1")
+    work = stage.take(timeout=1)
+    assert work.frame.paired == {"right": "right1"} and work.camera_info == "left_info1" and work.camera_infos == {}
+    stage.finish_rejected("no_right_camera_info")  # what the node does without a right camera_info
+    stage.add_camera_info(2 * NS, "right_info2", "right")
+    stage.add_image(2 * NS, "left2")
+    stage.add_paired("right", 2 * NS + 1, "right2")  # 1 ns apart: not a pair
+    stage.add_image(3 * NS, "left3")
+    stage.add_paired("right", 3 * NS, "right3")
+    work = stage.take(timeout=1)
+    assert work.frame.image == "left3" and work.camera_infos == {"right": "right_info2"}
+    stage.finish_processed(work.frame)
+    for k in range(4, 7):  # the right stream stops
+        stage.add_image(k * NS, f"left{k}")
+    assert stage.snapshot().in_flight == 3
+    time.sleep(0.4)
+    snapshot = stage.snapshot()
+    assert snapshot.in_flight == 0 and snapshot.balanced and stage.take(timeout=0.05) is None
+    assert snapshot.rejected == {"no_right_camera_info": 1, "no_right": 4} and snapshot.unmatched == {"right": 4}
+    assert snapshot.camera_infos == 1 and snapshot.counters == {"camera_infos_right": 1}
+    level, message, values = diagnostic_values(snapshot)
+    assert values["images_without_right"] == "4" and values["rejected_no_right"] == "4" and "no_right 4" in message
+    with pytest.raises(KeyError):
+        stage.add_camera_info(NS, "info", "depth")
+
+
 def test_reset_request_travels_with_the_next_frame():
     stage = InputStage(camera_info_wait=0.0)
     pose = make_transform(np.eye(3), [1.0, 2.0, 0.0])

@@ -1,5 +1,6 @@
-"""Test side of a real ROS graph around the aliked_vo node: publishes frames (image, camera_info, depth) and
-collects the node's outputs, all from the pytest process; the node runs in its own process."""
+"""Test side of a real ROS graph around the aliked_vo node: publishes frames (image, camera_info, depth; or a
+rectified stereo pair: left/right image_rect and camera_info) and collects the node's outputs, all from the pytest
+process; the node runs in its own process."""
 from __future__ import annotations
 
 import sys
@@ -26,6 +27,14 @@ def camera_info_msg(camera, header) -> CameraInfo:
     return msg
 
 
+def stereo_camera_info_msgs(stereo, header) -> tuple[CameraInfo, CameraInfo]:
+    """(left, right) camera_info of a rectified pair as a stereo driver publishes them: no distortion, R = I,
+    P of the right camera with Tx = -fx B."""
+    left, right = camera_info_msg(stereo.left, header), camera_info_msg(stereo.right, header)
+    left.p, right.p = (P.reshape(-1).tolist() for P in stereo.projections())
+    return left, right
+
+
 def image_msg(image: np.ndarray, header, encoding: str = "rgb8") -> Image:
     channels = 1 if image.ndim == 2 else image.shape[2]
     return Image(header=header, height=image.shape[0], width=image.shape[1], encoding=encoding, is_bigendian=0,
@@ -43,15 +52,23 @@ class VoGraph:
     """Publishers to the node's inputs and subscribers to its outputs, on one test node."""
 
     def __init__(self, context, namespace: str = "/cam", node_ns: str = "/aliked_vo", reliable: bool = False,
-                 compressed: bool = False) -> None:
+                 compressed: bool = False, stereo: bool = False) -> None:
+        """``stereo``: publish <namespace>/left/image_rect, left/camera_info, right/image_rect, right/camera_info
+        (the node with stereo:=true and those remapped) instead of image and camera_info."""
         self.node = rclpy.create_node("vo_test_client", context=context)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
         out_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-        self.compressed = compressed
-        image_type, image_topic = (CompressedImage, f"{namespace}/image/compressed") if compressed else (Image, f"{namespace}/image")
-        self.pub_image = self.node.create_publisher(image_type, image_topic, qos)
-        self.pub_info = self.node.create_publisher(CameraInfo, f"{namespace}/camera_info", qos)
+        self.compressed, self.stereo = compressed, stereo
+        image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
+        image_topic, info_topic = (f"{namespace}/left/image_rect", f"{namespace}/left/camera_info") if stereo else \
+            (f"{namespace}/image", f"{namespace}/camera_info")
+        self.pub_image = self.node.create_publisher(image_type, image_topic + suffix, qos)
+        self.pub_info = self.node.create_publisher(CameraInfo, info_topic, qos)
         self.pub_depth = self.node.create_publisher(Image, f"{namespace}/depth", qos)
+        self.pub_right_image = self.pub_right_info = None
+        if stereo:
+            self.pub_right_image = self.node.create_publisher(image_type, f"{namespace}/right/image_rect{suffix}", qos)
+            self.pub_right_info = self.node.create_publisher(CameraInfo, f"{namespace}/right/camera_info", qos)
         self.keypoints: list[FrameKeypoints] = []
         self.status: list[TrackingStatus] = []
         self.odometry: list[Odometry] = []
@@ -76,7 +93,8 @@ class VoGraph:
 
     def wait_for_node(self, process, timeout: float = 120.0, depth: bool = False) -> None:
         """Until the node (model loaded) subscribes to our inputs and its outputs are matched."""
-        inputs = [self.pub_image, self.pub_info] + ([self.pub_depth] if depth else [])
+        inputs = [self.pub_image, self.pub_info] + ([self.pub_depth] if depth else []) + \
+            ([self.pub_right_image, self.pub_right_info] if self.stereo else [])
         ok = self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in inputs) or not process.running,
                              timeout)
         assert ok and process.running, f"node did not come up:\n{process.output()}"
@@ -84,24 +102,40 @@ class VoGraph:
         assert self.spin_until(lambda: all(sub.get_publisher_count() > 0 for sub in self.outputs), 30)
 
     def publish(self, frame, depth_encoding: str | None = None, stamp: float | None = None, camera=None,
-                image: np.ndarray | None = None) -> float:
+                image: np.ndarray | None = None, right: bool = True, right_info: CameraInfo | None = None,
+                right_image: np.ndarray | None = None) -> float:
+        """One frame. Stereo graphs: the right camera_info (``right_info``, else the frame's pair) and image
+        (``right_image``, else the frame's) too, unless ``right`` is False (a right stream that stopped)."""
         stamp = frame.stamp if stamp is None else stamp
         from std_msgs.msg import Header
 
         header = Header(stamp=stamp_of(stamp), frame_id="camera_rgb_optical_frame")
-        self.pub_info.publish(camera_info_msg(camera or frame.camera, header))
+        if self.stereo:
+            left_info, default_right_info = stereo_camera_info_msgs(frame.stereo, header)
+            self.pub_info.publish(left_info)
+            if right:
+                if right_info is not None:
+                    right_info.header = header
+                self.pub_right_info.publish(right_info or default_right_info)
+                self._publish_image(self.pub_right_image, frame.right_image if right_image is None else right_image,
+                                    header)
+        else:
+            self.pub_info.publish(camera_info_msg(camera or frame.camera, header))
         if depth_encoding is not None and frame.depth is not None:
             depth = frame.depth.astype(np.float32) if depth_encoding == "32FC1" else \
                 np.nan_to_num(frame.depth * 1000, nan=0).round().astype(np.uint16)
             self.pub_depth.publish(image_msg(depth, header, depth_encoding))
-        image = frame.image if image is None else image
-        if self.compressed:
-            ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            self.pub_image.publish(CompressedImage(header=header, format="png", data=png.tobytes()))
-        else:
-            self.pub_image.publish(image_msg(image, header))
+        self._publish_image(self.pub_image, frame.image if image is None else image, header)
         self.published += 1
         return stamp
+
+    def _publish_image(self, publisher, image: np.ndarray, header) -> None:
+        if self.compressed:
+            bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            ok, png = cv2.imencode(".png", bgr)
+            publisher.publish(CompressedImage(header=header, format="png", data=png.tobytes()))
+        else:
+            publisher.publish(image_msg(image, header, "rgb8" if image.ndim == 3 else "mono8"))
 
     def publish_and_wait(self, frame, timeout: float = 60.0, **kwargs) -> TrackingStatus:
         """Lock-step: publish one frame, wait for the node's status for its stamp (republish once if the frame

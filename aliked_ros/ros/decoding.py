@@ -13,25 +13,40 @@ import numpy as np
 
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
+from aliked_ros.geometry.stereo import StereoCamera
 from aliked_ros.image_encoding import EncodingError, SizeMismatchError, decode_compressed, decode_depth, decode_image
-from aliked_ros.odometry import DuplicateFrameError, Frame, FrameError
+from aliked_ros.odometry import DuplicateFrameError, Frame, FrameError, StereoFrameError
 
 
 class NoCameraInfoError(AlikedRosError):
     """An image arrived before any camera_info."""
 
 
+class NoRightCameraInfoError(NoCameraInfoError):
+    """Stereo: a pair arrived before any camera_info of the right camera."""
+
+
 class CameraInfoError(CalibrationError):
     """A camera_info the node cannot use (K all zero, NaN, unknown distortion model, ...)."""
 
 
+class StereoCalibrationError(CameraInfoError):
+    """The left and right camera_infos do not describe a rectified pair with a positive baseline (right P with
+    Tx = 0 or Tx > 0, images of different sizes, different fx/fy/cy, no P): a metric scale from them would be
+    wrong, so no frame is posed with them."""
+
+
 # bad input -> (counter in /diagnostics: rejected_<kind>, what the log says); the first matching type wins
 REJECTIONS: tuple[tuple[type[Exception], str, str], ...] = (
+    (NoRightCameraInfoError, "no_right_camera_info",
+     "no right camera_info received yet: stereo pairs are not processed until one is"),
     (NoCameraInfoError, "no_camera_info", "no camera_info received yet: frames are not processed until one is"),
+    (StereoCalibrationError, "bad_stereo_calibration", "unusable stereo calibration (left/right camera_info)"),
     (CameraInfoError, "bad_camera_info", "unusable camera_info"),
     (EncodingError, "bad_encoding", "bad image"),
     (CalibrationError, "size_mismatch", "image does not fit camera_info"),
     (DuplicateFrameError, "duplicate_stamp", "duplicate frame"),
+    (StereoFrameError, "bad_stereo_pair", "bad stereo pair"),
     (FrameError, "bad_depth", "bad depth image"),
     (AlikedRosError, "bad_input", "frame rejected"),
 )
@@ -71,6 +86,33 @@ class CameraCache:
         return self._model
 
 
+class StereoCameraCache:
+    """The StereoCamera of the (left, right) camera_info messages last used (rebuilt only when either changes).
+    Only their P matrices and sizes are read (``StereoCamera.from_camera_infos``): the images are rectified."""
+
+    def __init__(self) -> None:
+        self._messages: tuple[Any, Any] = (None, None)
+        self._stereo: StereoCamera | None = None
+        self._error: StereoCalibrationError | None = None
+
+    def model(self, left: Any | None, right: Any | None) -> StereoCamera:
+        if left is None:
+            raise NoCameraInfoError("no left camera_info received yet")
+        if right is None:
+            raise NoRightCameraInfoError("no right camera_info received yet")
+        if left is not self._messages[0] or right is not self._messages[1]:
+            self._messages = (left, right)
+            try:
+                self._stereo, self._error = StereoCamera.from_camera_infos(left, right), None
+            except CalibrationError as error:
+                self._stereo, self._error = None, StereoCalibrationError(str(error))
+            except (TypeError, ValueError, OverflowError) as error:
+                self._stereo, self._error = None, StereoCalibrationError(f"camera_info fields unreadable: {error!r}")
+        if self._error is not None:
+            raise self._error
+        return self._stereo
+
+
 def image_from_message(message: Any, camera: CameraModel | None = None) -> np.ndarray:
     """RGB (H,W,3) or gray (H,W) uint8 from a sensor_msgs/Image or CompressedImage; with ``camera``, an image of
     another size is refused (SizeMismatchError) before it is decoded."""
@@ -105,3 +147,14 @@ def frame_from_messages(image_message: Any, depth_message: Any | None, camera: C
         if not np.isfinite(depth).any():
             warnings.append("depth_all_invalid")
     return Frame(image, stamp, camera, depth), warnings
+
+
+def stereo_frame_from_messages(left_message: Any, right_message: Any, stereo: StereoCamera, stamp: float) -> Frame:
+    """The stereo Frame of a rectified pair: the left image (tracked and posed) must fit ``stereo.left``
+    (``SizeMismatchError``), the right one the same size (``StereoFrameError``: left and right differ)."""
+    left = image_from_message(left_message, stereo.left)
+    try:
+        right = image_from_message(right_message, stereo.right)
+    except SizeMismatchError as error:
+        raise StereoFrameError(f"right image does not fit the stereo pair: {error}") from error
+    return Frame(left, stamp, stereo.left, right_image=right, stereo=stereo)

@@ -3,7 +3,9 @@
 
 Keys: ``frames_received`` = ``frames_processed`` + ``frames_dropped`` + ``frames_rejected`` +
 ``frames_in_flight`` (0 once idle); ``frames_rejected`` = the sum of every ``rejected_<kind>`` (images left
-without depth are ``rejected_no_depth``, also shown as ``images_without_depth``); ``warning_<kind>``: frames
+without depth are ``rejected_no_depth``, also shown as ``images_without_depth``; stereo left images without their
+right image ``rejected_no_right`` / ``images_without_right``); ``stereo_matches``: the last stereo frame's
+keypoints with a right match; ``camera_infos_right``: right camera_infos received; ``warning_<kind>``: frames
 processed despite a problem; ``resets``, ``tf_stamps_skipped`` (transforms not sent because their stamp was
 not after the last one sent), ``odometry_null`` (null odometry sent while lost), the tracking state of the
 last frame and its ``map_id``, input rate and latency.
@@ -37,10 +39,11 @@ def diagnostic_values(snapshot: InputSnapshot) -> tuple[int, str, dict[str, str]
         "tracking_state": TrackingState(state).name if state is not None else "none",
         "map_id": tracking.get("map_id", 0),
         "inliers": tracking.get("inliers", 0), "keypoints": tracking.get("keypoints", 0),
+        **({"stereo_matches": tracking["stereo_matches"]} if "stereo_matches" in tracking else {}),
         **{f"rejected_{k}": v for k, v in sorted(snapshot.rejected.items())},
         **{f"warning_{k}": v for k, v in sorted(snapshot.warnings.items())},
         **{k: v for k, v in sorted(snapshot.counters.items())},
     }
-    if "depth" in snapshot.unmatched:
-        values["images_without_depth"] = snapshot.unmatched["depth"]
+    for stream, count in snapshot.unmatched.items():
+        values[f"images_without_{stream}"] = count
     return level, message, {k: str(v) for k, v in values.items()}

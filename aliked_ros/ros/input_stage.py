@@ -2,11 +2,13 @@
 and the count of everything. One lock guards all of it; readers (diagnostics) get an immutable snapshot.
 
 Flow: subscription callbacks call ``add_image`` / ``add_paired(stream, ...)`` / ``add_camera_info`` (they only
-store, never block on the worker). An image with paired streams (``paired_tolerances``: ``{"depth": 0.02}``; a
-stereo right camera would add ``"right": 0.001``) waits in ``StampPairing`` until it is paired or dropped; a
-complete frame goes into the latest-frame slot, replacing (and counting as dropped) one the worker has not taken.
-The worker calls ``take`` (blocks; returns the frame, its camera_info and any pending reset request), then exactly
-one of ``finish_processed`` / ``finish_rejected``.
+store, never block on the worker). An image with paired streams (``paired_tolerances``: ``{"depth": 0.02}``, a
+stereo right camera ``{"right": 0.0}``) waits in ``StampPairing`` until it is paired or dropped (no message of a
+stream stamped near it, more than ``queue_size`` images waiting, or waiting longer than ``pairing_wait`` s: a
+stream that stopped); a complete frame goes into the latest-frame slot, replacing (and counting as dropped) one
+the worker has not taken. The worker calls ``take`` (blocks; returns the frame, its camera_info, the paired
+cameras' camera_infos (``camera_info_streams``: ``("image", "right")`` for stereo) and any pending reset
+request), then exactly one of ``finish_processed`` / ``finish_rejected``.
 
 Accounting: ``received = processed + dropped + rejected + in_flight`` at every snapshot, where ``rejected``
 counts every kind (``rejected[kind]``, unpaired images as ``no_<stream>``) and ``in_flight`` the images waiting
@@ -47,12 +49,14 @@ class ResetRequest:
 
 @dataclass(frozen=True)
 class Work:
-    """What the worker processes next: a frame, the camera_info for it (None: none received), and a reset to
-    apply before it (None: none requested)."""
+    """What the worker processes next: a frame, the camera_info for it (None: none received), a reset to
+    apply before it (None: none requested) and the camera_infos of its paired cameras by stream (``"right"``;
+    absent: none received)."""
 
     frame: InputFrame
     camera_info: Any | None
     reset: ResetRequest | None
+    camera_infos: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class InputSnapshot:
     rejected: dict[str, int]  # by kind, including no_<stream> for images left unpaired
     warnings: dict[str, int]  # processed despite a problem, by kind
     unmatched: dict[str, int]  # images left without a message of a paired stream
-    camera_infos: int  # camera_info messages received
+    camera_infos: int  # camera_info messages received (of the image's camera; others in counters)
     input_rate_hz: float
     latency_ms: float  # mean arrival -> processed, last 100 frames
     counters: dict[str, int] = field(default_factory=dict)  # other counts reported by the node (e.g. TF)
@@ -82,18 +86,23 @@ class InputSnapshot:
 
 class InputStage:
     def __init__(self, paired_tolerances: dict[str, float] | None = None, camera_info_wait: float = 0.1,
-                 queue_size: int = 10) -> None:
+                 queue_size: int = 10, pairing_wait: float | None = None,
+                 camera_info_streams: tuple[str, ...] = ("image",)) -> None:
+        """``paired_tolerances``: stream -> largest stamp difference to the image, s; ``pairing_wait``: longest an
+        image waits for its paired messages, s (None: until ``queue_size`` newer images wait);
+        ``camera_info_streams``: the cameras whose camera_info each frame takes (``"image"`` first)."""
         self._lock = threading.Condition()
         self._pairing = StampPairing({k: int(round(v * NS)) for k, v in paired_tolerances.items()}, queue_size) \
             if paired_tolerances else None
         self.camera_info_wait = camera_info_wait
+        self.pairing_wait = pairing_wait
         self._slot: InputFrame | None = None
         self._processing = 0
         self._closed = False
         self._reset: ResetRequest | None = None
-        self._camera_infos: deque[tuple[int, Any]] = deque(maxlen=30)  # newest last
+        self._camera_infos: dict[str, deque[tuple[int, Any]]] = {s: deque(maxlen=30) for s in camera_info_streams}
         self._camera_info_count = 0
-        self._camera_info_stamped = True  # camera_info stamps have matched the images' so far
+        self._camera_info_stamped = dict.fromkeys(camera_info_streams, True)  # stamps have matched the images' so far
         self._counts: Counter = Counter()  # received, processed, dropped, resets
         self._rejected: Counter = Counter()
         self._warnings: Counter = Counter()
@@ -109,6 +118,7 @@ class InputStage:
         with self._lock:
             self._counts["received"] += 1
             self._arrivals.append(now)
+            self._expire_unpaired()
             if self._pairing is None:
                 self._offer(InputFrame(message, stamp_ns, {}, now))
             else:
@@ -119,14 +129,27 @@ class InputStage:
         with self._lock:
             if self._pairing is None or stream not in self._pairing.tolerances:
                 raise KeyError(f"{stream!r} is not a paired stream of this input stage")
+            self._expire_unpaired()
             for (image, stamp, received), paired in self._pairing.add(stream, stamp_ns, message):
                 self._offer(InputFrame(image, stamp, paired, received))
 
-    def add_camera_info(self, stamp_ns: int, message: Any) -> None:
+    def add_camera_info(self, stamp_ns: int, message: Any, stream: str = "image") -> None:
+        """A camera_info of the image's camera (``stream`` "image") or of a paired camera (``"right"``)."""
         with self._lock:
-            self._camera_infos.append((stamp_ns, message))
-            self._camera_info_count += 1
+            if stream not in self._camera_infos:
+                raise KeyError(f"{stream!r} is not a camera_info stream of this input stage")
+            self._camera_infos[stream].append((stamp_ns, message))
+            if stream == "image":
+                self._camera_info_count += 1
+            else:
+                self._counters[f"camera_infos_{stream}"] += 1
             self._lock.notify_all()
+
+    def _expire_unpaired(self) -> None:
+        """Images that waited longer than ``pairing_wait`` for a paired stream are unpaired (``no_<stream>``)."""
+        if self._pairing is not None and self.pairing_wait is not None:
+            cutoff = time.monotonic() - self.pairing_wait
+            self._pairing.expire(lambda item: item[2] < cutoff)
 
     def request_reset(self, request: ResetRequest) -> None:
         """Applied before the next frame the worker takes (a later request replaces an earlier one)."""
@@ -158,22 +181,25 @@ class InputStage:
             frame, self._slot = self._slot, None
             self._processing += 1
             reset, self._reset = self._reset, None
-            return Work(frame, self._camera_info_for(frame.stamp_ns), reset)
+            deadline = time.monotonic() + self.camera_info_wait
+            infos = {stream: self._camera_info_for(stream, frame.stamp_ns, deadline) for stream in self._camera_infos}
+            camera_info = infos.pop("image", None)
+            return Work(frame, camera_info, reset, {k: v for k, v in infos.items() if v is not None})
 
-    def _camera_info_for(self, stamp_ns: int) -> Any | None:
-        deadline = time.monotonic() + self.camera_info_wait
+    def _camera_info_for(self, stream: str, stamp_ns: int, deadline: float) -> Any | None:
+        infos = self._camera_infos[stream]
         while True:
-            match = next((m for s, m in reversed(self._camera_infos) if s == stamp_ns), None)
+            match = next((m for s, m in reversed(infos) if s == stamp_ns), None)
             if match is not None:
-                self._camera_info_stamped = True
+                self._camera_info_stamped[stream] = True
                 return match
             remaining = deadline - time.monotonic()
-            if self._closed or remaining <= 0 or (self._camera_infos and not self._camera_info_stamped):
+            if self._closed or remaining <= 0 or (infos and not self._camera_info_stamped[stream]):
                 break
             self._lock.wait(remaining)
-        if self._camera_infos:
-            self._camera_info_stamped = False
-            return self._camera_infos[-1][1]
+        if infos:
+            self._camera_info_stamped[stream] = False
+            return infos[-1][1]
         return None
 
     def finish_processed(self, frame: InputFrame) -> None:
@@ -214,7 +240,9 @@ class InputStage:
     # --- readers -------------------------------------------------------------------------------------------------
 
     def snapshot(self) -> InputSnapshot:
+        """The counts now (images that waited longer than ``pairing_wait`` are decided unpaired first)."""
         with self._lock:
+            self._expire_unpaired()
             arrivals, latencies = list(self._arrivals), list(self._latencies)
             unmatched = dict(self._pairing.unmatched) if self._pairing else {}
             waiting = self._pairing.waiting if self._pairing else 0

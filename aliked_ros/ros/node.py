@@ -12,7 +12,11 @@ Structure (each part testable on its own):
 
 Topics (relative names, remap or namespace them):
   in   ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, parameter ``compressed``),
-       ``camera_info``, optional ``depth`` (registered depth, 16UC1 mm or 32FC1 m; parameter ``use_depth``)
+       ``camera_info``, optional ``depth`` (registered depth, 16UC1 mm or 32FC1 m; parameter ``use_depth``);
+       with ``stereo`` instead: ``left/image_rect`` (the camera tracked and posed), ``left/camera_info``,
+       ``right/image_rect``, ``right/camera_info`` (``.../image_rect/compressed`` with ``compressed``): a
+       rectified pair, left and right paired by stamp (``stereo_sync_tolerance``, 0 = exact), the metric scale
+       from the two camera_infos' P (right Tx = -fx B; see aliked_ros.geometry.stereo)
   out  ``~/keypoints`` (aliked_ros/FrameKeypoints), ``~/status`` (aliked_ros/TrackingStatus),
        ``~/odometry`` (nav_msgs/Odometry), ``~/pose`` (geometry_msgs/PoseStamped), ``~/path`` (nav_msgs/Path),
        ``~/debug_image`` (only drawn while subscribed), ``/diagnostics``, ``/tf`` odom -> base and ``/tf_static``
@@ -50,7 +54,8 @@ from aliked_ros.errors import AlikedRosError
 from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.geometry.transforms import make_transform
 from aliked_ros.odometry import OdometryConfig, TrackingState, VisualOdometry
-from aliked_ros.ros.decoding import CameraCache, frame_from_messages, rejection
+from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_messages, rejection,
+                                     stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
 from aliked_ros.ros.frames import mount_transform
 from aliked_ros.ros.input_stage import NS, InputStage, ResetRequest, Work
@@ -61,6 +66,12 @@ from aliked_ros.srv import ResetToPose
 RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period", "publish_null_when_lost"}
 READ_ONLY_HINT = "read-only: restart the node to change it"
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
+PAIRING_WAIT_S = 1.0  # an image waits this long for its depth / right image; then it counts as unpaired
+UNPAIRED = {  # stream -> why an image left without it is not posed (logged once)
+    "depth": "images without a depth image stamped within depth_sync_tolerance of them are not posed",
+    "right": "left images without a right image stamped within stereo_sync_tolerance of them are not posed (the "
+             "right stream stopped, or the two cameras are stamped differently)",
+}
 
 
 class ConfigurationError(AlikedRosError):
@@ -96,29 +107,37 @@ class VoNode(Node):
         super().__init__("aliked_vo", **kwargs)
         self._declare_parameters()
         p = self._param
+        self.stereo = bool(p("stereo"))
+        paired = {"right": p("stereo_sync_tolerance")} if self.stereo else \
+            {"depth": p("depth_sync_tolerance")} if p("use_depth") else None
         # the one place shared between threads: callbacks store, the worker takes, diagnostics read snapshots
-        self.inputs = InputStage({"depth": p("depth_sync_tolerance")} if p("use_depth") else None,
-                                 camera_info_wait=p("camera_info_wait"))
+        self.inputs = InputStage(paired, camera_info_wait=p("camera_info_wait"), pairing_wait=PAIRING_WAIT_S,
+                                 camera_info_streams=("image", "right") if self.stereo else ("image",))
+        self._unpaired_logged: set[str] = set()  # executor thread only (the diagnostics timer)
 
         extractor = create_extractor(p("extractor"), ExtractorConfig(
             max_keypoints=p("max_keypoints"), threshold=None if p("threshold") <= 0 else p("threshold"),
             nms_radius=p("nms_radius"), device=p("device"), weights=p("weights") or None))
-        self.vo = VisualOdometry(extractor, OdometryConfig(background_mapping=p("background_mapping")))
-        self.get_logger().info(f"extractor {extractor.name} on {extractor.device}")
+        self.vo = VisualOdometry(extractor, OdometryConfig(background_mapping=p("background_mapping"),
+                                                           require_stereo=self.stereo))
+        self.get_logger().info(f"extractor {extractor.name} on {extractor.device}" + (", stereo" if self.stereo else ""))
         self.cameras = CameraCache()
+        self.stereo_cameras = StereoCameraCache()
         self.odometry = OdometryOutput(self.T_base_cam, p("covariance_recovery_factor"), p("covariance_recovery_frames"))
 
         qos = qos_profile_sensor_data if p("qos") == "sensor_data" else QoSProfile(
             depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        if p("compressed"):
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
+        image_type, suffix = (CompressedImage, "/compressed") if p("compressed") else (Image, "")
+        if self.stereo:
+            self.create_subscription(image_type, "left/image_rect" + suffix, self._on_image, qos)
+            self.create_subscription(CameraInfo, "left/camera_info", self._on_camera_info, qos)
+            self.create_subscription(image_type, "right/image_rect" + suffix, self._on_right_image, qos)
+            self.create_subscription(CameraInfo, "right/camera_info", self._on_right_camera_info, qos)
         else:
-            self.create_subscription(Image, "image", self._on_image, qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
+            self.create_subscription(image_type, "image" + suffix, self._on_image, qos)
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
         if p("use_depth"):
             self.create_subscription(Image, "depth", self._on_depth, qos)
-        # a stereo right camera would add: a "right" entry in the InputStage's paired streams and a subscription
-        # calling self.inputs.add_paired("right", ...); Work.frame.paired["right"] then holds its message
 
         self.outputs = OutputSet(self, self._param)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -166,6 +185,10 @@ class VoNode(Node):
         declare("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
         declare("use_depth", False, "subscribe to a registered depth image (16UC1 mm or 32FC1 m) for metric pose")
         declare("depth_sync_tolerance", 0.02, "max stamp difference between image and depth, s", floating=(0.0, 1.0))
+        declare("stereo", False, "a rectified stereo pair: subscribe to left/image_rect, left/camera_info, "
+                "right/image_rect, right/camera_info (metric pose; the left camera is posed)")
+        declare("stereo_sync_tolerance", 0.0, "max stamp difference between left and right images, s (0: the same "
+                "stamp, as stereo drivers publish)", floating=(0.0, 1.0))
         declare("camera_info_wait", 0.1, "longest wait for the camera_info stamped like an image, s",
                 floating=(0.0, 2.0))
         declare("qos", "sensor_data", "input QoS: sensor_data (best effort) or reliable")
@@ -200,6 +223,9 @@ class VoNode(Node):
         for name in ("odom_frame", "base_frame"):
             if not self._param(name):
                 raise ConfigurationError(f"parameter {name} is empty: it names a TF frame")
+        if self._param("stereo") and self._param("use_depth"):
+            raise ConfigurationError("parameters stereo and use_depth are both true: a frame takes its metric depth "
+                                     "from a stereo pair or from a depth image, not both")
 
     def _check_choice(self, name: str, choices) -> None:
         if self._param(name) not in choices:
@@ -245,6 +271,14 @@ class VoNode(Node):
         self.inputs.add_paired("depth", stamp_ns(msg.header.stamp), msg)
 
     @guarded
+    def _on_right_image(self, msg) -> None:
+        self.inputs.add_paired("right", stamp_ns(msg.header.stamp), msg)
+
+    @guarded
+    def _on_right_camera_info(self, msg: CameraInfo) -> None:
+        self.inputs.add_camera_info(stamp_ns(msg.header.stamp), msg, "right")
+
+    @guarded
     def _on_reset(self, request, response):
         self.inputs.request_reset(ResetRequest("requested (reset service)"))
         response.success, response.message = True, "the pipeline resets before the next frame"
@@ -269,7 +303,12 @@ class VoNode(Node):
 
     @guarded
     def _on_diagnostics_timer(self) -> None:
-        self.outputs.publish_diagnostics(*diagnostic_values(self.inputs.snapshot()))
+        snapshot = self.inputs.snapshot()
+        for stream, count in snapshot.unmatched.items():  # images the input stage left unpaired: log the first
+            if count and stream not in self._unpaired_logged:
+                self._unpaired_logged.add(stream)
+                self._log_first(f"no_{stream}", UNPAIRED.get(stream, f"images without {stream} are not posed"))
+        self.outputs.publish_diagnostics(*diagnostic_values(snapshot))
 
     def publish_diagnostics(self) -> None:
         self._on_diagnostics_timer()
@@ -288,8 +327,13 @@ class VoNode(Node):
                 self.odometry.reset(work.reset.T_odom_base)
                 self.vo.reset(work.reset.reason)
                 self.outputs.clear_tracks()
-            camera = self.cameras.model(work.camera_info)
-            vo_frame, warnings = frame_from_messages(frame.image, frame.depth, camera, frame.stamp_ns / NS)
+            if self.stereo:
+                stereo = self.stereo_cameras.model(work.camera_info, work.camera_infos.get("right"))
+                vo_frame, warnings = stereo_frame_from_messages(frame.image, frame.paired["right"], stereo,
+                                                                frame.stamp_ns / NS), []
+            else:
+                camera = self.cameras.model(work.camera_info)
+                vo_frame, warnings = frame_from_messages(frame.image, frame.depth, camera, frame.stamp_ns / NS)
             for kind in warnings:
                 if self.inputs.warn(kind):
                     self._log_first(kind, "depth image without one valid pixel: this frame is posed without depth")
@@ -328,7 +372,8 @@ class VoNode(Node):
             self.inputs.count("resets")
             self.outputs.clear_tracks()
         self.inputs.set_tracking(state=result.state, inliers=result.num_inliers, keypoints=len(result.features),
-                                 map_id=result.map_id)
+                                 map_id=result.map_id, **({"stereo_matches": result.stereo_matches} if self.stereo
+                                                          else {}))
         self.outputs.publish_keypoints(header, result)
         odometry = self.odometry.update(result, stamp)
         if odometry is None and result.state == TrackingState.LOST and self._param("publish_null_when_lost"):

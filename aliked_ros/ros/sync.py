@@ -2,11 +2,12 @@
 not installable from PyPI, and which cannot say which images it left unpaired). ROS-free: items are
 (stamp, payload); stamps are numbers in one unit (the node uses integer nanoseconds, the wrapper seconds).
 
-``StampPairing`` pairs each image with one message of every named stream (depth; later a stereo right image):
+``StampPairing`` pairs each image with one message of every named stream (depth, a stereo right image):
 an image waits until every stream has a message stamped at or after it, then takes each stream's nearest message
 within that stream's tolerance, or is dropped and counted against the first stream that had none. Streams
 arrive in stamp order, so once a later message is known no nearer one can come. Images also drop (counted
-against the stream that is late) when more than ``queue_size`` wait (a stream that stopped).
+against the stream that is late) when more than ``queue_size`` wait (a stream that stopped), or when the owner
+``expire``s them (the node's input stage: after ``pairing_wait`` seconds).
 """
 from __future__ import annotations
 
@@ -62,6 +63,16 @@ class StampPairing:
             else:
                 ready.append((image, paired))
         return ready
+
+    def expire(self, stale: Callable[[Any], bool]) -> int:
+        """Decide the waiting images, oldest first, for which ``stale(image)`` holds (e.g. waited too long: a
+        stream that stopped) as unmatched, each counted against the stream that is late for it; how many."""
+        expired = 0
+        while self._images and stale(self._images[0][1]):
+            stamp, _ = self._images.popleft()
+            self.unmatched[self._late_stream(stamp)] += 1
+            expired += 1
+        return expired
 
     def clear(self) -> None:
         self._images.clear()

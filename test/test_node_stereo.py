@@ -1,0 +1,172 @@
+"""The aliked_vo node with ``stereo:=true`` in its own process on a real DDS graph (loopback): a rectified
+synthetic stereo pair (exact ground truth) published on left/right image_rect + camera_info, the node's poses
+compared with the offline pipeline on the same frames (require_stereo) and with the ground truth without any
+scale fitted; and bad stereo input (no right camera_info yet, right P with Tx = 0 or Tx > 0, camera_infos or
+images of different sizes, right images stamped differently, a right stream that stops): each a counted,
+logged rejection with no pose, every image accounted, tracking again afterwards. ORB on 320x240 frames."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aliked_ros.evaluation import evaluate
+from aliked_ros.features import ExtractorConfig, create_extractor
+from aliked_ros.msg import TrackingStatus
+from aliked_ros.odometry import OdometryConfig, VisualOdometry
+from aliked_ros.synth import SynthConfig, SyntheticSequence
+from aliked_ros.tools.eval import run_offline
+from aliked_ros.trajectory import Trajectory
+from test_node import _Frames, camera_poses, frame_counts
+from vo_graph import VoGraph, node_command, stamp_of, stereo_camera_info_msgs
+
+STEREO = SynthConfig(frames=40, rate_hz=30, width=320, height=240, noise_sigma=2, blur_sigma=0.5,
+                     stereo_baseline_m=0.12)
+
+
+@pytest.fixture(scope="module")
+def stereo_frames():
+    sequence = SyntheticSequence(STEREO)
+    return sequence, list(sequence)
+
+
+@pytest.fixture
+def graph(ros_context):
+    graphs = []
+
+    def make(**kwargs) -> VoGraph:
+        graphs.append(VoGraph(ros_context, reliable=True, stereo=True, **kwargs))
+        return graphs[-1]
+
+    yield make
+    for g in graphs:
+        g.close()
+
+
+def start_stereo_node(ros_process, *extra: str):
+    """ORB, stereo on /cam/left and /cam/right, reliable QoS, bundle adjustment inline (poses equal eval's)."""
+    remaps = [f"{side}/{topic}:=/cam/{side}/{topic}" for side in ("left", "right")
+              for topic in ("image_rect", "image_rect/compressed", "camera_info")]
+    args = [a for r in remaps for a in ("-r", r)] + [
+        "-p", "stereo:=true", "-p", "extractor:=orb", "-p", "device:=cpu", "-p", "qos:=reliable",
+        "-p", "diagnostics_period:=0.2", "-p", "background_mapping:=false", *extra]
+    return ros_process(node_command(*args), name="vo_node_stereo")
+
+
+def test_stereo_node_poses_are_metric_and_equal_offline(stereo_frames, ros_process, graph):
+    """Compressed (PNG) pairs, lock-step: every frame posed by PnP on stereo depth; the poses equal the offline
+    pipeline's on the same frames bit for bit (to 1e-6) and the ground truth in metres (SE(3), no scale)."""
+    sequence, frames = stereo_frames
+    node = start_stereo_node(ros_process, "-p", "compressed:=true")
+    g = graph(compressed=True)
+    g.wait_for_node(node)
+    statuses = [g.publish_and_wait(frame) for frame in frames]
+    assert all(s.state == TrackingStatus.STATE_TRACKING for s in statuses[1:]), [s.state for s in statuses]
+    assert all(s.pose_source == "pnp" for s in statuses[1:]), {s.pose_source for s in statuses}
+    assert g.spin_until(lambda: len(g.odometry) == len(frames), 10)
+    assert g.spin_until(lambda: g.latest_diagnostics().get("frames_processed") == str(len(frames)), 5)
+    diagnostics = g.latest_diagnostics()
+    assert frame_counts(diagnostics) == (len(frames), 0, 0) and diagnostics["frames_received"] == str(len(frames))
+    assert int(diagnostics["stereo_matches"]) > 100 and diagnostics["camera_infos_right"] == str(len(frames))
+
+    offline = run_offline(_Frames(frames, sequence), VisualOdometry(
+        create_extractor("orb", ExtractorConfig(device="cpu")),
+        OdometryConfig(require_stereo=True, background_mapping=False)), progress=False)
+    assert len(offline.trajectory) == len(frames)
+    poses = camera_poses(g)
+    np.testing.assert_allclose(poses, offline.trajectory.poses, atol=1e-6)
+    estimate = Trajectory(np.array([f.stamp for f in frames]), poses)
+    se3 = evaluate(estimate, sequence.groundtruth, "se3", 0.02)
+    path = se3.true_path_length_m
+    assert path > 0.3 and se3.ate_rmse_m <= 0.03 * path, se3.describe()  # metres, no scale fitted
+    assert abs(se3.path_length_m / path - 1) <= 0.3, se3.describe()
+    assert node.running
+
+
+def test_stereo_node_bad_inputs_are_counted_never_posed(stereo_frames, ros_process, graph):
+    sequence, frames = stereo_frames
+    node = start_stereo_node(ros_process)
+    g = graph()
+    g.wait_for_node(node)
+    from std_msgs.msg import Header
+
+    def right_info(frame, tx=None, width=None):
+        info = stereo_camera_info_msgs(frame.stereo, Header(stamp=stamp_of(frame.stamp)))[1]
+        p = list(info.p)
+        if tx is not None:
+            p[3] = tx
+        info.p = p
+        if width is not None:
+            info.width = width
+        return info
+
+    def expect(kind: str, count: int) -> dict:
+        assert g.spin_until(lambda: g.latest_diagnostics().get(f"rejected_{kind}") == str(count), 10), \
+            (kind, g.latest_diagnostics())
+        return g.latest_diagnostics()
+
+    # a pair before any right camera_info
+    g.publish(frames[0], right_info=None, right=False)
+    g.pub_right_image.publish(_image(g, frames[0]))
+    expect("no_right_camera_info", 1)
+    g.publish_and_wait(frames[1])
+    for frame in frames[2:6]:
+        assert g.publish_and_wait(frame).state == TrackingStatus.STATE_TRACKING
+    fx = frames[0].stereo.left.fx
+    bad = [  # (frame, keyword arguments of publish, kind)
+        (frames[6], {"right_info": right_info(frames[6], tx=0.0)}, "bad_stereo_calibration"),  # no baseline
+        (frames[7], {"right_info": right_info(frames[7], tx=+fx * 0.12)}, "bad_stereo_calibration"),  # swapped
+        (frames[8], {"right_info": right_info(frames[8], width=300),  # camera_infos of different sizes
+                     "right_image": np.ascontiguousarray(frames[8].right_image[:, :300])}, "bad_stereo_calibration"),
+        (frames[9], {"right_image": np.ascontiguousarray(frames[9].right_image[:200])}, "bad_stereo_pair"),
+    ]
+    for count, (frame, kwargs, kind) in enumerate(bad, start=1):
+        g.publish(frame, **kwargs)
+        expect(kind, sum(k == kind for _, _, k in bad[:count]))
+    # right images stamped 1 ms after the left ones (stereo_sync_tolerance 0: exact stamps): unpaired
+    for frame in frames[10:12]:
+        g.publish(frame, right=False)
+        g.pub_right_info.publish(right_info(frame))
+        g.pub_right_image.publish(_image(g, frame, stamp=frame.stamp + 1e-3))
+    expect("no_right", 2)
+    for frame in frames[12:15]:
+        assert g.publish_and_wait(frame).state == TrackingStatus.STATE_TRACKING
+    # the right stream stops: the left images are unpaired (counted after at most 1 s each), never posed
+    for frame in frames[15:27]:
+        g.publish(frame, right=False)
+        g.spin_until(lambda: False, 1 / 30)
+    diagnostics = expect("no_right", 14)
+    assert diagnostics["images_without_right"] == "14"
+    for frame in frames[27:]:  # the right camera is back
+        last = g.publish_and_wait(frame)
+    assert last.state == TrackingStatus.STATE_TRACKING and last.pose_source == "pnp"
+
+    assert g.spin_until(lambda: g.latest_diagnostics().get("frames_in_flight") == "0" and
+                        sum(frame_counts(g.latest_diagnostics())) == int(g.latest_diagnostics()["frames_received"]), 10)
+    diagnostics = g.latest_diagnostics()
+    processed, dropped, rejected = frame_counts(diagnostics)
+    refused = [frames[0]] + [f for f, _, _ in bad] + frames[10:12] + frames[15:27]
+    assert int(diagnostics["frames_received"]) == len(frames) == processed + dropped + rejected
+    assert (processed, dropped, rejected) == (len(frames) - len(refused), 0, len(refused)), diagnostics
+    assert {k: v for k, v in diagnostics.items() if k.startswith("rejected_")} == {
+        "rejected_no_right_camera_info": "1", "rejected_bad_stereo_calibration": "3", "rejected_bad_stereo_pair": "1",
+        "rejected_no_right": "14"}
+    posed = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in g.odometry}
+    assert not posed & {(stamp_of(f.stamp).sec, stamp_of(f.stamp).nanosec) for f in refused}
+    output = node.output()
+    assert "unusable stereo calibration" in output and "Tx = 0" in output and "bad stereo pair" in output
+    assert output.count("counted as 'no_right'") == 1 and "right stream stopped" in output
+    assert "callback_error" not in diagnostics and node.running
+
+
+def _image(g: VoGraph, frame, stamp: float | None = None):
+    from std_msgs.msg import Header
+
+    from vo_graph import image_msg
+
+    return image_msg(frame.right_image, Header(stamp=stamp_of(frame.stamp if stamp is None else stamp)))
+
+
+def test_stereo_with_depth_is_refused_at_start(ros_process):
+    node = start_stereo_node(ros_process, "-p", "use_depth:=true")
+    assert node.wait(60) == 2, node.output()
+    assert "stereo and use_depth are both true" in node.output()

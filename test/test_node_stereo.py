@@ -3,8 +3,13 @@ synthetic stereo pair (exact ground truth) published on left/right image_rect + 
 compared with the offline pipeline on the same frames (require_stereo) and with the ground truth without any
 scale fitted; and bad stereo input (no right camera_info yet, right P with Tx = 0 or Tx > 0, camera_infos or
 images of different sizes, right images stamped differently, a right stream that stops): each a counted,
-logged rejection with no pose, every image accounted, tracking again afterwards. ORB on 320x240 frames."""
+logged rejection with no pose, every image accounted, tracking again afterwards. ORB on 320x240 frames. And
+``aliked-vo demo --stereo``: the same path end to end, scored without a fitted scale."""
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -170,3 +175,24 @@ def test_stereo_with_depth_is_refused_at_start(ros_process):
     node = start_stereo_node(ros_process, "-p", "use_depth:=true")
     assert node.wait(60) == 2, node.output()
     assert "stereo and use_depth are both true" in node.output()
+
+
+def test_demo_stereo(tmp_path, ros_env, ros_domain):
+    """synthetic stereo (640x480, 0.12 m) -> node with stereo:=true -> replay of both cameras -> SE(3) scores."""
+    def demo(*args: str):
+        return subprocess.run([sys.executable, "-m", "aliked_ros.cli", "demo", "--output-dir", str(tmp_path), "--json",
+                               "--extractor", "orb", "--device", "cpu", "--domain-id", str(ros_domain), *args],
+                              capture_output=True, text=True, timeout=300, env=ros_env)
+
+    refused = demo("--stereo", "--depth")
+    assert refused.returncode == 1 and "--stereo and --depth exclude each other" in refused.stderr
+    result = demo("--stereo", "--frames", "20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (report["input"], report["stereo_baseline_m"], report["alignment"]) == ("stereo", 0.12, "se3")
+    assert report["frames_published"] == report["frames_processed"] == report["odometry_received"] == 20
+    assert report["frames_dropped"] == 0 and report["node_exit_code"] == 0 and report["initializing_poses"] == 0
+    path = report["true_path_length_m"]
+    assert report["ate_rmse_m"] <= 0.01 * path and abs(report["path_length_m"] / path - 1) <= 0.03, report
+    for file in report["files"].values():
+        assert file and (tmp_path / file.split("/")[-1]).is_file()

@@ -4,6 +4,10 @@ synthetic sequence (or ``--source``) -> the aliked_vo node in its own process ->
 (loopback profile, a private ROS_DOMAIN_ID, lock-step so nothing is dropped) -> record its odometry and
 keypoints -> stop the node cleanly -> ATE / relative errors against the ground truth, the TUM trajectory, a
 trajectory plot and a picture of the keypoint tracks on one frame.
+
+``--depth``: RGB-D (the node with use_depth); ``--stereo [BASELINE]``: a rectified synthetic stereo pair with
+that baseline (default 0.12 m; with ``--source``: the source's two cameras), the node with stereo:=true on
+``<ns>/left|right/image_rect`` and ``camera_info``. Both are metric: scored with SE(3) alignment (no scale fitted).
 """
 from __future__ import annotations
 
@@ -27,6 +31,16 @@ from aliked_ros.synth import SynthConfig, SyntheticSequence
 from aliked_ros.trajectory import Trajectory, write_tum
 
 
+DEFAULT_BASELINE_M = 0.12
+
+
+def _baseline(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 10:
+        raise argparse.ArgumentTypeError(f"stereo baseline {value} m: it takes a number of metres in (0, 10)")
+    return value
+
+
 def _domain_id(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 101:
@@ -44,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="ALIKED weights file (default: $ALIKED_WEIGHTS_DIR, cache, download)")
     parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=False,
                         help="feed depth too (metric RGB-D odometry, se3 alignment)")
+    parser.add_argument("--stereo", type=_baseline, nargs="?", const=DEFAULT_BASELINE_M, default=None,
+                        metavar="BASELINE",
+                        help=f"a rectified stereo pair, BASELINE metres apart (default {DEFAULT_BASELINE_M}; with "
+                             "--source: its two cameras): the node with stereo:=true, metric, se3 alignment")
     parser.add_argument("--domain-id", type=_domain_id, default=None,
                         help="ROS_DOMAIN_ID for the demo graph, 0..101 (default: random)")
     parser.add_argument("--timeout", type=float, default=120.0, help="s to wait for the node to start")
@@ -92,20 +110,31 @@ def run(args: argparse.Namespace) -> int:
     from aliked_ros.tools.replay import Replayer
     from scipy.spatial.transform import Rotation
 
+    stereo = args.stereo is not None
+    if stereo and args.depth:
+        raise SystemExit("aliked-vo demo: --stereo and --depth exclude each other (metric depth from one of them)")
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if args.source:
-        sequence = open_sequence(args.source, use_depth=args.depth)
+        sequence = open_sequence(args.source, use_depth=args.depth, stereo=stereo)
+        if stereo and not sequence.has_stereo:
+            raise SystemExit(f"aliked-vo demo: --stereo: {args.source} has no second camera")
+        stereo = sequence.has_stereo
     else:
-        sequence = SyntheticSequence(SynthConfig(frames=args.frames, seed=args.seed))
+        sequence = SyntheticSequence(SynthConfig(frames=args.frames, seed=args.seed,
+                                                 stereo_baseline_m=args.stereo if stereo else 0.0))
+    baseline = sequence.stereo.baseline_m if stereo and getattr(sequence, "stereo", None) is not None else None
     weights = str(resolve_weights(args.extractor, args.weights)) if args.extractor in ALIKED_MODELS else ""
     domain = args.domain_id if args.domain_id is not None else random.randint(1, 101)
     env = loopback_environment(domain)
     ns = "/aliked_demo/camera"
+    topics = [f"{side}/{topic}" for side in ("left", "right") for topic in ("image_rect", "camera_info")] \
+        if stereo else ["image", "camera_info", "depth"]
     node_cmd = [sys.executable, "-m", "aliked_ros.cli", "run", "--ros-args",
-                "-r", f"image:={ns}/image", "-r", f"camera_info:={ns}/camera_info", "-r", f"depth:={ns}/depth",
+                *(a for topic in topics for a in ("-r", f"{topic}:={ns}/{topic}")),
                 "-p", f"extractor:={args.extractor}", "-p", f"device:={args.device}",
-                "-p", f"use_depth:={'true' if args.depth else 'false'}", "-p", "qos:=reliable"]
+                "-p", f"use_depth:={'true' if args.depth else 'false'}",
+                "-p", f"stereo:={'true' if stereo else 'false'}", "-p", "qos:=reliable"]
     if weights:  # an empty value would not parse as a string parameter
         node_cmd += ["-p", f"weights:={weights}"]
     log_path = output / "node.log"
@@ -130,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         compressed=False, frame_id="camera_optical_frame", clock=False, qos="reliable", loop=False,
         wait_for="/aliked_vo/status", wait_timeout=60.0, rate=0.0, max_frames=args.frames)
     try:
-        replayer = Replayer(client, replay_args)
+        replayer = Replayer(client, replay_args, stereo=stereo)
         deadline = time.monotonic() + args.timeout
         while not (replayer.subscribed() and all(sub.get_publisher_count() > 0 for sub in outputs)):
             if node_process.poll() is not None or time.monotonic() > deadline:
@@ -156,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     estimate = Trajectory(stamps, np.array([pose(m) for m in odometry]).reshape(-1, 4, 4))
     trajectory_path = output / "trajectory.txt"
     write_tum(trajectory_path, estimate)
-    alignment = "se3" if args.depth else "sim3"
+    alignment = "se3" if args.depth or stereo else "sim3"
     # the status of each odometry message's frame: its map, and whether it came before the map's initialisation
     by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in status}
     frame_status = [by_stamp.get((m.header.stamp.sec, m.header.stamp.nanosec)) for m in odometry]
@@ -176,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         draw_tracks_picture(picture["frame"], keypoints, drawn[0], tracks_path)
     report = {
         "source": args.source or f"synthetic (seed {args.seed})", "extractor": args.extractor, "ros_domain_id": domain,
+        "input": "stereo" if stereo else "rgbd" if args.depth else "mono",
+        **({"stereo_baseline_m": baseline} if baseline is not None else {}),
         "frames_published": summary.frames_published, "frames_processed": len(status),
         "frames_dropped": status[-1].frames_dropped if status else 0, "odometry_received": len(odometry),
         **report_fields(metrics, alignment),

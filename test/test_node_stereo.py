@@ -145,8 +145,9 @@ def test_stereo_node_bad_inputs_are_counted_never_posed(stereo_frames, ros_proce
         last = g.publish_and_wait(frame)
     assert last.state == TrackingStatus.STATE_TRACKING and last.pose_source == "pnp"
 
-    assert g.spin_until(lambda: g.latest_diagnostics().get("frames_in_flight") == "0" and
-                        sum(frame_counts(g.latest_diagnostics())) == int(g.latest_diagnostics()["frames_received"]), 10)
+    # idle between lock-step frames too: wait for the diagnostics that count the last frame
+    assert g.spin_until(lambda: (d := g.latest_diagnostics()).get("frames_received") == str(len(frames)) and
+                        d["frames_in_flight"] == "0" and sum(frame_counts(d)) == len(frames), 10), g.latest_diagnostics()
     diagnostics = g.latest_diagnostics()
     processed, dropped, rejected = frame_counts(diagnostics)
     refused = [frames[0]] + [f for f, _, _ in bad] + frames[10:12] + frames[15:27]

@@ -197,3 +197,50 @@ def test_demo_stereo(tmp_path, ros_env, ros_domain):
     assert report["ate_rmse_m"] <= 0.01 * path and abs(report["path_length_m"] / path - 1) <= 0.03, report
     for file in report["files"].values():
         assert file and (tmp_path / file.split("/")[-1]).is_file()
+
+
+# --- the node's stereo decoding without ROS: any pair of camera_infos --------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from aliked_ros.ros.decoding import (REJECTIONS, NoCameraInfoError, StereoCalibrationError,  # noqa: E402
+                                     StereoCameraCache, rejection)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(tx=st.one_of(st.sampled_from([0.0, -30.72, 30.72, float("nan"), -1e-300]), st.floats(-1e4, 1e4)),
+       right_size=st.sampled_from([(320, 240), (300, 240), (320, 200)]),
+       fy=st.sampled_from([256.0, 250.0]), left_p=st.sampled_from(["ok", "zero", "short"]))
+def test_stereo_camera_cache_never_gives_a_wrong_baseline(tx, right_size, fy, left_p):
+    """Any right P (Tx of any sign, NaN), sizes and fy that differ, a left P missing: either the StereoCamera
+    whose baseline is -Tx / fx > 0 of a consistent pair, or a StereoCalibrationError counted as
+    bad_stereo_calibration; never another exception."""
+    from types import SimpleNamespace
+
+    K = [256.0, 0, 159.5, 0, 256.0, 119.5, 0, 0, 1]
+    P_left = {"ok": [256.0, 0, 159.5, 0, 0, 256.0, 119.5, 0, 0, 0, 1, 0], "zero": [0.0] * 12, "short": [1.0] * 9}[left_p]
+    left = SimpleNamespace(width=320, height=240, k=K, p=P_left)
+    right = SimpleNamespace(width=right_size[0], height=right_size[1], k=K,
+                            p=[256.0, 0, 159.5, tx, 0, fy, 119.5, 0, 0, 0, 1, 0])
+    cache = StereoCameraCache()
+    consistent = left_p == "ok" and right_size == (320, 240) and fy == 256.0
+    try:
+        stereo = cache.model(left, right)
+    except StereoCalibrationError as error:
+        assert rejection(error)[0] == "bad_stereo_calibration"
+        assert not (consistent and np.isfinite(tx) and tx < 0)
+        with pytest.raises(StereoCalibrationError) as again:  # the same messages: the cached error, not rebuilt
+            cache.model(left, right)
+        assert again.value is error
+        return
+    assert consistent and tx < 0 and stereo.baseline_m == pytest.approx(-tx / 256.0)
+
+
+def test_stereo_rejection_kinds_come_before_the_general_ones():
+    kinds = [kind for _, kind, _ in REJECTIONS]
+    assert kinds.index("no_right_camera_info") < kinds.index("no_camera_info")
+    assert kinds.index("bad_stereo_calibration") < kinds.index("bad_camera_info") < kinds.index("size_mismatch")
+    assert kinds.index("bad_stereo_pair") < kinds.index("bad_depth")
+    with pytest.raises(NoCameraInfoError):
+        StereoCameraCache().model(None, object())

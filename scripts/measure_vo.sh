@@ -11,11 +11,12 @@ OUT="${OUT:-/tmp/aliked_vo_measure}"
 SHARED="${ALIKED_ROS_SHARED:-../shared}"
 mkdir -p "$OUT"
 runs=()
-for seq in tum_fr2_desk:--no-depth tum_fr1_rpy_rgbd:--depth euroc_v101_static_stereo:--no-depth kitti01_000_050:--no-depth; do
-  name=${seq%%:*}; depth=${seq#*:}
+for seq in tum_fr2_desk:--no-depth tum_fr1_rpy_rgbd:--depth euroc_v101_static_stereo:--no-stereo \
+           euroc_v101_static_stereo:--stereo kitti01_000_050:--no-stereo; do
+  name=${seq%%:*}; mode=${seq#*:}
   for extractor in aliked-t16 sift orb; do
-    $VO eval "$SHARED/data/$name" --extractor "$extractor" $depth --json --quiet > "$OUT/$name.$extractor.json"
-    runs+=("$OUT/$name.$extractor.json")
+    $VO eval "$SHARED/data/$name" --extractor "$extractor" $mode --json --quiet > "$OUT/$name$mode.$extractor.json"
+    runs+=("$OUT/$name$mode.$extractor.json")
   done
 done
 if [ "${1:-}" != "--quick" ]; then
@@ -27,21 +28,24 @@ if [ "${1:-}" != "--quick" ]; then
 synth_30hz --rate 30 --frames 300
 synth_120hz --rate 120 --frames 120 --seed 1
 synth_long --rate 30 --frames 1200 --path loop --ramp 2 --stops 2 --rotations 2
+synth_stereo --rate 30 --frames 300 --stereo 0.12
 SEQ
 fi
 .venv/bin/python - "${runs[@]}" <<'PY'
 import json, sys
-print("| sequence | extractor | posed / frames | maps | alignment | ATE | ATE / path | path est / true | rot err median (deg) | t-dir err median (deg) | missed motion | drift | ms/frame |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| sequence | extractor | posed / frames | maps | alignment | ATE | ATE / path | path est / true | rot err median (deg) | t-dir err median (deg) | missed motion | drift | NEES / dof | ms/frame |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for path in sys.argv[1:]:
     r = json.load(open(path))
-    name = r["source"].rstrip("/").split("/")[-1]
+    name = r["source"].rstrip("/").split("/")[-1] + (" (stereo)" if r.get("stereo") else "")
     ate, true = r["ate_rmse_m"], r["true_path_length_m"]
     ratio = f"{r['path_length_m'] / true:.3f}" if true and true > 1e-3 else "-"
     share = f"{100 * ate / true:.2f} %" if true and true > 1e-3 else "-"
     drift = f"{r['rpe_trans_pct']:.2f} % / {r['rpe_segment_m']:.2g} m" if r["rpe_trans_pct"] == r["rpe_trans_pct"] else "-"
     tdir = r["tdir_err_deg"]["median"]
+    nees = "-" if r.get("nees_ratio") is None else f"{r['nees_ratio']:.2f}"
     print(f"| {name} | {r['extractor']} | {r['poses']} / {r['frames']} | {len(r['segments'])} | {r['alignment']} | "
           f"{ate * 1000:.2f} mm | {share} | {ratio} | {r['rot_err_deg']['median']:.3f} | "
-          f"{'-' if tdir != tdir else f'{tdir:.2f}'} | {r['missed_motion_pairs']} | {drift} | {r['frame_ms_median']:.0f} |")
+          f"{'-' if tdir != tdir else f'{tdir:.2f}'} | {r['missed_motion_pairs']} | {drift} | "
+          f"{nees} | {r['frame_ms_median']:.0f} |")
 PY

@@ -206,7 +206,7 @@ class VisualOdometry:
         # time went backwards: reset, but only for a frame that got this far (one the extractor refuses changes nothing)
         if self._last_stamp is not None and frame.stamp < self._last_stamp:
             self.reset(f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})")
-        elif self._camera is not None and (frame.camera, frame.stereo) != self._camera:
+        elif self._camera_changed(frame):
             # a new resolution or calibration (a driver reconfigured): the map's pixels and rays no longer apply
             self.reset(f"camera changed ({_describe(self._camera[0])} -> {_describe(frame.camera)})")
         t_extract = time.perf_counter()
@@ -378,12 +378,40 @@ class VisualOdometry:
         if obs.points_cam is not None and source == "essential":
             source = "pnp"  # metric: the depth-backed landmarks fix the step, not the essential matrix
         T_odom_cam = invert(refined.T_cam_odom)
+        if obs.points_cam is not None and self._at_keyframe_position(refined, keyframe):
+            T_odom_cam[:3, 3] = keyframe.T_odom_cam[:3, 3]
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers
         estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, refined.covariance,
                              int(refined.inliers.sum()))
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))
         return estimate
+
+    def _camera_changed(self, frame: Frame) -> bool:
+        """Another resolution or calibration than the last frame's (a stereo pair's baseline included; a stereo
+        frame without its right image is the same camera)."""
+        if self._camera is None:
+            return False
+        camera, stereo = self._camera
+        return frame.camera != camera or (stereo is not None and frame.stereo is not None and frame.stereo != stereo)
+
+    def _at_keyframe_position(self, refined: PoseRefinement, keyframe: Keyframe) -> bool:
+        """Zero-translation test: the frame's camera centre differs from the keyframe's by less than their
+        uncertainty (Mahalanobis distance, squared, of the translation of T_cur_kf under twice the frame's
+        translation covariance: the keyframe was posed against the same map alike) below ``stationary_chi2``.
+        A camera at rest or turning on the spot then keeps its position exactly (its rotation is still
+        estimated) instead of moving by its noise every frame and adding that jitter to the path; a moving one
+        leaves the test within a few frames, posed against the map as always (nothing is lost, only delayed).
+        Metric frames only (RGB-D, stereo: landmarks come from depth): a monocular map grows by triangulating
+        across the frames' baselines, which a held position would take away."""
+        if self.config.stationary_chi2 <= 0 or refined.covariance is None:
+            return False
+        t = (refined.T_cam_odom @ keyframe.T_odom_cam)[:3, 3]  # 0 when the centres coincide, whatever the rotation
+        try:
+            distance = float(t @ np.linalg.solve(2.0 * refined.covariance[3:, 3:], t))
+        except np.linalg.LinAlgError:
+            return False
+        return distance < self.config.stationary_chi2
 
     def _keyframe_prior(self, obs: _Observed, keyframe: Keyframe, landmarks: np.ndarray, has_landmark: np.ndarray
                         ) -> tuple[np.ndarray | None, EpipolarTerms | None]:

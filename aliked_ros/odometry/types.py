@@ -62,6 +62,9 @@ class OdometryConfig:
     init_min_landmarks: int = 50
     init_min_angle_deg: float = 1.0  # rays of an initial landmark meet at this angle or more
     triangulation_min_angle_deg: float = 2.0  # ... of a landmark added later
+    stationary_chi2: float = 11.3  # a frame whose camera centre is within this Mahalanobis distance (squared,
+    #                                3 dof: 11.3 = 99 %) of its keyframe's keeps the keyframe's position (at rest,
+    #                                or turning on the spot); metric frames (RGB-D, stereo) only; 0: off
     # keyframes
     keyframe_parallax_px: float = 20.0  # median parallax to the last keyframe that makes a new keyframe
     keyframe_min_tracked: float = 0.6  # new keyframe when fewer than this fraction of its landmarks are tracked

@@ -125,6 +125,16 @@ class _Previous:
     #                                                  was posed against it (before that keyframe's own BA)
 
 
+@dataclass(frozen=True)
+class ExtractedFrame:
+    """A frame with its features (``VisualOdometry.extract``), ready for ``process_extracted``."""
+
+    frame: Frame
+    features: Features  # of frame.image
+    right: Features | None  # of frame.right_image (stereo), else None
+    extract_ms: float  # wall time of the extraction
+
+
 def _describe(camera: CameraModel) -> str:
     return f"{camera.width}x{camera.height} fx {camera.fx:g}"
 
@@ -172,6 +182,10 @@ class VisualOdometry:
     def _check(self, frame: Frame) -> None:
         if self._last_stamp is not None and frame.stamp == self._last_stamp:
             raise DuplicateFrameError(f"frame stamped {frame.stamp:.9f} s like the previous one")
+        self._check_frame(frame)
+
+    def _check_frame(self, frame: Frame) -> None:
+        """The checks that read no pipeline state (sizes, depth type, stereo pairing)."""
         height, width = frame.image.shape[:2]
         frame.camera.check_image_size(width, height)
         if frame.depth is not None and frame.depth.shape != (height, width):
@@ -195,14 +209,29 @@ class VisualOdometry:
         """Track and pose one frame. Stamps must increase: a stamp equal to the previous frame's raises
         :class:`DuplicateFrameError`; an earlier one resets the pipeline first (time went backwards, e.g. a bag
         replayed from its start). Bad frames raise :class:`FrameError` or
-        :class:`~aliked_ros.geometry.camera.CalibrationError`. A frame that raises changes nothing."""
-        start = time.perf_counter()
+        :class:`~aliked_ros.geometry.camera.CalibrationError`. A frame that raises changes nothing.
+        The same as ``process_extracted(extract(frame))``, a duplicate stamp refused before extraction."""
         self._check(frame)
-        self.mapper.apply_finished(self.map)
+        return self.process_extracted(self.extract(frame))
 
-        # 2. features
+    def extract(self, frame: Frame) -> ExtractedFrame:
+        """Step 2's extraction, separable from the rest: the checks that need no state, then the features of the
+        image (and of the right image). Reads and changes no pipeline state, so it may run on another thread while
+        ``process_extracted`` runs (the node's extraction stage); the extractor has this one caller. Raises
+        like ``process``."""
+        start = time.perf_counter()
+        self._check_frame(frame)
         features = self.extractor.extract(frame.image)
         right = self.extractor.extract(frame.right_image) if frame.right_image is not None else None
+        return ExtractedFrame(frame, features, right, (time.perf_counter() - start) * 1e3)
+
+    def process_extracted(self, extracted: ExtractedFrame) -> FrameResult:
+        """Everything after extraction (steps 1 and 3-5) for a frame from ``extract``, in time order; raises
+        and changes nothing like ``process``."""
+        start = time.perf_counter() - extracted.extract_ms * 1e-3  # timings as if extracted here
+        frame, features, right = extracted.frame, extracted.features, extracted.right
+        self._check(frame)
+        self.mapper.apply_finished(self.map)
         # time went backwards: reset, but only for a frame that got this far (one the extractor refuses changes nothing)
         if self._last_stamp is not None and frame.stamp < self._last_stamp:
             self.reset(f"time went backwards ({frame.stamp:.6f} < {self._last_stamp:.6f})")

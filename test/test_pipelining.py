@@ -1,0 +1,92 @@
+"""The VO core split in two stages (``VisualOdometry.extract`` / ``process_extracted``), as the node's pipelined
+worker runs it: the same results as ``process`` bit for bit, with extraction on another thread too, and a
+frame refused by either stage changes nothing."""
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+import pytest
+
+from aliked_ros.datasets import open_sequence
+from aliked_ros.features import ImageError
+from aliked_ros.odometry import DuplicateFrameError, Frame, OdometryConfig, VisualOdometry
+
+FIELDS_EXCEPT_TIMINGS = ("stamp", "frame_index", "state", "pose_source", "is_keyframe", "T_odom_camera", "motion",
+                         "normalized", "track_ids", "track_ages", "inliers", "num_matches", "num_inliers",
+                         "covariance", "motion_covariance", "reset_reason", "map_id", "relocalized", "num_landmarks",
+                         "stereo_matches")
+
+
+def assert_same_result(a, b) -> None:
+    """Every field of two FrameResults equal bit for bit (timings aside)."""
+    for name in FIELDS_EXCEPT_TIMINGS:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            assert x is not None and y is not None and np.array_equal(x, y), name
+        else:
+            assert x == y, name
+    for name in ("keypoints", "scores", "descriptors"):
+        assert np.array_equal(getattr(a.features, name), getattr(b.features, name)), name
+
+
+def pipelined(vo: VisualOdometry, frames) -> list:
+    """``extract`` on a second thread while ``process_extracted`` runs here (every frame, in order)."""
+    handover: queue.Queue = queue.Queue(maxsize=1)
+
+    def extract_all() -> None:
+        for frame in frames:
+            handover.put(vo.extract(frame))
+        handover.put(None)
+
+    thread = threading.Thread(target=extract_all)
+    thread.start()
+    results = []
+    while (extracted := handover.get()) is not None:
+        results.append(vo.process_extracted(extracted))
+    thread.join()
+    return results
+
+
+@pytest.mark.parametrize("source, options", [("tum_fr1_rpy_rgbd", {}), ("tum_fr2_desk", {}),
+                                             ("euroc_v101_static_stereo", {"stereo": True})],
+                         ids=["rgbd", "monocular", "stereo"])
+def test_process_equals_process_extracted_of_extract(source, options, shared_dir, extractor_cache):
+    frames = list(open_sequence(shared_dir / "data" / source, **options))[:20]
+    extractor = extractor_cache("orb")
+    config = OdometryConfig(background_mapping=False)
+    whole = [r for r in map(VisualOdometry(extractor, config).process, frames)]
+    split_vo = VisualOdometry(extractor, config)
+    split = [split_vo.process_extracted(split_vo.extract(f)) for f in frames]
+    threaded = pipelined(VisualOdometry(extractor, config), frames)
+    assert len(whole) == len(split) == len(threaded) == len(frames)
+    assert sum(r.T_odom_camera is not None for r in whole) >= len(frames) - 2
+    if "stereo" in options:
+        assert min(r.stereo_matches for r in whole) > 50
+    for a, b, c in zip(whole, split, threaded):
+        assert_same_result(a, b)
+        assert_same_result(a, c)
+        assert b.timings_ms["total"] >= b.timings_ms["extract"] > 0
+
+
+def test_refused_frames_change_nothing_in_either_stage(shared_dir, extractor_cache):
+    """A duplicate stamp is refused by ``process_extracted`` (after extraction) without a change; a frame stamped
+    backwards that the extractor refuses does not reset the pipeline; one that it takes does."""
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:6]
+    vo = VisualOdometry(extractor_cache("orb"), OdometryConfig(background_mapping=False))
+    reference = VisualOdometry(extractor_cache("orb"), OdometryConfig(background_mapping=False))
+    for frame in frames[:4]:
+        vo.process_extracted(vo.extract(frame))
+        reference.process(frame)
+    extracted_again = vo.extract(frames[3])  # extraction itself reads no state: it takes any frame
+    with pytest.raises(DuplicateFrameError):
+        vo.process_extracted(extracted_again)
+    backwards_and_broken = Frame(frames[0].image.astype(np.float32), frames[0].stamp, frames[0].camera)
+    with pytest.raises(ImageError):
+        vo.extract(backwards_and_broken)
+    assert (vo.map_id, vo.resets) == (reference.map_id, reference.resets) == (0, 0)
+    # the next frame gives what it gives without the refused ones
+    assert_same_result(vo.process_extracted(vo.extract(frames[4])), reference.process(frames[4]))
+    result = vo.process_extracted(vo.extract(frames[0]))  # backwards, extracted: a new map
+    assert result.map_id == 1 and "time went backwards" in result.reset_reason

@@ -58,11 +58,16 @@ def graph(ros_context):
         g.close()
 
 
-@pytest.mark.parametrize("reliable", [False, True], ids=["best_effort", "reliable"])
-def test_node_poses_equal_offline_eval(reliable, shared_dir, weights_dir, ros_process, graph, extractor_cache):
+@pytest.mark.parametrize("reliable, pipelined", [(False, True), (True, True), (True, False)],
+                         ids=["best_effort", "reliable", "reliable_one_worker"])
+def test_node_poses_equal_offline_eval(reliable, pipelined, shared_dir, weights_dir, ros_process, graph,
+                                       extractor_cache):
+    """Lock-step replay: the node's poses equal the offline pipeline's, with extraction and pose in two threads
+    (``pipelined``, the default) and on one worker."""
     sequence = open_sequence(shared_dir / "data/tum_fr2_desk")
     frames = list(sequence)[: 20 if reliable else 8]
-    node = start_node(ros_process, weights_dir, "-p", f"qos:={'reliable' if reliable else 'sensor_data'}")
+    node = start_node(ros_process, weights_dir, "-p", f"qos:={'reliable' if reliable else 'sensor_data'}",
+                      "-p", f"pipelined:={str(pipelined).lower()}")
     g = graph(reliable=reliable)
     g.wait_for_node(node)
     for frame in frames:

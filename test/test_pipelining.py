@@ -12,6 +12,7 @@ import pytest
 from aliked_ros.datasets import open_sequence
 from aliked_ros.features import ImageError
 from aliked_ros.odometry import DuplicateFrameError, Frame, OdometryConfig, VisualOdometry
+from aliked_ros.ros.input_stage import NS, InputStage, ResetRequest
 
 FIELDS_EXCEPT_TIMINGS = ("stamp", "frame_index", "state", "pose_source", "is_keyframe", "T_odom_camera", "motion",
                          "normalized", "track_ids", "track_ages", "inliers", "num_matches", "num_inliers",
@@ -90,3 +91,52 @@ def test_refused_frames_change_nothing_in_either_stage(shared_dir, extractor_cac
     assert_same_result(vo.process_extracted(vo.extract(frames[4])), reference.process(frames[4]))
     result = vo.process_extracted(vo.extract(frames[0]))  # backwards, extracted: a new map
     assert result.map_id == 1 and "time went backwards" in result.reset_reason
+
+
+def test_hand_over_slot_keeps_the_newest_counts_the_superseded_and_passes_resets_on():
+    """The node's pipelined worker through its input stage (ROS-free): the second slot keeps the newest extracted
+    frame, a superseded one is dropped (received = processed + dropped + rejected + in_flight throughout), a reset
+    request survives its frame being superseded or refused, frames come out in the order they were taken."""
+    stage = InputStage(camera_info_wait=0.0)
+    stage.add_camera_info(1 * NS, "info")
+
+    def extract(k: int, reset: ResetRequest | None = None) -> None:
+        if reset is not None:
+            stage.request_reset(reset)
+        stage.add_image(k * NS, f"image{k}")
+        work = stage.take(timeout=1)
+        assert work.frame.stamp_ns == k * NS and work.reset == reset
+        stage.hand_over(work.frame, f"features{k}", work.reset)
+        assert stage.snapshot().balanced
+
+    first = ResetRequest("first")
+    extract(1, first)
+    extract(2)  # supersedes 1 before the pose stage took it: dropped, its reset passes on to 2
+    frame, item, reset = stage.take_handed_over(timeout=1)
+    assert (frame.stamp_ns, item, reset) == (2 * NS, "features2", first)
+    snapshot = stage.snapshot()
+    assert (snapshot.received, snapshot.dropped, snapshot.in_flight) == (2, 1, 1) and snapshot.balanced
+    stage.finish_processed(frame)
+    # a frame refused by the extraction stage gives its reset back to the next frame, unless a newer one waits
+    second = ResetRequest("second")
+    stage.request_reset(second)
+    stage.add_image(3 * NS, "image3")
+    work = stage.take(timeout=1)
+    stage.finish_rejected("bad_image")
+    stage.restore_reset(work.reset)
+    stage.add_image(4 * NS, "image4")
+    work = stage.take(timeout=1)
+    assert work.reset == second
+    stage.finish_rejected("bad_image")
+    stage.request_reset(third := ResetRequest("third"))
+    stage.restore_reset(work.reset)  # a newer request is pending: it stays
+    extract(5, third)  # (request_reset again: the same request)
+    frame, item, reset = stage.take_handed_over(timeout=1)
+    assert (frame.stamp_ns, item, reset) == (5 * NS, "features5", third)
+    stage.finish_processed(frame)
+    snapshot = stage.snapshot()
+    assert (snapshot.received, snapshot.processed, snapshot.dropped, snapshot.frames_rejected, snapshot.in_flight) \
+        == (5, 2, 1, 2, 0) and snapshot.balanced
+    assert stage.take_handed_over(timeout=0.05) is None
+    stage.close()
+    assert stage.take_handed_over() is None

@@ -8,11 +8,16 @@ stream stamped near it, more than ``queue_size`` images waiting, or waiting long
 stream that stopped); a complete frame goes into the latest-frame slot, replacing (and counting as dropped) one
 the worker has not taken. The worker calls ``take`` (blocks; returns the frame, its camera_info, the paired
 cameras' camera_infos (``camera_info_streams``: ``("image", "right")`` for stereo) and any pending reset
-request), then exactly one of ``finish_processed`` / ``finish_rejected``.
+request), then exactly one of ``finish_processed`` / ``finish_rejected``. A pipelined worker (two stages: extraction,
+then pose and publishing) passes a taken frame from its first stage to its second through ``hand_over`` /
+``take_handed_over``, a second one-item slot: an item the second stage has not taken is superseded by a newer one
+and counted as dropped, and a reset request it carried passes on to the newer item. The first stage paces itself
+with ``wait_to_extract``: it takes the next frame when the hand-over slot is empty and the second stage is about to
+finish (just in time: the freshest frame, no work thrown away), so at most one frame is ever extracted ahead.
 
 Accounting: ``received = processed + dropped + rejected + in_flight`` at every snapshot, where ``rejected``
 counts every kind (``rejected[kind]``, unpaired images as ``no_<stream>``) and ``in_flight`` the images waiting
-for pairing, in the slot or being processed (0 once idle). Stamps are integer nanoseconds.
+for pairing, in the slot, in the hand-over slot or being processed (0 once idle). Stamps are integer nanoseconds.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import numpy as np
 from aliked_ros.ros.sync import StampPairing
 
 NS = 1_000_000_000
+PACING_WEIGHT = 0.2  # weight of the newest sample in the pipelined stages' moving-average times
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,9 @@ class InputStage:
         self.camera_info_wait = camera_info_wait
         self.pairing_wait = pairing_wait
         self._slot: InputFrame | None = None
+        self._handed_over: tuple[InputFrame, Any, ResetRequest | None] | None = None  # pipelined: stage 1 -> 2
+        self._stage2_since: float | None = None  # pipelined: when the second stage took its current item
+        self._stage2_s: float | None = None  # pipelined: the second stage's time per item (moving average), s
         self._processing = 0
         self._closed = False
         self._reset: ResetRequest | None = None
@@ -201,6 +210,66 @@ class InputStage:
             self._camera_info_stamped[stream] = False
             return infos[-1][1]
         return None
+
+    def hand_over(self, frame: InputFrame, item: Any, reset: ResetRequest | None) -> None:
+        """Pipelined worker, first stage: ``item`` (made from the taken ``frame``) for the second stage, with the
+        reset request to apply before it. An item still waiting is superseded: counted as dropped; its reset
+        request passes on unless the new item carries its own (a later request replaces an earlier one)."""
+        with self._lock:
+            if self._handed_over is not None:
+                _, _, waiting_reset = self._handed_over
+                reset = reset or waiting_reset
+                self._processing -= 1
+                self._counts["dropped"] += 1
+            self._handed_over = (frame, item, reset)
+            self._lock.notify_all()
+
+    def restore_reset(self, reset: ResetRequest | None) -> None:
+        """A reset request taken with a frame that was refused before it was handed over: it applies before the
+        next frame instead, unless a newer request is pending."""
+        with self._lock:
+            if reset is not None and self._reset is None:
+                self._reset = reset
+
+    def take_handed_over(self, timeout: float | None = None) -> tuple[InputFrame, Any, ResetRequest | None] | None:
+        """Pipelined worker, second stage: the newest handed-over (frame, item, reset); waits for one; None after
+        ``close`` or ``timeout``. The frame stays in flight until ``finish_processed`` / ``finish_rejected``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._handed_over is None and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._lock.wait(remaining)
+            if self._closed:
+                return None
+            handed, self._handed_over = self._handed_over, None
+            self._stage2_since = time.monotonic()
+            self._lock.notify_all()
+            return handed
+
+    def stage2_finished(self) -> None:
+        """Pipelined worker, second stage: done with the item it took (processed, rejected or published)."""
+        with self._lock:
+            if self._stage2_since is not None:
+                took = time.monotonic() - self._stage2_since
+                self._stage2_s = took if self._stage2_s is None else self._stage2_s + PACING_WEIGHT * (took - self._stage2_s)
+                self._stage2_since = None
+            self._lock.notify_all()
+
+    def wait_to_extract(self, extract_s: float) -> bool:
+        """Pipelined worker, first stage, before ``take``: wait until the hand-over slot is empty and the second
+        stage is expected to finish within ``extract_s`` (the first stage's time per frame), so that the frame
+        it takes next is extracted just when the second stage can take it. False after ``close``."""
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                ready_at = now if self._stage2_since is None or self._stage2_s is None \
+                    else self._stage2_since + self._stage2_s - extract_s
+                if self._handed_over is None and now >= ready_at:
+                    return True
+                self._lock.wait(None if self._handed_over is not None else max(ready_at - now, 1e-4))
+            return False
 
     def finish_processed(self, frame: InputFrame) -> None:
         with self._lock:

@@ -4,9 +4,17 @@ Structure (each part testable on its own):
   - ``InputStage`` (aliked_ros.ros.input_stage, ROS-free): subscription callbacks only store there; it pairs
     images with camera_info and depth by stamp, keeps the newest complete frame in a one-frame slot (older ones
     are replaced and counted as dropped) and counts everything under one lock; readers take snapshots.
-  - the worker thread: takes the newest frame, decodes it (aliked_ros.ros.decoding: every bad input is one
+  - the worker: takes the newest frame, decodes it (aliked_ros.ros.decoding: every bad input is one
     module-specific error, counted by kind), runs the VO core, turns its result into base odometry
     (aliked_ros.ros.odometry_output: mount, covariances, reset_to_pose, lost behaviour) and publishes it.
+    ``pipelined`` (default): two threads, so that extraction of frame k+1 overlaps matching, pose and publishing
+    of frame k (torch and OpenCV release the GIL): the extraction stage takes the newest frame, decodes it and
+    extracts its features (``VisualOdometry.extract``: left and right image for stereo); the pose stage takes the
+    newest extracted frame through the input stage's hand-over slot (one item: a superseded one would be counted
+    as dropped; the extraction stage takes its next frame only when that slot is empty and the pose stage is about
+    to finish, so the frame is as fresh as it can be and no extraction is thrown away), runs ``VisualOdometry.process_extracted`` and publishes. Only the pose stage changes the VO state and
+    applies reset requests; frames reach it in the order they were taken, i.e. in stamp order.
+    ``pipelined:=false``: one thread does both, back to back.
   - ``OutputSet`` (aliked_ros.ros.publishing): the publishers; TF never goes back in time or repeats a stamp.
   - diagnostics (aliked_ros.ros.diagnostics): built from one snapshot on the executor thread.
 
@@ -36,12 +44,15 @@ what fails (``callback_error``).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import threading
+import time
 import traceback
 
 import numpy as np
 import rclpy
+import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -58,7 +69,7 @@ from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_
                                      stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
 from aliked_ros.ros.frames import mount_transform
-from aliked_ros.ros.input_stage import NS, InputStage, ResetRequest, Work
+from aliked_ros.ros.input_stage import NS, PACING_WEIGHT, InputFrame, InputStage, ResetRequest, Work
 from aliked_ros.ros.odometry_output import OdometryOutput
 from aliked_ros.ros.publishing import OutputSet
 from aliked_ros.srv import ResetToPose
@@ -150,8 +161,15 @@ class VoNode(Node):
         self._diagnostics_timer = self.create_timer(p("diagnostics_period"), self._on_diagnostics_timer)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._warn_unknown_parameters()
-        self._worker = threading.Thread(target=self._work, name="aliked_vo_worker", daemon=True)
-        self._worker.start()
+        self.pipelined = bool(p("pipelined"))
+        # torch's CPU threads for extraction (set in the thread that extracts: the setting is per thread); with
+        # pipelining the pose stage needs a core beside it (automatic: one torch thread per core but one)
+        self._torch_threads = p("torch_threads") or (max(1, (os.cpu_count() or 1) - 1) if self.pipelined else 0)
+        stages = ((self._extract_stage, "aliked_vo_extract"), (self._pose_stage, "aliked_vo_pose")) if self.pipelined \
+            else ((self._work, "aliked_vo_worker"),)
+        self._workers = [threading.Thread(target=target, name=name, daemon=True) for target, name in stages]
+        for worker in self._workers:
+            worker.start()
 
     # --- parameters ---------------------------------------------------------------------------------------------
 
@@ -200,6 +218,10 @@ class VoNode(Node):
                 "published once on /tf_static (latched); empty = the robot description publishes it")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "
                 "false: inline, deterministic (the same poses as aliked-vo eval)")
+        declare("pipelined", True, "two worker threads: extraction of the next frame overlaps pose estimation and "
+                "publishing of the current one; false: one worker does both, back to back")
+        declare("torch_threads", 0, "torch CPU threads for extraction; 0 = automatic (pipelined: CPU cores - 1, "
+                "at least 1; else torch's default)", integer=(0, 256))
         declare("publish_tf", True, "broadcast odom -> base on /tf", read_only=False)
         declare("path_max_length", 1000, "poses kept in ~/path", read_only=False, integer=(1, 1000000))
         declare("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=False,
@@ -316,34 +338,78 @@ class VoNode(Node):
     # --- worker ---------------------------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        """``pipelined:=false``: one thread, each frame decoded, processed and published back to back."""
+        self._set_torch_threads()
         while (work := self.inputs.take()) is not None:
-            self._handle(work)
+            if self._guard(self._apply_reset, work.reset) and (vo_frame := self._guard(self._decode, work)):
+                self._finish(work.frame, vo_frame, self.vo.process, vo_frame)
 
-    def _handle(self, work: Work) -> None:
-        """One frame: exactly one of processed / rejected(kind) is counted for it."""
-        frame = work.frame
-        try:
-            if work.reset is not None:
-                self.odometry.reset(work.reset.T_odom_base)
-                self.vo.reset(work.reset.reason)
-                self.outputs.clear_tracks()
-            if self.stereo:
-                stereo = self.stereo_cameras.model(work.camera_info, work.camera_infos.get("right"))
-                vo_frame, warnings = stereo_frame_from_messages(frame.image, frame.paired["right"], stereo,
-                                                                frame.stamp_ns / NS), []
+    def _extract_stage(self) -> None:
+        """Pipelined, stage 1: the newest frame, decoded and extracted, handed to the pose stage; the next one
+        taken just in time for the pose stage (``InputStage.wait_to_extract``)."""
+        self._set_torch_threads()
+        extract_s = None  # time per frame here (moving average)
+        while self.inputs.wait_to_extract(extract_s or 0.0) and (work := self.inputs.take()) is not None:
+            start = time.monotonic()
+            vo_frame = self._guard(self._decode, work)
+            extracted = self._guard(self.vo.extract, vo_frame) if vo_frame is not None else None
+            if extracted is None:
+                self.inputs.restore_reset(work.reset)  # refused here: a reset it carried applies to the next frame
             else:
-                camera = self.cameras.model(work.camera_info)
-                vo_frame, warnings = frame_from_messages(frame.image, frame.depth, camera, frame.stamp_ns / NS)
-            for kind in warnings:
-                if self.inputs.warn(kind):
-                    self._log_first(kind, "depth image without one valid pixel: this frame is posed without depth")
-            result = self.vo.process(vo_frame)
+                self.inputs.hand_over(work.frame, extracted, work.reset)
+            took = time.monotonic() - start
+            extract_s = took if extract_s is None else extract_s + PACING_WEIGHT * (took - extract_s)
+
+    def _pose_stage(self) -> None:
+        """Pipelined, stage 2: the newest extracted frame posed (``process_extracted``) and published."""
+        self._set_torch_threads()  # matching runs torch ops too
+        while (handed := self.inputs.take_handed_over()) is not None:
+            frame, extracted, reset = handed
+            if self._guard(self._apply_reset, reset):
+                self._finish(frame, extracted.frame, self.vo.process_extracted, extracted)
+            self.inputs.stage2_finished()
+
+    def _set_torch_threads(self) -> None:
+        if self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+
+    def _apply_reset(self, reset: ResetRequest | None) -> bool:
+        if reset is not None:
+            self.odometry.reset(reset.T_odom_base)
+            self.vo.reset(reset.reason)
+            self.outputs.clear_tracks()
+        return True
+
+    def _decode(self, work: Work):
+        """The frame's messages -> a VO ``Frame`` (bad input raises a module error)."""
+        frame = work.frame
+        if self.stereo:
+            stereo = self.stereo_cameras.model(work.camera_info, work.camera_infos.get("right"))
+            return stereo_frame_from_messages(frame.image, frame.paired["right"], stereo, frame.stamp_ns / NS)
+        camera = self.cameras.model(work.camera_info)
+        vo_frame, warnings = frame_from_messages(frame.image, frame.depth, camera, frame.stamp_ns / NS)
+        for kind in warnings:
+            if self.inputs.warn(kind):
+                self._log_first(kind, "depth image without one valid pixel: this frame is posed without depth")
+        return vo_frame
+
+    def _guard(self, step, *args):
+        """``step(*args)``, or None after counting the frame as rejected by the error's kind (exactly once; the frame
+        is then finished)."""
+        try:
+            return step(*args)
         except AlikedRosError as error:
             kind, message = rejection(error)
             self._reject(kind, message)
-            return
         except Exception as error:  # noqa: BLE001 - a defect: never let one frame kill the worker
             self._reject("processing_error", f"frame failed: {error!r}\n{traceback.format_exc()}")
+        return None
+
+    def _finish(self, frame: InputFrame, vo_frame, process, *args) -> None:
+        """The last step of one frame: ``process(*args)`` -> a result, counted as processed and published, or the
+        frame counted as rejected."""
+        result = self._guard(process, *args)
+        if result is None:
             return
         self.inputs.finish_processed(frame)
         try:
@@ -389,7 +455,8 @@ class VoNode(Node):
 
     def shutdown(self) -> None:
         self.inputs.close()
-        self._worker.join(timeout=10)
+        for worker in self._workers:
+            worker.join(timeout=10)
 
 
 def main(args: list[str] | None = None) -> int:

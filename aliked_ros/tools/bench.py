@@ -1,9 +1,11 @@
 """``aliked-vo bench extract IMAGE...``: median milliseconds per stage for each extractor and the matcher, with
 kornia's ALIKED on the same input in the same run as the reference (ratio = ours / kornia).
 
-``aliked-vo bench node SOURCE``: the node in its own process, fed by replay at ``--rate`` over loopback DDS;
-prints latency (frame published -> odometry received, wall clock) and throughput (processed frames / s), and
-how many frames the node dropped to keep up.
+``aliked-vo bench node SOURCE``: the node in its own process, fed by replay at ``--rate`` over loopback DDS, for
+each extractor and worker mode (``--modes pipelined,single``: ``pipelined:=true`` / ``false``), alternating, a fresh
+node per run; prints latency (frame published -> its status received, wall clock; p50, p99), throughput
+(processed frames / s), how many frames the node dropped to keep up, its median extraction time, and the load
+average before and after the run (``--threads N``: the node's ``torch_threads``).
 
 ``aliked-vo bench soak [--frames N]``: N synthetic frames into the live node; memory, threads, open files, latency
 drift, exceptions and frame accounting (``aliked_ros.tools.soak``).
@@ -44,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-kornia", action="store_true", help="skip the kornia reference")
     parser.add_argument("--cuda-graph", action="store_true", help="extract: ALIKED on CUDA replays one CUDA graph per frame")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--modes", default="pipelined,single",
+                        help="node: worker modes to compare, alternating (pipelined: pipelined:=true; single: false)")
+    parser.add_argument("--rounds", type=int, default=1, help="node: how many times to run every extractor and mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_soak_arguments(parser)
 
@@ -169,13 +174,46 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_node_benchmark(args: argparse.Namespace) -> int:
-    """Latency and throughput of the node on a live loopback graph."""
+    """Latency and throughput of the node on a live loopback graph: every extractor of ``--extractors`` in every
+    worker mode of ``--modes``, one node per run, alternating (extractor by extractor, mode by mode, ``--rounds``
+    times), so that ratios between modes hold on a machine whose load changes."""
+    import os
+
+    runs = []
+    modes = args.modes.split(",")
+    for mode in modes:
+        if mode not in ("pipelined", "single"):
+            raise SystemExit(f"aliked-vo bench node: unknown mode {mode!r} (pipelined, single)")
+    for round_index in range(args.rounds):
+        for extractor in args.extractors.split(","):
+            for mode in modes:
+                load_before = os.getloadavg()[0]
+                report = _node_run(args, extractor, mode == "pipelined")
+                report.update(round=round_index, mode=mode,
+                              load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+                runs.append(report)
+                if not args.json:
+                    _print_node_run(report)
+    if args.json:
+        print(json.dumps({"source": args.images[0], "rate": args.rate, "torch_threads": args.threads or 0,
+                          "runs": runs}))
+    return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return round(float(np.percentile(values, q)), 1)
+
+
+def _node_run(args: argparse.Namespace, extractor: str, pipelined: bool) -> dict:
+    """One node process fed by one replay; latency = image published -> its status received (the status is the
+    last of a frame's outputs), wall clock."""
     import random
     import subprocess
     import sys
 
     import rclpy
-    from nav_msgs.msg import Odometry
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from aliked_ros.datasets import open_sequence
@@ -184,25 +222,34 @@ def run_node_benchmark(args: argparse.Namespace) -> int:
     from aliked_ros.tools.demo import stop_process
     from aliked_ros.tools.replay import Replayer
 
-    extractor = args.extractors.split(",")[0]
     weights = f"{args.weights_dir}/{extractor}.pth" if args.weights_dir and extractor in ALIKED_MODELS else ""
     sequence = open_sequence(args.images[0], use_depth=False)
     domain = random.randint(1, 101)
     ns = "/bench/camera"
-    node = subprocess.Popen(
-        [sys.executable, "-m", "aliked_ros.cli", "run", "--ros-args", "-r", f"image:={ns}/image",
-         "-r", f"camera_info:={ns}/camera_info", "-p", f"extractor:={extractor}", "-p", f"device:={args.device}",
-         "-p", f"max_keypoints:={args.max_keypoints}"] + (["-p", f"weights:={weights}"] if weights else []),
-        env=loopback_environment(domain), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parameters = {"extractor": extractor, "device": args.device, "max_keypoints": args.max_keypoints,
+                  "pipelined": str(pipelined).lower()}
+    if weights:
+        parameters["weights"] = weights
+    if args.threads:
+        parameters["torch_threads"] = args.threads
+    command = [sys.executable, "-m", "aliked_ros.cli", "run", "--ros-args", "-r", f"image:={ns}/image",
+               "-r", f"camera_info:={ns}/camera_info"]
+    for name, value in parameters.items():
+        command += ["-p", f"{name}:={value}"]
+    node = subprocess.Popen(command, env=loopback_environment(domain), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     apply_loopback_environment(domain)
     rclpy.init(domain_id=domain)
     client = rclpy.create_node("aliked_bench")
-    arrivals: dict[tuple[int, int], float] = {}
     status: list = []
-    qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-    client.create_subscription(Odometry, "/aliked_vo/odometry",
-                               lambda m: arrivals.setdefault((m.header.stamp.sec, m.header.stamp.nanosec), time.monotonic()), qos)
-    client.create_subscription(TrackingStatus, "/aliked_vo/status", status.append, qos)
+    status_at: dict[tuple[int, int], float] = {}
+
+    def on_status(message) -> None:
+        status_at.setdefault((message.header.stamp.sec, message.header.stamp.nanosec), time.monotonic())
+        status.append(message)
+
+    client.create_subscription(TrackingStatus, "/aliked_vo/status", on_status,
+                               QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
     replay_args = argparse.Namespace(
         namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=True, compressed=False,
         frame_id="camera", clock=False, qos="sensor_data", loop=False, wait_for=None, wait_timeout=0.0,
@@ -220,22 +267,29 @@ def run_node_benchmark(args: argparse.Namespace) -> int:
         client.destroy_node()
         rclpy.try_shutdown()
         stop_process(node)
-    latencies = [(arrivals[k] - t) * 1e3 for k, t in replayer.published_at.items() if k in arrivals]
-    report = {
-        "source": args.images[0], "extractor": extractor, "rate": args.rate,
+    latencies = [(status_at[k] - t) * 1e3 for k, t in replayer.published_at.items() if k in status_at]
+    arrivals = sorted(status_at.values())
+    return {
+        "source": args.images[0], "extractor": extractor, "pipelined": pipelined, "rate": args.rate,
         "frames_published": summary.frames_published, "frames_processed": len(status),
         "frames_dropped": status[-1].frames_dropped if status else None,
         "input_hz": round(summary.frames_published / max(summary.duration_s, 1e-9), 2),
-        "throughput_hz": round(len(status) / elapsed, 2),
-        "latency_ms": {"median": round(statistics.median(latencies), 1), "max": round(max(latencies), 1)} if latencies else None,
+        "throughput_hz": round(len(status) / elapsed, 2),  # processed / (first publish -> last status)
+        "steady_hz": round((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), 2) if len(arrivals) > 2 else None,
+        "latency_ms": {"p50": _percentile(latencies, 50), "p99": _percentile(latencies, 99),
+                       "max": round(max(latencies), 1)} if latencies else None,
+        "extract_ms_median": round(statistics.median(s.extract_ms for s in status), 1) if status else None,
         "processing_ms_median": round(statistics.median(s.total_ms for s in status), 1) if status else None,
     }
-    print(json.dumps(report) if args.json else
-          f"node ({extractor}) fed at {report['input_hz']} Hz: processed {report['frames_processed']} of "
-          f"{report['frames_published']} frames ({report['frames_dropped']} dropped), throughput "
-          f"{report['throughput_hz']} Hz, latency median {report['latency_ms']['median'] if latencies else '-'} ms "
-          f"(max {report['latency_ms']['max'] if latencies else '-'}), processing median {report['processing_ms_median']} ms")
-    return 0
+
+
+def _print_node_run(r: dict) -> None:
+    latency = r["latency_ms"] or {}
+    print(f"{r['extractor']:<11} {r['mode']:<9} fed at {r['input_hz']} Hz: processed {r['frames_processed']} of "
+          f"{r['frames_published']} ({r['frames_dropped']} dropped), throughput {r['throughput_hz']} Hz "
+          f"(steady {r['steady_hz']}), latency p50 {latency.get('p50', '-')} p99 {latency.get('p99', '-')} ms, "
+          f"extract {r['extract_ms_median']} ms, processing {r['processing_ms_median']} ms, load {r['load_avg']}",
+          flush=True)
 
 
 def replayer_last(replayer) -> tuple[int, int] | None:

@@ -425,9 +425,9 @@ class VisualOdometry:
         return frame.camera != camera or (stereo is not None and frame.stereo is not None and frame.stereo != stereo)
 
     def _at_keyframe_position(self, refined: PoseRefinement, keyframe: Keyframe) -> bool:
-        """Zero-translation test: the frame's camera centre differs from the keyframe's by less than their
-        uncertainty (Mahalanobis distance, squared, of the translation of T_cur_kf under twice the frame's
-        translation covariance: the keyframe was posed against the same map alike) below ``stationary_chi2``.
+        """Zero-translation test: the frame's camera centre differs from the keyframe's by less than its
+        uncertainty (Mahalanobis distance, squared, of the translation of T_cur_kf under the frame's translation
+        covariance against the map, in which the keyframe is the reference) below ``stationary_chi2``.
         A camera at rest or turning on the spot then keeps its position exactly (its rotation is still
         estimated) instead of moving by its noise every frame and adding that jitter to the path; a moving one
         leaves the test within a few frames, posed against the map as always (nothing is lost, only delayed).
@@ -437,7 +437,7 @@ class VisualOdometry:
             return False
         t = (refined.T_cam_odom @ keyframe.T_odom_cam)[:3, 3]  # 0 when the centres coincide, whatever the rotation
         try:
-            distance = float(t @ np.linalg.solve(2.0 * refined.covariance[3:, 3:], t))
+            distance = float(t @ np.linalg.solve(refined.covariance[3:, 3:], t))
         except np.linalg.LinAlgError:
             return False
         return distance < self.config.stationary_chi2

@@ -203,13 +203,18 @@ def test_node_restarted_mid_replay(ros_process, graph, tmp_path):
     g.status.clear(), g.diagnostics.clear(), g.keypoints.clear()
     restarted = start_orb_node(ros_process, name="vo_node2")
     g.wait_for_node(restarted)
-    assert g.spin_until(lambda: len(g.status) >= 30, 60), (len(g.status), restarted.output()[-2000:])
+    # where in the looped lap the new node starts is a matter of timing: monocular initialisation may need most
+    # of a lap (a loop back resets the map), so wait for tracking rather than for a fixed number of frames
+    assert g.spin_until(lambda: len(g.status) >= 30 and any(s.state == TRACKING for s in g.status), 90), (
+        len(g.status), [s.state for s in g.status][-40:], restarted.output()[-2000:])
     replay.stop()
     g.spin_until(lambda: False, 0.5)
     diagnostics = wait_accounted(g, None)
     assert accounted(diagnostics) and counts(diagnostics)["received"] >= 30, diagnostics
-    assert g.status[0].frame_index == 0 and g.status[0].map_id == 0
-    assert any(s.state == TRACKING for s in g.status) and restarted.running
+    # a fresh map: map 0 from its first frames (statuses sent before the test's subscription matched the new node
+    # are not seen, hence a small frame index rather than exactly 0)
+    assert g.status[0].map_id == 0 and g.status[0].frame_index < 15, (g.status[0].map_id, g.status[0].frame_index)
+    assert restarted.running
 
 
 def test_sigterm_during_processing(ros_process, graph):

@@ -7,14 +7,16 @@ Structure (each part testable on its own):
   - the worker: takes the newest frame, decodes it (aliked_ros.ros.decoding: every bad input is one
     module-specific error, counted by kind), runs the VO core, turns its result into base odometry
     (aliked_ros.ros.odometry_output: mount, covariances, reset_to_pose, lost behaviour) and publishes it.
-    ``pipelined`` (default): two threads, so that extraction of frame k+1 overlaps matching, pose and publishing
+    ``pipelined:=true``: two threads, so that extraction of frame k+1 overlaps matching, pose and publishing
     of frame k (torch and OpenCV release the GIL): the extraction stage takes the newest frame, decodes it and
     extracts its features (``VisualOdometry.extract``: left and right image for stereo); the pose stage takes the
     newest extracted frame through the input stage's hand-over slot (one item: a superseded one would be counted
     as dropped; the extraction stage takes its next frame only when that slot is empty and the pose stage is about
     to finish, so the frame is as fresh as it can be and no extraction is thrown away), runs ``VisualOdometry.process_extracted`` and publishes. Only the pose stage changes the VO state and
     applies reset requests; frames reach it in the order they were taken, i.e. in stamp order.
-    ``pipelined:=false``: one thread does both, back to back.
+    ``pipelined:=false`` (default): one thread does both, back to back. On a 2-core CPU that is faster for
+    aliked-t16 and ORB (the two stages compete for the cores; BENCHMARKS.md "The node at 30 Hz"); pipelining is
+    meant for an extractor on a GPU, where the pose stage has the CPU to itself (not yet measured: no GPU lent).
   - ``OutputSet`` (aliked_ros.ros.publishing): the publishers; TF never goes back in time or repeats a stamp.
   - diagnostics (aliked_ros.ros.diagnostics): built from one snapshot on the executor thread.
 
@@ -218,8 +220,9 @@ class VoNode(Node):
                 "published once on /tf_static (latched); empty = the robot description publishes it")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "
                 "false: inline, deterministic (the same poses as aliked-vo eval)")
-        declare("pipelined", True, "two worker threads: extraction of the next frame overlaps pose estimation and "
-                "publishing of the current one; false: one worker does both, back to back")
+        declare("pipelined", False, "two worker threads: extraction of the next frame overlaps pose estimation and "
+                "publishing of the current one (for an extractor on a GPU); false: one worker does both, back to "
+                "back (faster on a 2-core CPU)")
         declare("torch_threads", 0, "torch CPU threads for extraction; 0 = automatic (pipelined: CPU cores - 1, "
                 "at least 1; else torch's default)", integer=(0, 256))
         declare("publish_tf", True, "broadcast odom -> base on /tf", read_only=False)

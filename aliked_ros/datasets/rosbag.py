@@ -19,6 +19,7 @@ dropped and counted in ``unpaired_right``.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,6 +181,18 @@ class BagSequence(Sequence):
 
         return AnyReader([self.path])
 
+    @contextlib.contextmanager
+    def _reading(self):
+        """The open reader; anything but a bad image or calibration raised while reading (a corrupt or truncated
+        bag) becomes a DatasetError naming the bag."""
+        try:
+            with self._open() as reader:
+                yield reader
+        except (EncodingError, CalibrationError, DatasetError):
+            raise
+        except Exception as error:
+            raise DatasetError(f"error while reading {self.path}: {error!r} (corrupt or truncated bag?)") from None
+
     def __len__(self) -> int:
         return self._count
 
@@ -190,30 +203,23 @@ class BagSequence(Sequence):
         wanted = {self.image_topic, self.depth_topic} - {None}
         pending: list[tuple[float, np.ndarray]] = []  # images waiting for their depth
         depths: list[tuple[float, np.ndarray]] = []  # recent depth images
-        try:
-            with self._open() as reader:
-                connections = [c for c in reader.connections if c.topic in wanted]
-                for connection, _, raw in reader.messages(connections=connections):
-                    msg = reader.deserialize(raw, connection.msgtype)
-                    if connection.topic == self.image_topic:
-                        image = decode_image_message(msg, connection.msgtype)
-                        if self.depth_topic is None:
-                            yield Frame(image=image, stamp=stamp_of(msg), camera=self.camera)
-                        else:
-                            pending.append((stamp_of(msg), image))
+        with self._reading() as reader:
+            connections = [c for c in reader.connections if c.topic in wanted]
+            for connection, _, raw in reader.messages(connections=connections):
+                msg = reader.deserialize(raw, connection.msgtype)
+                if connection.topic == self.image_topic:
+                    image = decode_image_message(msg, connection.msgtype)
+                    if self.depth_topic is None:
+                        yield Frame(image=image, stamp=stamp_of(msg), camera=self.camera)
                     else:
-                        depths.append((stamp_of(msg), decode_depth_message(msg)))
-                        depths = depths[-8:]
-                        while pending and pending[0][0] + DEPTH_TOLERANCE_S < depths[-1][0]:
-                            yield self._pair(*pending.pop(0), depths)
-                while pending:
-                    yield self._pair(*pending.pop(0), depths)
-        except (EncodingError, CalibrationError):
-            raise
-        except Exception as error:
-            if isinstance(error, DatasetError):
-                raise
-            raise DatasetError(f"error while reading {self.path}: {error!r} (corrupt or truncated bag?)") from None
+                        pending.append((stamp_of(msg), image))
+                else:
+                    depths.append((stamp_of(msg), decode_depth_message(msg)))
+                    depths = depths[-8:]
+                    while pending and pending[0][0] + DEPTH_TOLERANCE_S < depths[-1][0]:
+                        yield self._pair(*pending.pop(0), depths)
+            while pending:
+                yield self._pair(*pending.pop(0), depths)
 
     def _stereo_frames(self) -> Iterator[Frame]:
         """Left and right images paired by equal stamps (see the module docstring)."""
@@ -245,25 +251,18 @@ class BagSequence(Sequence):
                 del rights[min(rights)]
                 self.unpaired_right += 1
 
-        try:
-            with self._open() as reader:
-                connections = [c for c in reader.connections if c.topic in (self.image_topic, self.right_image_topic)]
-                for connection, _, raw in reader.messages(connections=connections):
-                    msg = reader.deserialize(raw, connection.msgtype)
-                    image = decode_image_message(msg, connection.msgtype)
-                    if connection.topic == self.image_topic:
-                        lefts[stamp_ns(msg)] = (stamp_of(msg), image)
-                    else:
-                        rights[stamp_ns(msg)] = image
-                    yield from ready(False)
-                yield from ready(True)
-                self.unpaired_right += len(rights)
-        except (EncodingError, CalibrationError):
-            raise
-        except Exception as error:
-            if isinstance(error, DatasetError):
-                raise
-            raise DatasetError(f"error while reading {self.path}: {error!r} (corrupt or truncated bag?)") from None
+        with self._reading() as reader:
+            connections = [c for c in reader.connections if c.topic in (self.image_topic, self.right_image_topic)]
+            for connection, _, raw in reader.messages(connections=connections):
+                msg = reader.deserialize(raw, connection.msgtype)
+                image = decode_image_message(msg, connection.msgtype)
+                if connection.topic == self.image_topic:
+                    lefts[stamp_ns(msg)] = (stamp_of(msg), image)
+                else:
+                    rights[stamp_ns(msg)] = image
+                yield from ready(False)
+            yield from ready(True)
+            self.unpaired_right += len(rights)
 
     def _pair(self, stamp: float, image: np.ndarray, depths: list[tuple[float, np.ndarray]]) -> Frame:
         best = min(depths, key=lambda d: abs(d[0] - stamp), default=None)

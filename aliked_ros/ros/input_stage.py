@@ -178,14 +178,8 @@ class InputStage:
         the one stamped like the image, waiting up to ``camera_info_wait`` s for it while none has arrived or the
         stamps have matched so far (drivers publish both together, callbacks run in either order), else the
         newest. The frame counts as in flight until ``finish_processed`` / ``finish_rejected``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._slot is None and not self._closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._lock.wait(remaining)
-            if self._closed:
+            if not self._wait_for(lambda: self._slot is not None, timeout):
                 return None
             frame, self._slot = self._slot, None
             self._processing += 1
@@ -194,6 +188,16 @@ class InputStage:
             infos = {stream: self._camera_info_for(stream, frame.stamp_ns, deadline) for stream in self._camera_infos}
             camera_info = infos.pop("image", None)
             return Work(frame, camera_info, reset, {k: v for k, v in infos.items() if v is not None})
+
+    def _wait_for(self, ready, timeout: float | None) -> bool:
+        """With the lock held: wait until ``ready()``; False after ``close`` or ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ready() and not self._closed:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._lock.wait(remaining)
+        return not self._closed
 
     def _camera_info_for(self, stream: str, stamp_ns: int, deadline: float) -> Any | None:
         infos = self._camera_infos[stream]
@@ -234,14 +238,8 @@ class InputStage:
     def take_handed_over(self, timeout: float | None = None) -> tuple[InputFrame, Any, ResetRequest | None] | None:
         """Pipelined worker, second stage: the newest handed-over (frame, item, reset); waits for one; None after
         ``close`` or ``timeout``. The frame stays in flight until ``finish_processed`` / ``finish_rejected``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._handed_over is None and not self._closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._lock.wait(remaining)
-            if self._closed:
+            if not self._wait_for(lambda: self._handed_over is not None, timeout):
                 return None
             handed, self._handed_over = self._handed_over, None
             self._stage2_since = time.monotonic()

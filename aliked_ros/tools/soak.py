@@ -33,7 +33,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from aliked_ros.errors import AlikedRosError
+from aliked_ros.tools.demo import stop_process
 
 NAMESPACE = "/soak/camera"
 NODE_NAME = "/aliked_vo"
@@ -195,19 +195,6 @@ def node_command(config: SoakConfig) -> list[str]:
     return args
 
 
-def stop_node(process: subprocess.Popen, timeout: float = 15.0) -> int:
-    """SIGINT (the node's clean shutdown), then SIGTERM, then SIGKILL to its process group; the exit code."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            break
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
-    return process.wait()
-
-
 def count_exceptions(log_text: str) -> int:
     return sum(1 for line in log_text.splitlines() if ERROR_LINE.search(line))
 
@@ -357,7 +344,7 @@ def run_soak(config: SoakConfig, progress=None) -> SoakReport:
         executor.shutdown()
         client.destroy_node()
         context.try_shutdown()
-        exit_code = stop_node(node)
+        exit_code = stop_process(node, timeout=15.0)
         log.close()
     duration = time.monotonic() - start_wall
 

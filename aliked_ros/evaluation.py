@@ -22,8 +22,9 @@ Definitions (used by ``aliked-vo eval`` and ``aliked-vo demo``):
     estimation error squared e^T S^-1 e of the error e = (rotation vector, translation) of
     inv(estimated motion) against the true one (monocular: the estimate scaled by the segment's alignment and S
     with it), the true motion from the ground truth interpolated at the two stamps (slerp), as a motion of a few
-    ms must not carry the association's time error; ``nees_ratio`` is the mean NEES divided by its 6 degrees of freedom: 1 for an honest covariance,
-    > 1 when it claims more certainty than the estimate has (``nees_ratio_median`` beside it);
+    ms must not carry the association's time error; ``nees_ratio`` is the mean NEES divided by its 6 degrees of
+    freedom: 1 for an honest covariance, > 1 when it claims more certainty than the estimate has
+    (``nees_ratio_median`` beside it);
   - ``path_length_m``: the length of the aligned estimated path over the scored poses, ``true_path_length_m`` the
     true one over the same poses (their ratio shows a scale error or lost motion).
 """
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aliked_ros.geometry.transforms import invert, rotation_angle
+from aliked_ros.geometry.transforms import invert, perturbation, rotation_angle
 from aliked_ros.trajectory import Trajectory
 
 MIN_TRUE_TRANSLATION_M = 0.005
@@ -130,8 +131,6 @@ def relative_errors(est: np.ndarray, gt: np.ndarray) -> tuple[list[float], list[
 def motion_nees(est: np.ndarray, gt: np.ndarray, covariances: np.ndarray, scale: float) -> list[float]:
     """NEES of consecutive relative motions of (N,4,4) poses whose (N,6,6) motion covariance (of pose i against
     pose i-1; NaN when unknown) is given, with the estimated translations multiplied by ``scale``."""
-    from scipy.spatial.transform import Rotation
-
     S = np.diag([1.0, 1.0, 1.0, scale, scale, scale])
     values = []
     for i in range(1, len(est)):
@@ -140,7 +139,7 @@ def motion_nees(est: np.ndarray, gt: np.ndarray, covariances: np.ndarray, scale:
         rel_est, rel_gt = invert(est[i - 1]) @ est[i], invert(gt[i - 1]) @ gt[i]
         rel_est[:3, 3] *= scale
         error = invert(rel_est) @ rel_gt  # exp(e) inv(true motion) = inv(estimated motion)
-        e = np.concatenate([Rotation.from_matrix(error[:3, :3]).as_rotvec(), error[:3, 3]])
+        e = perturbation(error)
         try:
             values.append(float(e @ np.linalg.solve(S @ covariances[i] @ S, e)))
         except np.linalg.LinAlgError:
@@ -197,15 +196,11 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
     maps = maps[ok]
     init = np.ones(len(estimate), bool) if initialized is None else np.asarray(initialized, bool)
     init = init[ok]
-    if motion_covariances is None:
-        covs = np.full((len(est), 6, 6), np.nan)
-    else:  # a motion is scored only against the pose just before it in the estimate
+    if motion_covariances is not None:  # a motion is scored only against the pose just before it in the estimate
         covs = np.asarray(motion_covariances, float)[ok].copy()
-        previous_ok = np.concatenate([[False], ok[:-1]])[ok]
-        covs[~previous_ok] = np.nan
-    # NEES compares motions of a few ms: ground truth interpolated at the estimate's stamps, not the nearest pose
-    gt_at_stamps = groundtruth.interpolate(estimate.stamps[ok], max_difference) if motion_covariances is not None \
-        else None
+        covs[~np.concatenate([[False], ok[:-1]])[ok]] = np.nan
+        # NEES compares motions of a few ms: ground truth interpolated at the estimate's stamps, not the nearest one
+        gt_at_stamps = groundtruth.interpolate(estimate.stamps[ok], max_difference)
     aligned = np.full((len(est), 3), np.nan)
     scored = np.zeros(len(est), bool)
     segments, rot, tdir, drift, nees, missed = [], [], [], [], [], 0
@@ -227,7 +222,7 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
         tdir += d
         missed += m
         drift += drift_errors(est[score], gt[score], s, length_m)
-        if gt_at_stamps is not None:
+        if motion_covariances is not None:
             nees += motion_nees(est[members], gt_at_stamps[members], covs[members], s)
         path = float(np.sum(np.linalg.norm(np.diff(aligned[score], axis=0), axis=1)))
         true_path = float(np.sum(np.linalg.norm(np.diff(gt[score, :3, 3], axis=0), axis=1)))

@@ -54,6 +54,12 @@ def perturb_left(transform: np.ndarray, xi: np.ndarray) -> np.ndarray:
     return make_transform(R @ transform[:3, :3], R @ transform[:3, 3] + xi[3:])
 
 
+def perturbation(transform: np.ndarray) -> np.ndarray:
+    """The 6-vector xi = (rotation vector, translation) with ``perturb_left(I, xi) == transform``: a pose error
+    in the convention of the covariances (the inverse of :func:`perturb_left` at the identity)."""
+    return np.concatenate([Rotation.from_matrix(transform[:3, :3]).as_rotvec(), transform[:3, 3]])
+
+
 def adjoint(transform: np.ndarray) -> np.ndarray:
     """6x6 Ad_T for xi = (rotation vector, translation): T exp(xi) T^-1 = exp(Ad_T xi) to first order, in the
     perturbation of :func:`perturb_left`. Moves a perturbation (or its covariance, Ad S Ad^T) from T's input

@@ -42,7 +42,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from aliked_ros.features import Extractor, Features
 from aliked_ros.geometry.camera import CameraModel
@@ -50,7 +49,7 @@ from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compens
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose
 from aliked_ros.geometry.stereo import stereo_depth
-from aliked_ros.geometry.transforms import adjoint, invert, make_transform, rotation_angle
+from aliked_ros.geometry.transforms import adjoint, invert, make_transform, perturbation, rotation_angle
 from aliked_ros.matching import Matches, match_mutual_nearest
 from aliked_ros.odometry.map import Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
@@ -277,7 +276,7 @@ class VisualOdometry:
             Ad = adjoint(invert(motion))  # the previous pose's error, moved into this camera's frame
             motion_covariance = estimate.covariance + Ad @ previous_covariance @ Ad.T
             if map_moved is not None:  # the map moved under the previous frame: this motion contains that move
-                moved = Ad @ -np.concatenate([Rotation.from_matrix(map_moved[:3, :3]).as_rotvec(), map_moved[:3, 3]])
+                moved = Ad @ -perturbation(map_moved)
                 motion_covariance = motion_covariance + np.outer(moved, moved)
         return FrameResult(
             stamp=frame.stamp, frame_index=frame_index, state=estimate.state, pose_source=estimate.source,

@@ -62,10 +62,16 @@ def test_full_camera_rate_30hz(extractor_cache):
 
 def test_slow_motion_120hz(extractor_cache):
     """2 mm per frame, far below 1 px of parallax between consecutive frames: the motion is not lost (the old
-    frame-to-frame VO read 0 m here). Not yet at the VO issue's targets (ATE <= 1 %, path within 5 %): the pose
-    jitters by 1-2 mm per frame on 2 mm steps with ~60 landmarks (README "Results"); these bounds guard what holds."""
+    frame-to-frame VO read 0 m here). ATE within the VO issue's 1 %; the path within 20 %, not yet its 5 %: the
+    pose jitters by about 1 mm per frame on 2 mm steps (README "Results"). The tracks go on through
+    initialisation (the frames before it are posed rotation-only: testing their matches against the new pose
+    ended 40 % of the tracks and orphaned new landmarks, 1.55 % ATE)."""
     frames, sequence = rendered(SynthConfig(frames=120, rate_hz=120.0, noise_sigma=2.0, blur_sigma=0.5, seed=1))
-    check_tracked_run(frames, sequence, extractor_cache("aliked-t16"), max_ate_fraction=0.03, path_tolerance=0.8)
+    _, results, _ = check_tracked_run(frames, sequence, extractor_cache("aliked-t16"), max_ate_fraction=0.01,
+                                      path_tolerance=0.2)
+    initialised = next(r for r in results if r.state == TrackingState.TRACKING)
+    assert initialised.num_inliers >= 0.9 * initialised.num_matches, (initialised.num_inliers,
+                                                                       initialised.num_matches)
 
 
 def test_stops_and_turns_on_the_spot(extractor_cache):

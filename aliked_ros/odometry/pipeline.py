@@ -372,7 +372,9 @@ class VisualOdometry:
         refined = refine_pose(T_cur_odom, points_odom, obs.normalized[cur_rows], obs.camera.focal,
                               cfg.reprojection_threshold_px)
         T_odom_cam = invert(refined.T_cam_odom)
-        verified = self._epipolar_verified(obs, T_odom_cam)
+        # the tracks that go on: the matches consistent with the step from the previous frame (its pose is
+        # rotation-only, so an epipolar test against the new pose would end most tracks) and the new landmarks'
+        verified = step.inliers | np.isin(idx_cur, cur_rows[refined.inliers])
         return _Estimate(TrackingState.TRACKING, "essential", T_odom_cam, verified, refined.covariance,
                          int(refined.inliers.sum()), keyframe=True, new_landmarks=(ids, points_odom))
 
@@ -593,7 +595,17 @@ class VisualOdometry:
         number = self._posed_frames + 1
         anchor_norm, anchor_frame = obs.normalized.copy(), np.full(len(obs.normalized), number)
         poses = {number: estimate.T_odom_cam}
-        if self._previous is not None and len(obs.matches):
+        if estimate.new_landmarks is not None:
+            # initialisation: the frames before it were posed rotation-only (their positions are unknown), so a
+            # track is anchored where keyframe 0 saw it, or here
+            keyframe = self.map.last_keyframe
+            kept = obs.matches.indices[estimate.verified, 1]
+            rows = keyframe.rows_of(obs.track_ids[kept])
+            seen = rows >= 0
+            anchor_norm[kept[seen]] = keyframe.normalized[rows[seen]]
+            anchor_frame[kept[seen]] = -1
+            poses[-1] = keyframe.T_odom_cam
+        elif self._previous is not None and len(obs.matches):
             keep = obs.matches.indices[estimate.verified]
             anchor_norm[keep[:, 1]] = self._previous.anchor_norm[keep[:, 0]]
             anchor_frame[keep[:, 1]] = self._previous.anchor_frame[keep[:, 0]]

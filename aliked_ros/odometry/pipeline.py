@@ -178,10 +178,10 @@ class VisualOdometry:
 
     # --- 1. checks ----------------------------------------------------------------------------------------------
 
-    def _check(self, frame: Frame) -> None:
+    def _check_stamp(self, frame: Frame) -> None:
+        """The check that reads pipeline state: a frame stamped like the previous one is refused."""
         if self._last_stamp is not None and frame.stamp == self._last_stamp:
             raise DuplicateFrameError(f"frame stamped {frame.stamp:.9f} s like the previous one")
-        self._check_frame(frame)
 
     def _check_frame(self, frame: Frame) -> None:
         """The checks that read no pipeline state (sizes, depth type, stereo pairing)."""
@@ -210,7 +210,7 @@ class VisualOdometry:
         replayed from its start). Bad frames raise :class:`FrameError` or
         :class:`~aliked_ros.geometry.camera.CalibrationError`. A frame that raises changes nothing.
         The same as ``process_extracted(extract(frame))``, a duplicate stamp refused before extraction."""
-        self._check(frame)
+        self._check_stamp(frame)
         return self.process_extracted(self.extract(frame))
 
     def extract(self, frame: Frame) -> ExtractedFrame:
@@ -229,7 +229,7 @@ class VisualOdometry:
         and changes nothing like ``process``."""
         start = time.perf_counter() - extracted.extract_ms * 1e-3  # timings as if extracted here
         frame, features, right = extracted.frame, extracted.features, extracted.right
-        self._check(frame)
+        self._check_stamp(frame)  # extract checked the rest
         self.mapper.apply_finished(self.map)
         # time went backwards: reset, but only for a frame that got this far (one the extractor refuses changes nothing)
         if self._last_stamp is not None and frame.stamp < self._last_stamp:

@@ -35,6 +35,11 @@ NS = 1_000_000_000
 PACING_WEIGHT = 0.2  # weight of the newest sample in the pipelined stages' moving-average times
 
 
+def moving_average(average: float | None, sample: float) -> float:
+    """The pipelined stages' time per item: exponential moving average (``PACING_WEIGHT``), the first sample as is."""
+    return sample if average is None else average + PACING_WEIGHT * (sample - average)
+
+
 @dataclass(frozen=True)
 class InputFrame:
     image: Any  # the image message (sensor_msgs/Image or CompressedImage)
@@ -250,8 +255,7 @@ class InputStage:
         """Pipelined worker, second stage: done with the item it took (processed, rejected or published)."""
         with self._lock:
             if self._stage2_since is not None:
-                took = time.monotonic() - self._stage2_since
-                self._stage2_s = took if self._stage2_s is None else self._stage2_s + PACING_WEIGHT * (took - self._stage2_s)
+                self._stage2_s = moving_average(self._stage2_s, time.monotonic() - self._stage2_since)
                 self._stage2_since = None
             self._lock.notify_all()
 

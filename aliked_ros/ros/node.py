@@ -71,7 +71,7 @@ from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_
                                      stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
 from aliked_ros.ros.frames import mount_transform
-from aliked_ros.ros.input_stage import NS, PACING_WEIGHT, InputFrame, InputStage, ResetRequest, Work
+from aliked_ros.ros.input_stage import NS, InputFrame, InputStage, ResetRequest, Work, moving_average
 from aliked_ros.ros.odometry_output import OdometryOutput
 from aliked_ros.ros.publishing import OutputSet
 from aliked_ros.srv import ResetToPose
@@ -345,7 +345,8 @@ class VoNode(Node):
         self._set_torch_threads()
         while (work := self.inputs.take()) is not None:
             if self._guard(self._apply_reset, work.reset) and (vo_frame := self._guard(self._decode, work)):
-                self._finish(work.frame, vo_frame, self.vo.process, vo_frame)
+                if (result := self._guard(self.vo.process, vo_frame)) is not None:
+                    self._processed(work.frame, vo_frame.image, result)
 
     def _extract_stage(self) -> None:
         """Pipelined, stage 1: the newest frame, decoded and extracted, handed to the pose stage; the next one
@@ -360,8 +361,7 @@ class VoNode(Node):
                 self.inputs.restore_reset(work.reset)  # refused here: a reset it carried applies to the next frame
             else:
                 self.inputs.hand_over(work.frame, extracted, work.reset)
-            took = time.monotonic() - start
-            extract_s = took if extract_s is None else extract_s + PACING_WEIGHT * (took - extract_s)
+            extract_s = moving_average(extract_s, time.monotonic() - start)
 
     def _pose_stage(self) -> None:
         """Pipelined, stage 2: the newest extracted frame posed (``process_extracted``) and published."""
@@ -369,7 +369,8 @@ class VoNode(Node):
         while (handed := self.inputs.take_handed_over()) is not None:
             frame, extracted, reset = handed
             if self._guard(self._apply_reset, reset):
-                self._finish(frame, extracted.frame, self.vo.process_extracted, extracted)
+                if (result := self._guard(self.vo.process_extracted, extracted)) is not None:
+                    self._processed(frame, extracted.frame.image, result)
             self.inputs.stage2_finished()
 
     def _set_torch_threads(self) -> None:
@@ -408,15 +409,11 @@ class VoNode(Node):
             self._reject("processing_error", f"frame failed: {error!r}\n{traceback.format_exc()}")
         return None
 
-    def _finish(self, frame: InputFrame, vo_frame, process, *args) -> None:
-        """The last step of one frame: ``process(*args)`` -> a result, counted as processed and published, or the
-        frame counted as rejected."""
-        result = self._guard(process, *args)
-        if result is None:
-            return
+    def _processed(self, frame: InputFrame, image: np.ndarray, result) -> None:
+        """The last step of a frame the VO processed: counted as processed, its result published."""
         self.inputs.finish_processed(frame)
         try:
-            self._publish(frame.image.header, frame.stamp_ns, result, vo_frame.image)
+            self._publish(frame.image.header, frame.stamp_ns, result, image)
         except Exception as error:  # noqa: BLE001
             if not self.context.ok():  # SIGINT/SIGTERM shut ROS down under the worker: a normal stop, not an error
                 return

@@ -2,8 +2,14 @@
 
 Float descriptors (L2-normalised rows) are compared by cosine similarity; binary descriptors (uint8 packed bits)
 by Hamming distance, reported as similarity = 1 - distance / bits. A pair (i, j) is a match when j is i's nearest
-neighbour in B and i is j's nearest neighbour in A; optional filters: ``min_similarity`` and Lowe's ratio test
-(nearest / second-nearest *distance* < ``ratio``; for float descriptors the distance is sqrt(2 - 2 cos)).
+neighbour in B and i is j's nearest neighbour in A (ties: the lowest index wins, as OpenCV's cross-checked
+brute-force matcher); optional filters: ``min_similarity`` and Lowe's ratio test (nearest / second-nearest
+*distance* < ``ratio``; for float descriptors the distance is sqrt(2 - 2 cos)).
+
+On the CPU the nearest neighbours are found by numpy's row-wise argmax over the similarity matrix and over its
+transposed copy (torch's column-wise argmax is ~4x slower there), and binary descriptors by one int8 matrix product
+of +-1 bits (exact: the product is bits - 2 x Hamming distance), ~2x faster than OpenCV's cross-checked matcher;
+README "Tracking cost" has the measurement.
 """
 from __future__ import annotations
 
@@ -34,13 +40,17 @@ def _unpack_bits(packed: torch.Tensor) -> torch.Tensor:
     return ((packed[..., None] >> shifts) & 1).reshape(packed.shape[0], -1).float()
 
 
-def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) -> torch.Tensor:
-    """(N_a, N_b) similarity: cosine for float descriptors, 1 - hamming/bits for uint8 binary descriptors."""
-    a, b = _as_tensor(desc_a, device), _as_tensor(desc_b, device)
+def _check_compatible(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.dtype != b.dtype:
         raise ValueError(f"descriptor types differ: {a.dtype} vs {b.dtype}")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"descriptor sizes differ: {a.shape[1]} vs {b.shape[1]}")
+
+
+def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) -> torch.Tensor:
+    """(N_a, N_b) similarity: cosine for float descriptors, 1 - hamming/bits for uint8 binary descriptors."""
+    a, b = _as_tensor(desc_a, device), _as_tensor(desc_b, device)
+    _check_compatible(a, b)
     if a.dtype == torch.uint8:
         bits_a, bits_b = _unpack_bits(a), _unpack_bits(b)
         hamming = bits_a @ (1 - bits_b).T + (1 - bits_a) @ bits_b.T
@@ -48,16 +58,41 @@ def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) 
     return a.float() @ b.float().T
 
 
-def _match_binary_cpu(desc_a: np.ndarray, desc_b: np.ndarray, min_similarity: float | None) -> Matches:
-    """Mutual nearest neighbours of binary descriptors by OpenCV's brute-force Hamming matcher with cross-check
-    (the same definition; ~20x faster on CPU than unpacked bits in a matrix product)."""
+def _signs(packed: np.ndarray) -> torch.Tensor:
+    """Packed bits (N,B) uint8 -> (N,8B) int8 of +-1."""
+    return torch.from_numpy(np.unpackbits(packed, axis=1).view(np.int8)).mul_(2).sub_(1)
+
+
+def _binary_scores_cpu(desc_a: np.ndarray, desc_b: np.ndarray) -> np.ndarray | None:
+    """(N_a, N_b) int32 bits - 2 x Hamming distance, by an exact int8 matrix product; None where this torch
+    build has no CPU int8 product (the caller falls back to OpenCV)."""
+    try:
+        return torch._int_mm(_signs(desc_a), _signs(desc_b).T.contiguous()).numpy()
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return None
+
+
+def _match_binary_opencv(desc_a: np.ndarray, desc_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours by OpenCV's cross-checked brute-force Hamming matcher: (indices, Hamming)."""
     import cv2
 
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(desc_a, desc_b)
     indices = np.array([(m.queryIdx, m.trainIdx) for m in pairs], np.int64).reshape(-1, 2)
-    similarity = 1.0 - np.array([m.distance for m in pairs], np.float32) / (8 * desc_a.shape[1])
+    distance = np.array([m.distance for m in pairs], np.float32)
     order = np.argsort(indices[:, 0], kind="stable")
-    indices, similarity = indices[order], similarity[order]
+    return indices[order], distance[order]
+
+
+def _mutual_rows(scores: np.ndarray, scores_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows i and columns j (ascending i) that are each other's highest score, from the (N_a,N_b) matrix and its
+    transposed copy (C-contiguous both: numpy's row-wise argmax is fast, its column-wise one is not)."""
+    best_ab, best_ba = scores.argmax(axis=1), scores_t.argmax(axis=1)
+    rows = np.flatnonzero(best_ba[best_ab] == np.arange(len(best_ab)))
+    return rows, best_ab[rows]
+
+
+def _filtered(rows: np.ndarray, cols: np.ndarray, similarity: np.ndarray, min_similarity: float | None) -> Matches:
+    indices, similarity = np.column_stack([rows, cols]).astype(np.int64), similarity.astype(np.float32)
     if min_similarity is not None:
         keep = similarity >= min_similarity
         indices, similarity = indices[keep], similarity[keep]
@@ -69,10 +104,23 @@ def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ra
     """Mutual nearest neighbours between descriptor sets A (N_a,D) and B (N_b,D); numpy arrays or tensors."""
     if len(desc_a) == 0 or len(desc_b) == 0:
         return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
-    if (isinstance(desc_a, np.ndarray) and isinstance(desc_b, np.ndarray) and desc_a.dtype == desc_b.dtype == np.uint8
-            and desc_a.shape[1] == desc_b.shape[1] and ratio is None and device in (None, "cpu")):
-        return _match_binary_cpu(np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b), min_similarity)
+    on_cpu = device in (None, "cpu") and not any(isinstance(d, torch.Tensor) and d.device.type != "cpu"
+                                                 for d in (desc_a, desc_b))
+    binary_numpy = isinstance(desc_a, np.ndarray) and isinstance(desc_b, np.ndarray) \
+        and desc_a.dtype == desc_b.dtype == np.uint8 and desc_a.shape[1] == desc_b.shape[1]
+    if on_cpu and binary_numpy and ratio is None:
+        a, b = np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b)
+        bits = 8 * a.shape[1]
+        scores = _binary_scores_cpu(a, b)
+        if scores is None:
+            indices, distance = _match_binary_opencv(a, b)
+            return _filtered(indices[:, 0], indices[:, 1], 1.0 - distance / bits, min_similarity)
+        rows, cols = _mutual_rows(scores, torch.from_numpy(scores).T.contiguous().numpy())
+        return _filtered(rows, cols, (bits + scores[rows, cols]) / (2.0 * bits), min_similarity)
     sim = similarity_matrix(desc_a, desc_b, device)
+    if sim.device.type == "cpu" and ratio is None:
+        rows, cols = _mutual_rows(sim.numpy(), sim.T.contiguous().numpy())
+        return _filtered(rows, cols, sim.numpy()[rows, cols], min_similarity)
     best_ab = sim.argmax(dim=1)
     best_ba = sim.argmax(dim=0)
     rows = torch.arange(sim.shape[0], device=sim.device)
@@ -88,4 +136,3 @@ def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ra
     idx_a = rows[keep]
     pairs = torch.stack((idx_a, best_ab[keep]), dim=1)
     return Matches(pairs.cpu().numpy().astype(np.int64), score[keep].float().cpu().numpy())
-

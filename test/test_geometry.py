@@ -10,7 +10,8 @@ from aliked_ros.geometry.multiview import (bearings, project, rotation_compensat
                                            sampson_error, signed_sampson, transform_points, translation_from_points,
                                            triangulate)
 from aliked_ros.geometry.transforms import exp_so3, invert, make_transform, perturb_left, skew
-from aliked_ros.odometry.optimizer import BundleProblem, EpipolarTerms, bundle_adjust, gtsam_available, refine_pose
+from aliked_ros.odometry.optimizer import (BundleProblem, EpipolarTerms, _EpipolarResiduals, bundle_adjust,
+                                          gtsam_available, refine_pose)
 
 FOCAL = 500.0
 
@@ -34,6 +35,36 @@ def test_transform_conventions():
     moved = perturb_left(T_a_b, xi)
     assert np.allclose(moved[:3, :3], exp_so3(xi[:3]) @ T_a_b[:3, :3])
     assert np.allclose(moved[:3, 3], exp_so3(xi[:3]) @ T_a_b[:3, 3] + xi[3:])
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-9, 1e-5, 1e-3, 0.5, 3.0])
+def test_exp_so3_matches_scipy_from_zero_to_large_angles(scale):
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(7)
+    for v in rng.standard_normal((50, 3)) * scale:
+        assert np.abs(exp_so3(v) - Rotation.from_rotvec(v).as_matrix()).max() < 1e-14
+    batch = rng.standard_normal((2, 5, 3)) * scale
+    assert np.allclose(exp_so3(batch), Rotation.from_rotvec(batch.reshape(-1, 3)).as_matrix().reshape(2, 5, 3, 3))
+
+
+def test_batched_epipolar_residuals_and_jacobian(scene):
+    """The refinement's epipolar terms: residuals equal ``signed_sampson`` in pixels, and the batched forward
+    differences equal central differences of it under ``perturb_left``."""
+    points_a, T_b_a, rng = scene
+    T_odom_kf = make_transform(exp_so3(np.array([0.1, -0.2, 0.05])), [0.5, -0.2, 1.0])
+    T_cam_odom = T_b_a @ invert(T_odom_kf)  # the frame is b, the keyframe a
+    norm_kf = project(points_a)
+    norm_cur = project(transform_points(T_b_a, points_a)) + rng.normal(0, 1 / FOCAL, (len(points_a), 2))
+    residuals, jacobian = _EpipolarResiduals(EpipolarTerms(T_odom_kf, norm_kf, norm_cur), FOCAL)(T_cam_odom)
+    assert np.allclose(residuals, signed_sampson(norm_kf, norm_cur, T_b_a) * FOCAL, atol=1e-9)
+    for i in range(6):
+        step = np.zeros(6)
+        step[i] = 1e-6
+        central = (signed_sampson(norm_kf, norm_cur, perturb_left(T_cam_odom, step) @ T_odom_kf)
+                   - signed_sampson(norm_kf, norm_cur, perturb_left(T_cam_odom, -step) @ T_odom_kf)) * FOCAL / 2e-6
+        assert np.allclose(jacobian[:, i], central, atol=1e-3 * np.abs(central).max() + 1e-6)
+    assert _EpipolarResiduals(EpipolarTerms(T_odom_kf, norm_kf, norm_cur), FOCAL)(invert(T_odom_kf)) is None
 
 
 def test_triangulation_and_epipolar_error_are_exact_without_noise(scene):

@@ -22,13 +22,14 @@ Per frame (``VisualOdometry.process``), top to bottom:
      local bundle adjustment (``optimizer``) — all or nothing.
 
 Keyframes: a frame becomes one when its parallax to the last keyframe reaches ``keyframe_parallax_px``, or when
-it tracks too few of the keyframe's landmarks and has enough parallax to triangulate new ones (RGB-D: or rotated
-far). Rotation-only frames never replace a keyframe. Bundle adjustment runs inline (deterministic: ``eval``) or
-in a worker thread (``background_mapping``: the node); tracking never waits for it.
+it tracks too few of the keyframe's landmarks and has enough parallax to triangulate new ones (with depth: or
+rotated far, or it tracks few landmarks while many of its keypoints have depth and none). Rotation-only frames
+never replace a keyframe. Bundle adjustment runs inline (deterministic: ``eval``) or in a worker thread
+(``background_mapping``: the node); tracking never waits for it.
 
-Pose sources: ``essential`` (essential-matrix prior, refined on landmarks), ``pnp`` (PnP prior: RGB-D, or the
-essential prior failed, or relocalisation), ``rotation_only`` (monocular initialisation), ``none`` (first frame
-of a map, LOST). Covariance (``FrameResult.covariance``): 6x6 of the camera pose against the map, perturbation
+Pose sources: ``essential`` (essential-matrix prior, refined on landmarks), ``pnp`` (refined on landmarks from the
+previous pose or a PnP RANSAC: frames with depth, or the essential prior failed, or relocalisation),
+``rotation_only`` (monocular initialisation), ``none`` (first frame of a map, LOST). Covariance (``FrameResult.covariance``): 6x6 of the camera pose against the map, perturbation
 T_odom_cam <- T_odom_cam exp(-xi) with xi = (rotation vector, translation) in the camera frame, in the map's unit;
 it does not include the map's own uncertainty. None when not estimated (initialisation, LOST).
 ``FrameResult.motion_covariance``: 6x6 of ``motion`` (T_prev_cur) in the same convention, the error xi of
@@ -379,8 +380,9 @@ class VisualOdometry:
                          int(refined.inliers.sum()), keyframe=True, new_landmarks=(ids, points_odom))
 
     def _track(self, obs: _Observed) -> _Estimate | None:
-        """Pose against the map: essential-matrix prior from the last keyframe, refined on the landmarks and the
-        keyframe's epipolar constraints."""
+        """Pose against the map: monocular, an essential-matrix prior from the last keyframe refined on the
+        landmarks and the keyframe's epipolar constraints; with depth, the previous pose refined on the landmarks
+        (PnP RANSAC where that fails)."""
         cfg = self.config
         idx_cur = obs.matches.indices[:, 1]
         if len(idx_cur) < cfg.min_inliers:
@@ -389,7 +391,11 @@ class VisualOdometry:
         if has_landmark.sum() < cfg.min_landmarks:
             return None
         keyframe = self.map.last_keyframe
-        prior, epipolar = self._keyframe_prior(obs, keyframe, landmarks, has_landmark)
+        prior, epipolar = None, None
+        if obs.points_cam is None:
+            # with depth the landmarks fix the whole pose from the previous one; the essential matrix (rotation
+            # and direction) changed no result there and costs a RANSAC per frame (DEVELOPERS.md)
+            prior, epipolar = self._keyframe_prior(obs, keyframe, landmarks, has_landmark)
         source = "essential"
         if prior is None:
             prior, source = invert(self._previous.T_odom_cam), "pnp"
@@ -405,8 +411,6 @@ class VisualOdometry:
                                           obs.camera.focal, cfg.reprojection_threshold_px), "pnp"
             if refined.inliers.sum() < cfg.min_landmarks:
                 return None
-        if obs.points_cam is not None and source == "essential":
-            source = "pnp"  # metric: the depth-backed landmarks fix the step, not the essential matrix
         T_odom_cam = invert(refined.T_cam_odom)
         if obs.points_cam is not None and self._at_keyframe_position(refined, keyframe):
             T_odom_cam[:3, 3] = keyframe.T_odom_cam[:3, 3]
@@ -493,7 +497,11 @@ class VisualOdometry:
             return True
         if obs.points_cam is not None:
             rotated = np.degrees(rotation_angle(T_cur_kf[:3, :3])) >= cfg.keyframe_max_rotation_deg
-            return few_tracked or rotated
+            # ORB-SLAM's "insert close points": few landmarks tracked while many keypoints have depth and none
+            unmapped = int(np.isfinite(obs.points_cam[:, 2]).sum()) - tracked_landmarks
+            depth_points_waiting = tracked_landmarks < cfg.keyframe_min_depth_landmarks \
+                and unmapped > cfg.keyframe_unmapped_depth_points
+            return few_tracked or rotated or depth_points_waiting
         urgent = tracked_landmarks < 2 * cfg.min_landmarks
         return (few_tracked or urgent) and parallax_px >= cfg.keyframe_min_parallax_px
 

@@ -70,6 +70,8 @@ class OdometryConfig:
     keyframe_min_tracked: float = 0.6  # new keyframe when fewer than this fraction of its landmarks are tracked
     keyframe_min_parallax_px: float = 4.0  # ... and the parallax is at least this (monocular: to triangulate)
     keyframe_max_rotation_deg: float = 20.0  # new keyframe after this much rotation (RGB-D)
+    keyframe_min_depth_landmarks: int = 200  # with depth: new keyframe when fewer landmarks are tracked ...
+    keyframe_unmapped_depth_points: int = 70  # ... and more keypoints than this have depth but no landmark
     max_keyframes: int = 12  # keyframes kept (relocalisation, landmark lifetime): bounds the memory
     # local bundle adjustment
     ba_window: int = 6  # keyframes optimised on each new keyframe

@@ -63,9 +63,15 @@ def _signs(packed: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(packed, axis=1).view(np.int8)).mul_(2).sub_(1)
 
 
+_MAX_SCORE_PAIRS = 1 << 23  # 8 Mi pairs: the matrix and its transposed copy take 64 MB at most
+
+
 def _binary_scores_cpu(desc_a: np.ndarray, desc_b: np.ndarray) -> np.ndarray | None:
     """(N_a, N_b) int32 bits - 2 x Hamming distance, by an exact int8 matrix product; None where this torch
-    build has no CPU int8 product (the caller falls back to OpenCV)."""
+    build has no CPU int8 product, or for more than ``_MAX_SCORE_PAIRS`` pairs (the caller falls back to OpenCV,
+    which holds no matrix)."""
+    if len(desc_a) * len(desc_b) > _MAX_SCORE_PAIRS:
+        return None
     try:
         return torch._int_mm(_signs(desc_a), _signs(desc_b).T.contiguous()).numpy()
     except (AttributeError, RuntimeError, NotImplementedError):

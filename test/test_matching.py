@@ -87,6 +87,10 @@ def test_binary_matches_equal_opencv_cross_check_on_real_orb(shared_dir, int8_pr
     # ties: duplicated rows and columns go to the lowest index, as OpenCV's
     a = np.repeat(descriptors[0][:50], 2, axis=0)
     assert [tuple(x) for x in match_mutual_nearest(a, a).indices] == [(i, j) for i, j, _ in _opencv_cross_checked(a, a)]
+    # more pairs than the score matrix may hold: OpenCV's matcher, the same answer
+    monkeypatch.setattr(matching, "_MAX_SCORE_PAIRS", 100)
+    a, b = descriptors[0], descriptors[1]
+    assert [tuple(x) for x in match_mutual_nearest(a, b).indices] == [(i, j) for i, j, _ in _opencv_cross_checked(a, b)]
 
 
 def test_float_matches_unchanged_by_the_cpu_fast_path():

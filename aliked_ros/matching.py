@@ -9,7 +9,7 @@ brute-force matcher); optional filters: ``min_similarity`` and Lowe's ratio test
 On the CPU the nearest neighbours are found by numpy's row-wise argmax over the similarity matrix and over its
 transposed copy (torch's column-wise argmax is ~4x slower there), and binary descriptors by one int8 matrix product
 of +-1 bits (exact: the product is bits - 2 x Hamming distance), ~2x faster than OpenCV's cross-checked matcher;
-README "Tracking cost" has the measurement.
+README "Local bundle adjustment: the solver" has the measurement.
 """
 from __future__ import annotations
 

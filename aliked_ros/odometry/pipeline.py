@@ -29,9 +29,10 @@ never replace a keyframe. Bundle adjustment runs inline (deterministic: ``eval``
 
 Pose sources: ``essential`` (essential-matrix prior, refined on landmarks), ``pnp`` (refined on landmarks from the
 previous pose or a PnP RANSAC: frames with depth, or the essential prior failed, or relocalisation),
-``rotation_only`` (monocular initialisation), ``none`` (first frame of a map, LOST). Covariance (``FrameResult.covariance``): 6x6 of the camera pose against the map, perturbation
-T_odom_cam <- T_odom_cam exp(-xi) with xi = (rotation vector, translation) in the camera frame, in the map's unit;
-it does not include the map's own uncertainty. None when not estimated (initialisation, LOST).
+``rotation_only`` (monocular initialisation), ``none`` (first frame of a map, LOST). Covariance
+(``FrameResult.covariance``): 6x6 of the camera pose against the map, perturbation T_odom_cam <- T_odom_cam exp(-xi)
+with xi = (rotation vector, translation) in the camera frame, in the map's unit; it does not include the map's own
+uncertainty. None when not estimated (initialisation, LOST).
 ``FrameResult.motion_covariance``: 6x6 of ``motion`` (T_prev_cur) in the same convention, the error xi of
 inv(motion) <- exp(xi) inv(motion) in this camera's frame: this frame's covariance plus the previous posed frame's
 moved into this frame (their pixel noise is independent; the map's error is common to both and cancels to first

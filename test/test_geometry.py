@@ -120,6 +120,22 @@ def test_refine_pose_converges_rejects_outliers_and_reports_covariance(scene):
     assert np.abs(with_terms.T_cam_odom - T_b_a).max() < 5e-3
 
 
+def test_refine_pose_holding_the_centre_estimates_the_rotation_only(scene):
+    """A camera turning on the spot: the centre is held where the prior puts it, the rotation recovered, and the
+    covariance has no translation or cross terms (what the pipeline uses for a frame held at its keyframe)."""
+    points_a, T_b_a, rng = scene
+    norm_b = project(transform_points(T_b_a, points_a)) + rng.normal(0, 0.5 / FOCAL, (len(points_a), 2))
+    centre = -T_b_a[:3, :3].T @ T_b_a[:3, 3]
+    prior = perturb_left(T_b_a, np.array([0.01, -0.02, 0.005, 0, 0, 0]))  # rotation off by ~1.3 deg, centre right
+    held = refine_pose(prior, points_a, norm_b, FOCAL, 2.0, hold_centre=True)
+    assert np.allclose(-held.T_cam_odom[:3, :3].T @ held.T_cam_odom[:3, 3], centre, atol=1e-12)
+    assert np.abs(held.T_cam_odom[:3, :3] - T_b_a[:3, :3]).max() < 2e-4 and held.inliers.mean() > 0.95
+    assert np.all(np.diag(held.covariance)[:3] > 0)
+    assert not held.covariance[3:].any() and not held.covariance[:, 3:].any()
+    free = refine_pose(prior, points_a, norm_b, FOCAL, 2.0)
+    assert np.all(np.diag(held.covariance)[:3] <= np.diag(free.covariance)[:3])  # the centre known: rotation surer
+
+
 def _bundle(scene, metric: bool):
     points_a, T_b_a, rng = scene
     poses = np.array([np.eye(4), T_b_a, T_b_a @ T_b_a, T_b_a @ T_b_a @ T_b_a])  # T_cam_odom, odom = frame a

@@ -88,12 +88,17 @@ def _huber_weights(norm: np.ndarray, k: float) -> np.ndarray:
 
 
 def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.ndarray, focal_px: float,
-                threshold_px: float, iterations: int = 6, epipolar: EpipolarTerms | None = None) -> PoseRefinement:
+                threshold_px: float, iterations: int = 6, epipolar: EpipolarTerms | None = None,
+                hold_centre: bool = False) -> PoseRefinement:
     """Gauss-Newton with Huber weights (scale ``threshold_px``/2) on the reprojection error of fixed landmarks,
     plus the epipolar errors of ``epipolar`` when given. Three rounds, as ORB-SLAM's pose optimisation: after
     each round, landmarks whose error exceeds 4x, 2x, then 1x ``threshold_px`` are left out of the next, so that
     a few wrong landmarks (a close one moves the pose a lot) cannot pull the pose away. The covariance is the
-    inverse of the weighted normal matrix scaled by the landmark inliers' residual variance."""
+    inverse of the weighted normal matrix scaled by the landmark inliers' residual variance.
+
+    ``hold_centre``: the camera centre stays where ``T_cam_odom`` puts it and only the rotation is estimated
+    (a rotation on the left keeps the centre); the covariance then has the rotation block only (zeros else)."""
+    dims = slice(0, 3) if hold_centre else slice(0, 6)
     T = T_cam_odom.copy()
     huber = 0.5 * threshold_px
     done = 0
@@ -129,10 +134,12 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
             r, J, w, count = linearize(T, active)
             if count < 3:
                 break
+            J = J[:, dims]
             H = J.T @ (J * w[:, None])
             g = J.T @ (w * r)
             try:
-                step = -np.linalg.solve(H + 1e-9 * np.eye(6), g)
+                step = np.zeros(6)
+                step[dims] = -np.linalg.solve(H + 1e-9 * np.eye(len(H)), g)
             except np.linalg.LinAlgError:
                 break
             T = perturb_left(T, step)
@@ -146,11 +153,13 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
     covariance = None
     if inliers.sum() >= 6:
         r, J, w, _ = linearize(T, inliers)
-        dof = max(2 * int(inliers.sum()) - 6, 1)
+        J = J[:, dims]
+        dof = max(2 * int(inliers.sum()) - J.shape[1], 1)
         sigma2 = float(np.sum(errors[inliers] ** 2) / dof)
         information = J.T @ (J * w[:, None])
         if np.linalg.cond(information) < 1e12:
-            covariance = np.linalg.inv(information) * max(sigma2, 1e-4)
+            covariance = np.zeros((6, 6))
+            covariance[dims, dims] = np.linalg.inv(information) * max(sigma2, 1e-4)
     return PoseRefinement(T, inliers, covariance, done)
 
 

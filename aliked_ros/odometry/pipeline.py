@@ -412,12 +412,13 @@ class VisualOdometry:
                                           obs.camera.focal, cfg.reprojection_threshold_px), "pnp"
             if refined.inliers.sum() < cfg.min_landmarks:
                 return None
-        T_odom_cam = invert(refined.T_cam_odom)
+        T_odom_cam, covariance = invert(refined.T_cam_odom), refined.covariance
         if obs.points_cam is not None and self._at_keyframe_position(refined, keyframe):
-            T_odom_cam[:3, 3] = keyframe.T_odom_cam[:3, 3]
+            T_odom_cam, covariance = self._held_at(keyframe, T_odom_cam, refined, landmarks[has_landmark],
+                                                   obs.normalized[lm_rows], obs.camera.focal)
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers
-        estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, refined.covariance,
+        estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, covariance,
                              int(refined.inliers.sum()))
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))
         return estimate
@@ -429,6 +430,24 @@ class VisualOdometry:
             return False
         camera, stereo = self._camera
         return frame.camera != camera or (stereo is not None and frame.stereo is not None and frame.stereo != stereo)
+
+    def _held_at(self, keyframe: Keyframe, T_odom_cam: np.ndarray, refined: PoseRefinement, points_odom: np.ndarray,
+                 normalized: np.ndarray, focal_px: float) -> tuple[np.ndarray, np.ndarray]:
+        """The pose and covariance of a frame held at its keyframe's position: the rotation re-estimated with the
+        centre there (the jointly refined rotation carries the part of the translation's error it is correlated
+        with, and kept beside a held centre it made the motion's NEES 10-100 on turns in place); the covariance's
+        rotation block from that, its translation block the refinement's, no cross terms."""
+        T_odom_cam = T_odom_cam.copy()
+        T_odom_cam[:3, 3] = keyframe.T_odom_cam[:3, 3]
+        held = refine_pose(invert(T_odom_cam), points_odom, normalized, focal_px,
+                           self.config.reprojection_threshold_px, hold_centre=True)
+        if held.covariance is None:
+            return T_odom_cam, refined.covariance
+        T_odom_cam = invert(held.T_cam_odom)
+        T_odom_cam[:3, 3] = keyframe.T_odom_cam[:3, 3]  # exactly (the left rotation keeps it to rounding)
+        covariance = held.covariance.copy()
+        covariance[3:, 3:] = refined.covariance[3:, 3:]
+        return T_odom_cam, covariance
 
     def _at_keyframe_position(self, refined: PoseRefinement, keyframe: Keyframe) -> bool:
         """Zero-translation test: the frame's camera centre differs from the keyframe's by less than its

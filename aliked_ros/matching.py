@@ -6,10 +6,9 @@ neighbour in B and i is j's nearest neighbour in A (ties: the lowest index wins,
 brute-force matcher); optional filters: ``min_similarity`` and Lowe's ratio test (nearest / second-nearest
 *distance* < ``ratio``; for float descriptors the distance is sqrt(2 - 2 cos)).
 
-On the CPU the nearest neighbours are found by numpy's row-wise argmax over the similarity matrix and over its
-transposed copy (torch's column-wise argmax is ~4x slower there), and binary descriptors by one int8 matrix product
-of +-1 bits (exact: the product is bits - 2 x Hamming distance), ~2x faster than OpenCV's cross-checked matcher;
-README "Local bundle adjustment: the solver" has the measurement.
+On the CPU float descriptors' nearest neighbours are found by numpy's row-wise argmax over the similarity matrix
+and over its transposed copy (torch's column-wise argmax is ~4x slower there); binary descriptors by OpenCV's
+cross-checked brute-force matcher. README "Local bundle adjustment: the solver" has the measurement.
 """
 from __future__ import annotations
 
@@ -58,28 +57,10 @@ def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) 
     return a.float() @ b.float().T
 
 
-def _signs(packed: np.ndarray) -> torch.Tensor:
-    """Packed bits (N,B) uint8 -> (N,8B) int8 of +-1."""
-    return torch.from_numpy(np.unpackbits(packed, axis=1).view(np.int8)).mul_(2).sub_(1)
-
-
-_MAX_SCORE_PAIRS = 1 << 23  # 8 Mi pairs: the matrix and its transposed copy take 64 MB at most
-
-
-def _binary_scores_cpu(desc_a: np.ndarray, desc_b: np.ndarray) -> np.ndarray | None:
-    """(N_a, N_b) int32 bits - 2 x Hamming distance, by an exact int8 matrix product; None where this torch
-    build has no CPU int8 product, or for more than ``_MAX_SCORE_PAIRS`` pairs (the caller falls back to OpenCV,
-    which holds no matrix)."""
-    if len(desc_a) * len(desc_b) > _MAX_SCORE_PAIRS:
-        return None
-    try:
-        return torch._int_mm(_signs(desc_a), _signs(desc_b).T.contiguous()).numpy()
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return None
-
-
 def _match_binary_opencv(desc_a: np.ndarray, desc_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest neighbours by OpenCV's cross-checked brute-force Hamming matcher: (indices, Hamming)."""
+    """Mutual nearest neighbours by OpenCV's cross-checked brute-force Hamming matcher: (indices, Hamming); ~20x
+    faster on the CPU than unpacked bits in a float product. (An exact int8 product of +-1 bits, `torch._int_mm`,
+    was 2x faster still but grew the process by ~2 MB per matrix shape in oneDNN's kernel cache: DEVELOPERS.md.)"""
     import cv2
 
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(desc_a, desc_b)
@@ -116,13 +97,8 @@ def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ra
         and desc_a.dtype == desc_b.dtype == np.uint8 and desc_a.shape[1] == desc_b.shape[1]
     if on_cpu and binary_numpy and ratio is None:
         a, b = np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b)
-        bits = 8 * a.shape[1]
-        scores = _binary_scores_cpu(a, b)
-        if scores is None:
-            indices, distance = _match_binary_opencv(a, b)
-            return _filtered(indices[:, 0], indices[:, 1], 1.0 - distance / bits, min_similarity)
-        rows, cols = _mutual_rows(scores, torch.from_numpy(scores).T.contiguous().numpy())
-        return _filtered(rows, cols, (bits + scores[rows, cols]) / (2.0 * bits), min_similarity)
+        indices, distance = _match_binary_opencv(a, b)
+        return _filtered(indices[:, 0], indices[:, 1], 1.0 - distance / (8 * a.shape[1]), min_similarity)
     sim = similarity_matrix(desc_a, desc_b, device)
     if sim.device.type == "cpu" and ratio is None:
         rows, cols = _mutual_rows(sim.numpy(), sim.T.contiguous().numpy())

@@ -59,40 +59,6 @@ def test_mismatched_descriptors_rejected():
         match_mutual_nearest(unit_rows(rng, 3, 32), rng.integers(0, 255, (3, 32), dtype=np.uint8))
 
 
-def _opencv_cross_checked(a, b):
-    import cv2
-
-    pairs = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a, b)
-    return sorted((m.queryIdx, m.trainIdx, m.distance) for m in pairs)
-
-
-@pytest.mark.parametrize("int8_product", [True, False])
-def test_binary_matches_equal_opencv_cross_check_on_real_orb(shared_dir, int8_product, monkeypatch):
-    """The int8 product path (and its OpenCV fallback) give exactly OpenCV's cross-checked matches, ties included,
-    on ORB descriptors of consecutive fr2_desk frames."""
-    import cv2
-
-    import aliked_ros.matching as matching
-
-    if not int8_product:
-        monkeypatch.setattr(matching, "_binary_scores_cpu", lambda a, b: None)
-    images = sorted((shared_dir / "data" / "tum_fr2_desk" / "rgb").glob("*.png"))[:3]
-    orb = cv2.ORB_create(1000)
-    descriptors = [orb.detectAndCompute(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), None)[1] for p in images]
-    for a, b in zip(descriptors, descriptors[1:]):
-        expected = _opencv_cross_checked(a, b)
-        matches = match_mutual_nearest(a, b)
-        got = [(i, j, round((1 - s) * 256)) for (i, j), s in zip(matches.indices.tolist(), matches.similarity)]
-        assert got == [(i, j, round(d)) for i, j, d in expected] and len(got) > 300
-    # ties: duplicated rows and columns go to the lowest index, as OpenCV's
-    a = np.repeat(descriptors[0][:50], 2, axis=0)
-    assert [tuple(x) for x in match_mutual_nearest(a, a).indices] == [(i, j) for i, j, _ in _opencv_cross_checked(a, a)]
-    # more pairs than the score matrix may hold: OpenCV's matcher, the same answer
-    monkeypatch.setattr(matching, "_MAX_SCORE_PAIRS", 100)
-    a, b = descriptors[0], descriptors[1]
-    assert [tuple(x) for x in match_mutual_nearest(a, b).indices] == [(i, j) for i, j, _ in _opencv_cross_checked(a, b)]
-
-
 def test_float_matches_unchanged_by_the_cpu_fast_path():
     """numpy's row-wise argmax over the matrix and its transposed copy = torch's argmax over both dimensions."""
     import torch

@@ -91,6 +91,7 @@ class _Observed:
     camera: CameraModel
     depth_sigma_per_m2: float = 0.0  # depth noise of points_cam: sigma_z = this x z^2 (bundle adjustment)
     stereo_matches: int = 0
+    stereo: bool = False  # points_cam from a right image, not a depth image
 
 
 @dataclass
@@ -252,7 +253,7 @@ class VisualOdometry:
         if len(matches):
             track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
         observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera, depth_sigma,
-                             stereo_matches)
+                             stereo_matches, right is not None)
         t_match = time.perf_counter()
         # 4. pose
         estimate = self._estimate(observed)
@@ -517,9 +518,10 @@ class VisualOdometry:
             return True
         if obs.points_cam is not None:
             rotated = np.degrees(rotation_angle(T_cur_kf[:3, :3])) >= cfg.keyframe_max_rotation_deg
-            # ORB-SLAM's "insert close points": few landmarks tracked while many keypoints have depth and none
+            # RGB-D: ORB-SLAM's "insert close points": few landmarks tracked while many keypoints have depth and
+            # none (not for stereo, where it made keyframes too often: DEVELOPERS.md)
             unmapped = int(np.isfinite(obs.points_cam[:, 2]).sum()) - tracked_landmarks
-            depth_points_waiting = tracked_landmarks < cfg.keyframe_min_depth_landmarks \
+            depth_points_waiting = not obs.stereo and tracked_landmarks < cfg.keyframe_min_depth_landmarks \
                 and unmapped > cfg.keyframe_unmapped_depth_points
             return few_tracked or rotated or depth_points_waiting
         urgent = tracked_landmarks < 2 * cfg.min_landmarks

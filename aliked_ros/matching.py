@@ -39,17 +39,13 @@ def _unpack_bits(packed: torch.Tensor) -> torch.Tensor:
     return ((packed[..., None] >> shifts) & 1).reshape(packed.shape[0], -1).float()
 
 
-def _check_compatible(a: torch.Tensor, b: torch.Tensor) -> None:
+def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) -> torch.Tensor:
+    """(N_a, N_b) similarity: cosine for float descriptors, 1 - hamming/bits for uint8 binary descriptors."""
+    a, b = _as_tensor(desc_a, device), _as_tensor(desc_b, device)
     if a.dtype != b.dtype:
         raise ValueError(f"descriptor types differ: {a.dtype} vs {b.dtype}")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"descriptor sizes differ: {a.shape[1]} vs {b.shape[1]}")
-
-
-def similarity_matrix(desc_a, desc_b, device: torch.device | str | None = None) -> torch.Tensor:
-    """(N_a, N_b) similarity: cosine for float descriptors, 1 - hamming/bits for uint8 binary descriptors."""
-    a, b = _as_tensor(desc_a, device), _as_tensor(desc_b, device)
-    _check_compatible(a, b)
     if a.dtype == torch.uint8:
         bits_a, bits_b = _unpack_bits(a), _unpack_bits(b)
         hamming = bits_a @ (1 - bits_b).T + (1 - bits_a) @ bits_b.T
@@ -91,14 +87,10 @@ def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ra
     """Mutual nearest neighbours between descriptor sets A (N_a,D) and B (N_b,D); numpy arrays or tensors."""
     if len(desc_a) == 0 or len(desc_b) == 0:
         return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
-    on_cpu = device in (None, "cpu") and not any(isinstance(d, torch.Tensor) and d.device.type != "cpu"
-                                                 for d in (desc_a, desc_b))
-    binary_numpy = isinstance(desc_a, np.ndarray) and isinstance(desc_b, np.ndarray) \
-        and desc_a.dtype == desc_b.dtype == np.uint8 and desc_a.shape[1] == desc_b.shape[1]
-    if on_cpu and binary_numpy and ratio is None:
-        a, b = np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b)
-        indices, distance = _match_binary_opencv(a, b)
-        return _filtered(indices[:, 0], indices[:, 1], 1.0 - distance / (8 * a.shape[1]), min_similarity)
+    if (isinstance(desc_a, np.ndarray) and isinstance(desc_b, np.ndarray) and desc_a.dtype == desc_b.dtype == np.uint8
+            and desc_a.shape[1] == desc_b.shape[1] and ratio is None and device in (None, "cpu")):
+        indices, distance = _match_binary_opencv(np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b))
+        return _filtered(indices[:, 0], indices[:, 1], 1.0 - distance / (8 * desc_a.shape[1]), min_similarity)
     sim = similarity_matrix(desc_a, desc_b, device)
     if sim.device.type == "cpu" and ratio is None:
         rows, cols = _mutual_rows(sim.numpy(), sim.T.contiguous().numpy())

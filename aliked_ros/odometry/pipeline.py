@@ -396,7 +396,8 @@ class VisualOdometry:
         prior, epipolar = None, None
         if obs.points_cam is None:
             # with depth the landmarks fix the whole pose from the previous one; the essential matrix (rotation
-            # and direction) changed no result there and costs a RANSAC per frame (DEVELOPERS.md)
+            # and direction) moved results only within their spread there and costs a RANSAC per frame
+            # (DEVELOPERS.md)
             prior, epipolar = self._keyframe_prior(obs, keyframe, landmarks, has_landmark)
         source = "essential"
         if prior is None:

@@ -3,7 +3,9 @@
 Each frame's keypoints are matched (mutual nearest neighbours) against the reference frame, normally the
 previous frame. ``Tracker.match`` proposes the matches; the pose stage verifies them geometrically; ``Tracker.commit``
 then carries the id of every verified match over to the new keypoint (age + 1) and gives every other keypoint a
-new id (age 0). A track ends when its keypoint is not matched, or its match is a geometric outlier.
+new id (age 0). A track ends when its keypoint is not matched, or its match is a geometric outlier; the pose stage
+may give its id back to a later keypoint (``revived``: relocalisation, or its landmark found again by projection;
+age 1, or one more than the previous frame's when the track was there).
 Ids are unique, increasing, and restart at 0 after ``reset``.
 """
 from __future__ import annotations
@@ -70,7 +72,13 @@ class Tracker:
             continued[keep[:, 1]] = True
         if revived is not None and len(revived[0]):
             ids[revived[0]] = revived[1]
-            ages[revived[0]] = 1
+            ages[revived[0]] = 1  # seen before, how often is not kept; one more than the reference's if it has it
+            if self.reference_tracks is not None and len(self.reference_tracks.track_ids):
+                ref_ids = self.reference_tracks.track_ids
+                order = np.argsort(ref_ids)
+                pos = np.clip(np.searchsorted(ref_ids[order], revived[1]), 0, len(ref_ids) - 1)
+                there = ref_ids[order][pos] == revived[1]
+                ages[revived[0][there]] = self.reference_tracks.track_ages[order][pos[there]] + 1
             continued[revived[0]] = True
         fresh = np.flatnonzero(~continued)
         ids[fresh] = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.uint64)

@@ -72,10 +72,14 @@ def test_track_ids_persist_on_real_frames(shared_dir, extractor_cache):
     for previous, current in zip(results, results[1:]):
         continued = current.track_ages > 0
         assert continued.sum() > 300  # most features survive 10 Hz motion
-        # a continued track's id existed in the previous frame, with age one less
+        # a continued track's id existed in the previous frame, with age one less; or an earlier frame's, with
+        # age 1: its landmark found again by projection (a track that was missed)
         prev_age = dict(zip(previous.track_ids.tolist(), previous.track_ages.tolist()))
         for track, age in zip(current.track_ids[continued].tolist(), current.track_ages[continued].tolist()):
-            assert prev_age[track] == age - 1
+            if track in prev_age:
+                assert prev_age[track] == age - 1
+            else:
+                assert age == 1 and track in seen
         assert np.all(current.inliers[continued])  # only verified matches continue tracks
         new_ids = set(current.track_ids[~continued].tolist())
         assert not new_ids & seen and not new_ids & set(prev_age)

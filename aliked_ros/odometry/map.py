@@ -53,6 +53,7 @@ class LocalMap:
         self._ids = np.zeros(0, np.uint64)  # sorted landmark ids
         self._positions = np.zeros((0, 3))
         self._metric = np.zeros(0, bool)
+        self._rejected = np.zeros(0, bool)  # an outlier of a frame's pose refinement once: never searched for
 
     # --- landmarks --------------------------------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class LocalMap:
         self._ids = ids[order]
         self._positions = np.concatenate([self._positions, positions[new]])[order]
         self._metric = np.concatenate([self._metric, np.full(int(new.sum()), metric)])[order]
+        self._rejected = np.concatenate([self._rejected, np.zeros(int(new.sum()), bool)])[order]
 
     def set_positions(self, track_ids: np.ndarray, positions: np.ndarray) -> None:
         pos = np.searchsorted(self._ids, track_ids)
@@ -98,6 +100,39 @@ class LocalMap:
     def remove_landmarks(self, track_ids: np.ndarray) -> None:
         keep = ~np.isin(self._ids, track_ids)
         self._ids, self._positions, self._metric = self._ids[keep], self._positions[keep], self._metric[keep]
+        self._rejected = self._rejected[keep]
+
+    def reject(self, track_ids: np.ndarray) -> None:
+        """Mark landmarks that a frame's pose refinement found inconsistent (outliers): they stay in the map
+        (bundle adjustment judges them on the keyframes' observations) but are not searched for again."""
+        pos = np.clip(np.searchsorted(self._ids, track_ids), 0, max(len(self._ids) - 1, 0))
+        if len(self._ids):
+            self._rejected[pos[self._ids[pos] == track_ids]] = True
+
+    def searchable(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, positions) of the landmarks no frame has rejected — copies."""
+        keep = ~self._rejected
+        return self._ids[keep], self._positions[keep]
+
+    def descriptors_of(self, track_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Each track's descriptor in the newest keyframe that observes it: (descriptors (N,D), found mask);
+        (None, all False) when no keyframe does."""
+        found = np.zeros(len(track_ids), bool)
+        descriptors = None
+        for keyframe in reversed(self.keyframes):
+            open_ = np.flatnonzero(~found)
+            if not len(open_):
+                break
+            rows = keyframe.rows_of(track_ids[open_])
+            hit = rows >= 0
+            if not hit.any():
+                continue
+            source = keyframe.features.descriptors
+            if descriptors is None:
+                descriptors = np.zeros((len(track_ids),) + source.shape[1:], source.dtype)
+            descriptors[open_[hit]] = source[rows[hit]]
+            found[open_[hit]] = True
+        return descriptors, found
 
     # --- keyframes --------------------------------------------------------------------------------------------
 
@@ -133,10 +168,10 @@ class LocalMap:
     def snapshot(self) -> tuple:
         """Everything a keyframe commit may change, to ``restore`` if it fails."""
         return (list(self.keyframes), [kf.T_odom_cam.copy() for kf in self.keyframes], self._ids.copy(),
-                self._positions.copy(), self._metric.copy())
+                self._positions.copy(), self._metric.copy(), self._rejected.copy())
 
     def restore(self, snapshot: tuple) -> None:
-        keyframes, poses, self._ids, self._positions, self._metric = snapshot
+        keyframes, poses, self._ids, self._positions, self._metric, self._rejected = snapshot
         self.keyframes = keyframes
         for keyframe, pose in zip(keyframes, poses):
             keyframe.T_odom_cam = pose

@@ -55,6 +55,11 @@ class OdometryConfig:
     min_parallax_px: float = 1.0  # median rotation-compensated parallax (keyframe -> frame) below which the
     #                               essential matrix gives no translation direction
     min_landmarks: int = 12  # landmark observations needed to pose a frame against the map
+    landmark_search_radius_px: float = 4.0  # a posed frame looks for the map's untracked landmarks within this
+    #                                         distance of their projection (0: off); see VisualOdometry
+    landmark_search_min_similarity: float = 0.85  # ... the keypoint's descriptor this similar (float: cosine)
+    landmark_search_min_similarity_binary: float = 0.80  # ... (binary: 1 - Hamming / bits; ORB-SLAM's 50 of 256)
+    landmark_search_ratio: float = 0.8  # ... and clearly closer than the other candidate (descriptor distance)
     epipolar_min_parallax_px: float = 5.0  # below this parallax to the keyframe, its epipolar constraints are
     #                                        noise (any direction fits): the landmarks alone pose the frame
     # monocular initialisation: the first keyframe and a later frame with enough parallax

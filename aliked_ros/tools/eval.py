@@ -2,7 +2,8 @@
 (TUM format) and score it against the ground truth (definitions in ``aliked_ros.evaluation``). A source with a
 second camera runs stereo by default (``--no-stereo``: the left camera alone): metric poses of the rectified
 left camera, scored with an SE(3) alignment (no scale fitted); ``stereo_matches`` is the median number of left
-keypoints per frame with a right-image match."""
+keypoints per frame with a right-image match. ``--score FILE`` scores another system's TUM trajectory instead,
+at the source's frame stamps and under the same definitions (e.g. ORB-SLAM2's estimate of the same frames)."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ from aliked_ros.evaluation import Metrics, evaluate, report_fields
 from aliked_ros.features import create_extractor
 from aliked_ros.odometry import FrameError, FrameResult, OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
-from aliked_ros.trajectory import Trajectory, write_tum
+from aliked_ros.trajectory import Trajectory, TrajectoryError, read_tum, write_tum
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, help="write a PNG of estimate vs ground truth")
     parser.add_argument("--max-time-difference", type=float, default=0.02,
                         help="association tolerance to the ground truth, s")
+    parser.add_argument("--score", default=None, metavar="TRAJECTORY",
+                        help="score this TUM trajectory (another system's estimate) at the source's frame stamps "
+                             "instead of running the VO; --depth/--stereo choose the alignment as for a run")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def scored_run(sequence: Sequence, path: str, max_difference: float, max_frames: int | None = None) -> OfflineRun:
+    """Another system's trajectory as an offline run: for each frame of ``sequence``, its pose nearest in time
+    (within ``max_difference`` s; frames without one count as lost), one map, no covariance."""
+    estimate = read_tum(path)
+    stamps = []
+    for index, frame in enumerate(sequence):
+        if max_frames and index == max_frames:
+            break
+        stamps.append(frame.stamp)
+    nearest = estimate.nearest(np.array(stamps), max_difference)
+    found = nearest[nearest >= 0]
+    trajectory = Trajectory(estimate.stamps[found], estimate.poses[found])
+    n = len(found)
+    return OfflineRun(trajectory, np.zeros(n, int), np.ones(n, bool), len(stamps), int((nearest < 0).sum()), 0, 0,
+                      [], [], None, None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,9 +158,18 @@ def run(args: argparse.Namespace) -> int:
                              stereo=args.stereo,
                              right_image_topic=args.right_image_topic,
                              right_camera_info_topic=args.right_camera_info_topic)
-    extractor = create_extractor(args.extractor, extractor_config(args))
-    vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo))
-    outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
+    if args.score:
+        try:
+            outcome = scored_run(sequence, args.score, args.max_time_difference, args.max_frames)
+        except (OSError, TrajectoryError) as error:
+            print(f"error: cannot score {args.score}: {error}", file=sys.stderr)
+            return 1
+        extractor_name, device = None, None
+    else:
+        extractor = create_extractor(args.extractor, extractor_config(args))
+        extractor_name, device = extractor.name, extractor.device
+        vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo))
+        outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
     alignment = "se3" if sequence.has_stereo or (sequence.has_depth and args.depth) else "sim3"
@@ -155,11 +185,11 @@ def run(args: argparse.Namespace) -> int:
     if metrics is not None and args.plot:
         plot_trajectory(metrics, args.plot, sequence.name)
     report = {
-        "source": str(args.source), "extractor": extractor.name, "device": extractor.device,
+        "source": str(args.source), "extractor": extractor_name, "device": device, "scored": args.score,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
         "rejected": outcome.rejected, "stereo": sequence.has_stereo,
         "stereo_matches": float(np.median(outcome.stereo_matches)) if sequence.has_stereo and
-        len(outcome.stereo_matches) else None,
+        outcome.stereo_matches is not None and len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),
         "frame_ms_median": float(np.median(outcome.frame_ms)) if outcome.frame_ms else None,
         "output_trajectory": args.output_trajectory, "plot": args.plot if metrics else None,
@@ -168,9 +198,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
+        what = f"scored {args.score}" if args.score else \
+            f"{extractor_name} on {device}, median {report['frame_ms_median'] or 0:.0f} ms/frame"
         print(f"{report['source']}: {outcome.frames} frames, {report['poses']} posed, {outcome.lost} lost, "
-              f"{outcome.rejected} rejected "
-              f"({extractor.name} on {extractor.device}, median {report['frame_ms_median'] or 0:.0f} ms/frame)")
+              f"{outcome.rejected} rejected ({what})")
         if metrics:
             print(f"  {metrics.describe()}")
         else:

@@ -319,6 +319,16 @@ def _total_cost(problem: BundleProblem, poses: np.ndarray, points: np.ndarray) -
     return float(cost + np.where(d <= 3.0, 0.5 * d**2, 3.0 * (d - 1.5)).sum())
 
 
+def _summing(index: np.ndarray, count: int) -> scipy.sparse.csr_matrix:
+    """(count, len(index)) 0/1 matrix S with S @ values = the rows of ``values`` summed by ``index`` (np.add.at's
+    result, built once per problem and ~20x faster than it)."""
+    return scipy.sparse.csr_matrix((np.ones(len(index)), (index, np.arange(len(index)))), shape=(count, len(index)))
+
+
+def _summed(summing: scipy.sparse.csr_matrix, values: np.ndarray) -> np.ndarray:
+    return np.asarray(summing @ values.reshape(len(values), -1)).reshape((summing.shape[0],) + values.shape[1:])
+
+
 def _solve_lm(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg-Marquardt on the robust (IRLS) cost with the points eliminated by the Schur complement: one dense
     6F x 6F solve per iteration (F free poses), the points then in closed form, 3x3 each."""
@@ -336,41 +346,44 @@ def _solve_lm(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, 
     first = np.repeat(np.arange(len(order)), counts)
     second = starts[first] + np.arange(len(first)) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_a, pair_b = order[first], order[second]
+    by_point = _summing(problem.obs_point, P)
+    if F > 0:
+        by_pose = _summing(pose_of[free], F)
+        by_pose_pair = _summing(pose_of[pair_a] * F + pose_of[pair_b], F * F)
+        by_free_point = _summing(problem.obs_point[free], P)
+    point_free = problem.obs_point[free]
     cost = _total_cost(problem, poses, points)
     lam = 1e-3
     for _ in range(max_iterations):
         r, Jc, Jl, w = _blocks(problem, poses, points)
         WJl = Jl * w[:, :, None]
         WJc = Jc * w[:, :, None]
-        V = np.zeros((P, 3, 3))
-        np.add.at(V, problem.obs_point, np.einsum("mri,mrj->mij", Jl, WJl))
-        gl = np.zeros((P, 3))
-        np.add.at(gl, problem.obs_point, np.einsum("mri,mr->mi", WJl, r))
+        V = _summed(by_point, np.matmul(Jl.transpose(0, 2, 1), WJl))
+        gl = _summed(by_point, np.matmul(WJl.transpose(0, 2, 1), r[:, :, None])[:, :, 0])
         U = np.zeros((max(F, 0), 6, 6))
         gc = np.zeros((max(F, 0), 6))
-        Wm = np.einsum("mri,mrj->mij", WJc, Jl)  # (M,6,3) pose-point coupling
+        Wm = np.matmul(WJc.transpose(0, 2, 1), Jl)  # (M,6,3) pose-point coupling
         if F > 0:
-            np.add.at(U, pose_of[free], np.einsum("mri,mrj->mij", Jc[free], WJc[free]))
-            np.add.at(gc, pose_of[free], np.einsum("mri,mr->mi", WJc[free], r[free]))
+            U = _summed(by_pose, np.matmul(Jc[free].transpose(0, 2, 1), WJc[free]))
+            gc = _summed(by_pose, np.matmul(WJc[free].transpose(0, 2, 1), r[free][:, :, None])[:, :, 0])
         improved = False
         for _ in range(6):
             Vd = V + (lam * np.einsum("pii->pi", V)[:, :, None] * np.eye(3) + 1e-9 * np.eye(3))
             V_inv = np.linalg.inv(Vd)
             dc = np.zeros((max(F, 0), 6))
             if F > 0:
-                S = np.zeros((F, F, 6, 6))
                 Ud = U + lam * np.einsum("kii->ki", U)[:, :, None] * np.eye(6) + 1e-9 * np.eye(6)
-                S[np.arange(F), np.arange(F)] = Ud
-                coupling = np.einsum("mij,mjk,mlk->mil", Wm[pair_a], V_inv[problem.obs_point[pair_a]], Wm[pair_b])
-                np.add.at(S, (pose_of[pair_a], pose_of[pair_b]), -coupling)
-                b = gc.copy()
-                np.add.at(b, pose_of[free], -np.einsum("mij,mjk,mk->mi", Wm[free], V_inv[problem.obs_point[free]],
-                                                        gl[problem.obs_point[free]]))
+                WV = np.matmul(Wm, V_inv[problem.obs_point])  # (M,6,3): W V^-1 per observation
+                coupling = np.matmul(WV[pair_a], Wm[pair_b].transpose(0, 2, 1))
+                S = -_summed(by_pose_pair, coupling).reshape(F, F, 6, 6)
+                S[np.arange(F), np.arange(F)] += Ud
+                b = gc - _summed(by_pose, np.matmul(WV[free], gl[point_free][:, :, None])[:, :, 0])
                 dc = -np.linalg.solve(S.transpose(0, 2, 1, 3).reshape(6 * F, 6 * F), b.reshape(-1)).reshape(F, 6)
             rhs = gl.copy()
             if F > 0:
-                np.add.at(rhs, problem.obs_point[free], np.einsum("mij,mi->mj", Wm[free], dc[pose_of[free]]))
-            dl = -np.einsum("pij,pj->pi", V_inv, rhs)
+                moved = np.matmul(Wm[free].transpose(0, 2, 1), dc[pose_of[free]][:, :, None])[:, :, 0]
+                rhs += _summed(by_free_point, moved)
+            dl = -np.matmul(V_inv, rhs[:, :, None])[:, :, 0]
             new_poses = poses.copy()
             for k in range(F):
                 new_poses[problem.fixed + k] = perturb_left(poses[problem.fixed + k], dc[k])

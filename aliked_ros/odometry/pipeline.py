@@ -15,8 +15,8 @@ Per frame (``VisualOdometry.process``), top to bottom:
        - tracking: the essential matrix between the last *keyframe* and the frame (the tracks give the
          correspondences, so parallax accumulates however slowly the camera moves) gives the rotation, the
          keyframe's landmarks give the translation, and a robust motion-only refinement against all tracked
-         landmarks gives the pose and its covariance (PnP-RANSAC when that prior fails); monocular, the map's
-         landmarks that no track carries any more are then searched for around their projections and the pose
+         landmarks gives the pose and its covariance (PnP-RANSAC when that prior fails); then the map's
+         landmarks that no track carries any more are searched for around their projections and the pose
          refined again with those found (``_search_landmarks``);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
          else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale);
@@ -387,8 +387,8 @@ class VisualOdometry:
 
     def _track(self, obs: _Observed) -> _Estimate | None:
         """Pose against the map: monocular, an essential-matrix prior from the last keyframe refined on the
-        landmarks and the keyframe's epipolar constraints, then again with the landmarks found by projection;
-        with depth, the previous pose refined on the landmarks (PnP RANSAC where that fails)."""
+        landmarks and the keyframe's epipolar constraints; with depth, the previous pose refined on the landmarks
+        (PnP RANSAC where that fails); then again with the landmarks found by projection."""
         cfg = self.config
         idx_cur = obs.matches.indices[:, 1]
         if len(idx_cur) < cfg.min_inliers:
@@ -440,7 +440,7 @@ class VisualOdometry:
                                                    obs.camera.focal)
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers[:len(lm_rows)]
-        rejected = obs.track_ids[lm_rows[~refined.inliers[:len(lm_rows)]]] if obs.points_cam is None else None
+        rejected = obs.track_ids[lm_rows[~refined.inliers[:len(lm_rows)]]]
         estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, covariance,
                              int(refined.inliers.sum()), revived=revived, rejected=rejected)
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))
@@ -456,14 +456,14 @@ class VisualOdometry:
         per keypoint. A track ends when its keypoint is missed once; without this its landmark was lost for good.
         Landmarks that a frame's refinement once rejected as outliers are not searched for (found again, such
         landmarks went in and out of the refinement from frame to frame: synthetic 120 Hz ATE 1.4 -> 4.0 mm).
-        Monocular frames only: with depth, every keyframe maps its keypoints from depth, so a physical point
-        lost by its track soon has a second landmark, and the older one's single-view depth error (px-sized
-        from another viewpoint) made the poses worse (DEVELOPERS.md). Returns (keypoint rows, track ids,
+        With depth only landmarks that ``landmark_search_min_keyframes_depth`` keyframes observe (bundle
+        adjustment has fitted them across views): every keyframe maps its keypoints from depth, and a landmark of
+        one keyframe carries its single-view depth error, px-sized from another viewpoint (DEVELOPERS.md). Returns (keypoint rows, track ids,
         landmark positions) or None."""
         from scipy.spatial import cKDTree
 
         cfg = self.config
-        if cfg.landmark_search_radius_px <= 0 or obs.points_cam is not None or not len(obs.features):
+        if cfg.landmark_search_radius_px <= 0 or not len(obs.features):
             return None
         ids, positions = self.map.searchable()
         ids_in_frame = obs.track_ids[obs.track_ids != NO_TRACK]
@@ -489,6 +489,9 @@ class VisualOdometry:
         descriptors, described = self.map.descriptors_of(ids)
         if descriptors is None or not described.any():
             return None
+        if obs.points_cam is not None:
+            observed_by = sum((keyframe.rows_of(ids) >= 0).astype(int) for keyframe in self.map.keyframes)
+            described &= observed_by >= cfg.landmark_search_min_keyframes_depth
         ids, nearest, descriptors = ids[described], nearest[described], descriptors[described]
         current = obs.features.descriptors
         binary = current.dtype == np.uint8
@@ -679,10 +682,11 @@ class VisualOdometry:
         anchors = self._anchored(obs, estimate)
         start = time.perf_counter()
         triangulating = self.map.initialized and estimate.state == TrackingState.TRACKING and obs.points_cam is None
-        if estimate.keyframe or triangulating or estimate.rejected is not None:
+        rejecting = estimate.rejected is not None and len(estimate.rejected) > 0
+        if estimate.keyframe or triangulating or rejecting:
             snapshot = self.map.snapshot()
             try:
-                if estimate.rejected is not None and len(estimate.rejected):
+                if rejecting:
                     self.map.reject(estimate.rejected)
                 if estimate.keyframe:
                     self._add_keyframe(obs, estimate, tracks, anchors, stamp)

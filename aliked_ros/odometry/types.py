@@ -60,6 +60,7 @@ class OdometryConfig:
     landmark_search_min_similarity: float = 0.85  # ... the keypoint's descriptor this similar (float: cosine)
     landmark_search_min_similarity_binary: float = 0.80  # ... (binary: 1 - Hamming / bits; ORB-SLAM's 50 of 256)
     landmark_search_ratio: float = 0.8  # ... and clearly closer than the other candidate (descriptor distance)
+    landmark_search_min_keyframes_depth: int = 3  # with depth: only landmarks that this many keyframes observe
     epipolar_min_parallax_px: float = 5.0  # below this parallax to the keyframe, its epipolar constraints are
     #                                        noise (any direction fits): the landmarks alone pose the frame
     # monocular initialisation: the first keyframe and a later frame with enough parallax

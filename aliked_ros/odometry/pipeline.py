@@ -458,8 +458,8 @@ class VisualOdometry:
         landmarks went in and out of the refinement from frame to frame: synthetic 120 Hz ATE 1.4 -> 4.0 mm).
         With depth only landmarks that ``landmark_search_min_keyframes_depth`` keyframes observe (bundle
         adjustment has fitted them across views): every keyframe maps its keypoints from depth, and a landmark of
-        one keyframe carries its single-view depth error, px-sized from another viewpoint (DEVELOPERS.md). Returns (keypoint rows, track ids,
-        landmark positions) or None."""
+        one keyframe carries its single-view depth error, px-sized from another viewpoint (DEVELOPERS.md).
+        Returns (keypoint rows, track ids, landmark positions) or None."""
         from scipy.spatial import cKDTree
 
         cfg = self.config

@@ -467,6 +467,12 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # SIGINT/SIGTERM: rclpy's deferred signal handler shuts the context down on its own thread; when that
+        # lands between spin_once's checks, creating the next wait set raises RCLError ("the given context is
+        # not valid") instead of ExternalShutdownException (a known race: ros2/rclpy#398, ros2/ros2cli#854)
+        if rclpy.ok():
+            raise
     except ConfigurationError as error:
         print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
         return 2

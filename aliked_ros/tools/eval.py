@@ -134,7 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def scored_run(sequence: Sequence, path: str, max_difference: float, max_frames: int | None = None) -> OfflineRun:
+def scored_run(sequence: Sequence, path: str, max_difference: float,
+               max_frames: int | None = None) -> OfflineRun:
     """Another system's trajectory as an offline run: for each frame of ``sequence``, its pose nearest in time
     (within ``max_difference`` s; frames without one count as lost), one map, no covariance."""
     estimate = read_tum(path)

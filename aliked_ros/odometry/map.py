@@ -115,24 +115,21 @@ class LocalMap:
         return self._ids[keep], self._positions[keep]
 
     def descriptors_of(self, track_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """Each track's descriptor in the newest keyframe that observes it: (descriptors (N,D), found mask);
-        (None, all False) when no keyframe does."""
-        found = np.zeros(len(track_ids), bool)
+        """Each track's descriptor in the newest keyframe that observes it, and how many keyframes observe it:
+        (descriptors (N,D), counts (N,)); descriptors None when no keyframe observes any."""
+        observed_by = np.zeros(len(track_ids), int)
         descriptors = None
         for keyframe in reversed(self.keyframes):
-            open_ = np.flatnonzero(~found)
-            if not len(open_):
-                break
-            rows = keyframe.rows_of(track_ids[open_])
+            rows = keyframe.rows_of(track_ids)
             hit = rows >= 0
-            if not hit.any():
-                continue
-            source = keyframe.features.descriptors
-            if descriptors is None:
-                descriptors = np.zeros((len(track_ids),) + source.shape[1:], source.dtype)
-            descriptors[open_[hit]] = source[rows[hit]]
-            found[open_[hit]] = True
-        return descriptors, found
+            newest = np.flatnonzero(hit & (observed_by == 0))
+            if len(newest):
+                source = keyframe.features.descriptors
+                if descriptors is None:
+                    descriptors = np.zeros((len(track_ids),) + source.shape[1:], source.dtype)
+                descriptors[newest] = source[rows[newest]]
+            observed_by += hit
+        return descriptors, observed_by
 
     # --- keyframes --------------------------------------------------------------------------------------------
 

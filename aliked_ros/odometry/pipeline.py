@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from aliked_ros.features import Extractor, Features
 from aliked_ros.geometry.camera import CameraModel
@@ -460,8 +461,6 @@ class VisualOdometry:
         adjustment has fitted them across views): every keyframe maps its keypoints from depth, and a landmark of
         one keyframe carries its single-view depth error, px-sized from another viewpoint (DEVELOPERS.md).
         Returns (keypoint rows, track ids, landmark positions) or None."""
-        from scipy.spatial import cKDTree
-
         cfg = self.config
         if cfg.landmark_search_radius_px <= 0 or not len(obs.features):
             return None
@@ -473,7 +472,7 @@ class VisualOdometry:
             return None
         pc = transform_points(refined.T_cam_odom, positions)
         front = pc[:, 2] > 1e-6
-        ids, pc = ids[front], pc[front]
+        ids, positions, pc = ids[front], positions[front], pc[front]
         free = np.ones(len(obs.features), bool)
         free[obs.matches.indices[:, 1]] = False  # a matched keypoint keeps its track
         free_rows = np.flatnonzero(free)
@@ -485,14 +484,13 @@ class VisualOdometry:
         near = np.isfinite(distance[:, 0])
         if not near.any():
             return None
-        ids, nearest = ids[near], nearest[near]
-        descriptors, described = self.map.descriptors_of(ids)
-        if descriptors is None or not described.any():
+        ids, positions, nearest = ids[near], positions[near], nearest[near]
+        descriptors, observed_by = self.map.descriptors_of(ids)
+        described = observed_by >= (cfg.landmark_search_min_keyframes_depth if obs.points_cam is not None else 1)
+        if not described.any():
             return None
-        if obs.points_cam is not None:
-            observed_by = sum((keyframe.rows_of(ids) >= 0).astype(int) for keyframe in self.map.keyframes)
-            described &= observed_by >= cfg.landmark_search_min_keyframes_depth
-        ids, nearest, descriptors = ids[described], nearest[described], descriptors[described]
+        ids, positions, nearest, descriptors = ids[described], positions[described], nearest[described], \
+            descriptors[described]
         current = obs.features.descriptors
         binary = current.dtype == np.uint8
 
@@ -519,12 +517,11 @@ class VisualOdometry:
         accept = (best_sim >= threshold) & distinct
         if not accept.any():
             return None
-        ids, best_row, best_sim = ids[accept], best_row[accept], best_sim[accept]
+        ids, positions, best_row, best_sim = ids[accept], positions[accept], best_row[accept], best_sim[accept]
         order = np.argsort(-best_sim, kind="stable")  # one landmark per keypoint: the most similar
         _, first_of = np.unique(best_row[order], return_index=True)
         chosen = order[first_of]
-        points, _ = self.map.lookup(ids[chosen])
-        return free_rows[best_row[chosen]], ids[chosen], points
+        return free_rows[best_row[chosen]], ids[chosen], positions[chosen]
 
     def _camera_changed(self, frame: Frame) -> bool:
         """Another resolution or calibration than the last frame's (a stereo pair's baseline included; a stereo
@@ -682,12 +679,9 @@ class VisualOdometry:
         anchors = self._anchored(obs, estimate)
         start = time.perf_counter()
         triangulating = self.map.initialized and estimate.state == TrackingState.TRACKING and obs.points_cam is None
-        rejecting = estimate.rejected is not None and len(estimate.rejected) > 0
-        if estimate.keyframe or triangulating or rejecting:
+        if estimate.keyframe or triangulating:
             snapshot = self.map.snapshot()
             try:
-                if rejecting:
-                    self.map.reject(estimate.rejected)
                 if estimate.keyframe:
                     self._add_keyframe(obs, estimate, tracks, anchors, stamp)
                 elif triangulating:  # tracks that now see their landmark under enough parallax become landmarks at once
@@ -697,6 +691,8 @@ class VisualOdometry:
                 raise
         map_ms = (time.perf_counter() - start) * 1e3
         # nothing below can fail: the frame is committed
+        if estimate.rejected is not None:
+            self.map.reject(estimate.rejected)
         keyframe = self.map.last_keyframe
         if keyframe is not None:
             anchors.reference = (keyframe.index, estimate.T_odom_cam if estimate.keyframe else keyframe.T_odom_cam)

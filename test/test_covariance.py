@@ -14,6 +14,7 @@ import pytest
 from aliked_ros.evaluation import evaluate, report_fields
 from aliked_ros.geometry.transforms import adjoint, exp_so3, invert, make_transform, perturb_left
 from aliked_ros.odometry import VisualOdometry
+from aliked_ros.odometry.optimizer import MIN_INDEPENDENT_FRACTION, independent_error_fraction
 from aliked_ros.synth import SynthConfig, SyntheticSequence
 from aliked_ros.tools.eval import run_offline
 from aliked_ros.trajectory import Trajectory
@@ -60,8 +61,32 @@ def test_motion_covariance_is_honest_on_synthetic_sequences(extractor_cache, mod
     fields = report_fields(metrics, metrics.alignment)
     assert fields["nees_pairs"] >= 0.8 * len(known)
     assert 0.5 <= fields["nees_ratio"] <= 2.0, fields
+    assert 0.5 <= fields["nees_ratio_median"] <= 1.5, fields  # a chi-square's median: 0.89 x its dof
     # no single motion is wildly over-confident (the map moving under a frame after bundle adjustment is included)
     assert np.percentile(metrics.nees, 99) < 30.0, np.percentile(metrics.nees, 99)
+
+
+def test_motion_covariance_counts_only_the_error_that_consecutive_frames_do_not_share():
+    """``independent_error_fraction``: residuals = a part common to both frames (the map's error) + pixel noise
+    of each frame; landmarks that only one frame used count as independent."""
+    rng = np.random.default_rng(5)
+    ids = np.arange(400)
+    common = rng.normal(scale=0.8, size=(400, 2))  # variance 0.64 per coordinate, shared
+    noise_c, noise_p = rng.normal(scale=0.6, size=(2, 400, 2))  # 0.36 each, independent
+    current, previous = (ids, common + noise_c), (ids, common + noise_p)
+    assert independent_error_fraction(current, previous) == pytest.approx(0.36, abs=0.05)
+    assert independent_error_fraction((ids, noise_c), (ids, noise_p)) == pytest.approx(1.0, abs=0.1)
+    # half the current frame's landmarks are new to it: their whole error is independent
+    # (landmarks 200-399 shared; 0-199 only the previous frame's, 400-599 only the current's)
+    fresh = rng.normal(scale=1.0, size=(200, 2))
+    shifted = (ids + 200, np.concatenate([common[200:] + noise_c[200:], fresh]))
+    expected = (200 * 2 * 0.72 + 200 * 2 * 1.0 + 200 * 2 * 1.0) / (400 * 2 * 1.0 * 2)  # 0.68
+    assert independent_error_fraction(shifted, previous) == pytest.approx(expected, abs=0.05)
+    # too few shared landmarks, or one frame without residuals: no reduction
+    assert independent_error_fraction((ids[:10], common[:10]), (ids[:10], common[:10])) == 1.0
+    assert independent_error_fraction(current, None) == 1.0
+    # identical residuals (the same image again): floored, never a zero covariance
+    assert independent_error_fraction(current, current) == MIN_INDEPENDENT_FRACTION
 
 
 def test_eval_reports_nees_on_a_real_sequence(shared_dir):

@@ -37,8 +37,10 @@ with xi = (rotation vector, translation) in the camera frame, in the map's unit;
 uncertainty. None when not estimated (initialisation, LOST).
 ``FrameResult.motion_covariance``: 6x6 of ``motion`` (T_prev_cur) in the same convention, the error xi of
 inv(motion) <- exp(xi) inv(motion) in this camera's frame: this frame's covariance plus the previous posed frame's
-moved into this frame (their pixel noise is independent; the map's error is common to both and cancels to first
-order). None when either is unknown. ``aliked-vo eval`` checks it against ground truth (``nees_ratio``).
+moved into this frame, times the part of their residual variance the two frames do not share
+(``independent_error_fraction``: the map's error is common to both and cancels in the motion, their pixel noise
+does not), plus how bundle adjustment moved the map under the previous frame. None when either is unknown.
+``aliked-vo eval`` checks it against ground truth (``nees_ratio``).
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ from scipy.spatial import cKDTree
 
 from aliked_ros.features import Extractor, Features
 from aliked_ros.geometry.camera import CameraModel
-from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
+from aliked_ros.geometry.multiview import (project, reprojection_errors, rotation_compensated_parallax, sampson_error,
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose
 from aliked_ros.geometry.stereo import stereo_depth
@@ -58,7 +60,7 @@ from aliked_ros.geometry.transforms import adjoint, invert, make_transform, pert
 from aliked_ros.matching import Matches, match_mutual_nearest
 from aliked_ros.odometry.map import Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
-from aliked_ros.odometry.optimizer import EpipolarTerms, PoseRefinement, refine_pose
+from aliked_ros.odometry.optimizer import EpipolarTerms, PoseRefinement, independent_error_fraction, refine_pose
 from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
                                        StereoFrameError, TrackingState)
 from aliked_ros.tracking import TrackedKeypoints, Tracker
@@ -114,6 +116,8 @@ class _Estimate:
     #                                                       track: relocalisation, landmarks found by projection
     relocalized: bool = False
     rejected: np.ndarray | None = None  # track ids of landmarks that were outliers of the pose refinement
+    residuals: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, (n,2) px) of the refinement's inlier
+    #                                                         landmarks at the final pose (motion covariance)
 
 
 @dataclass
@@ -130,6 +134,7 @@ class _Previous:
     covariance: np.ndarray | None = None  # of T_odom_cam against the map
     reference: tuple[int, np.ndarray] | None = None  # (index, T_odom_cam) of the newest keyframe as this frame
     #                                                  was posed against it (before that keyframe's own BA)
+    residuals: tuple[np.ndarray, np.ndarray] | None = None  # ``_Estimate.residuals`` of this frame
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,8 @@ class VisualOdometry:
         frame_index, map_id = self._frame_index, self._map_id
         previous_pose = self._previous.T_odom_cam if self._previous is not None else None
         previous_covariance = self._previous.covariance if self._previous is not None else None
+        previous_residuals = self._previous.residuals if self._previous is not None else None
+        lost_before = self._lost_in_a_row > 0
         map_moved = self._map_moved(self._previous) if self._previous is not None else None
         reset_reason, self._pending_reset_reason = self._pending_reset_reason, None
         tracks, map_ms = self._commit(observed, estimate, frame.stamp)
@@ -282,7 +289,10 @@ class VisualOdometry:
         motion_covariance = None
         if motion is not None and estimate.covariance is not None and previous_covariance is not None:
             Ad = adjoint(invert(motion))  # the previous pose's error, moved into this camera's frame
-            motion_covariance = estimate.covariance + Ad @ previous_covariance @ Ad.T
+            # (whole when the map moved under the previous frame or frames were lost in between)
+            fraction = independent_error_fraction(estimate.residuals, previous_residuals) \
+                if map_moved is None and not lost_before else 1.0
+            motion_covariance = fraction * (estimate.covariance + Ad @ previous_covariance @ Ad.T)
             if map_moved is not None:  # the map moved under the previous frame: this motion contains that move
                 moved = Ad @ -perturbation(map_moved)
                 motion_covariance = motion_covariance + np.outer(moved, moved)
@@ -442,8 +452,13 @@ class VisualOdometry:
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers[:len(lm_rows)]
         rejected = obs.track_ids[lm_rows[~refined.inliers[:len(lm_rows)]]]
+        ids = obs.track_ids[lm_rows] if len(points) == len(lm_rows) else np.concatenate([obs.track_ids[lm_rows],
+                                                                                        found_ids])
+        kept = refined.inliers
+        residuals = (ids[kept], (project(transform_points(invert(T_odom_cam), points[kept]))
+                                 - obs.normalized[rows[kept]]) * obs.camera.focal)
         estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, covariance,
-                             int(refined.inliers.sum()), revived=revived, rejected=rejected)
+                             int(refined.inliers.sum()), revived=revived, rejected=rejected, residuals=residuals)
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))
         return estimate
 
@@ -742,7 +757,8 @@ class VisualOdometry:
             anchor_frame[keep[:, 1]] = self._previous.anchor_frame[keep[:, 0]]
             for frame in np.unique(anchor_frame).tolist():
                 poses.setdefault(frame, self._previous.anchor_poses.get(frame))
-        return _Previous(obs.normalized, estimate.T_odom_cam, anchor_norm, anchor_frame, poses, estimate.covariance)
+        return _Previous(obs.normalized, estimate.T_odom_cam, anchor_norm, anchor_frame, poses, estimate.covariance,
+                         residuals=estimate.residuals)
 
     def _provisional_tracks(self, obs: _Observed) -> TrackedKeypoints:
         """Ids for a LOST frame's keypoints without committing it: matched keypoints show their track."""

@@ -10,7 +10,8 @@ Covariances (``nav_msgs/Odometry``, ROS order x y z roll pitch yaw = translation
     (Ad(T_base_cam)) and expressed along the axes of ``odom_frame`` (the header's frame; the rotation block
     is small angles about the odom axes).
   - twist.covariance: the covariance of the frame-to-frame motion (``FrameResult.motion_covariance``, the
-    core's pose covariance of this frame plus the previous posed frame's moved into this frame) moved to the
+    core's pose covariance of this frame plus the previous posed frame's moved into this frame, times the part
+    of their error that the two frames do not share) moved to the
     base the same way, propagated to first order through twist = (translation of the motion in the body
     frame, its rotation vector) / dt; expressed in ``base_frame`` (the child frame), as the twist itself.
   - Unknown (the core gives None: initialisation, a frame whose pose is not refined, the first frame of a map,

@@ -66,6 +66,49 @@ def _match_binary_opencv(desc_a: np.ndarray, desc_b: np.ndarray) -> tuple[np.nda
     return indices[order], distance[order]
 
 
+_HAMMING_ROWS = 64  # rows of A per block: the block's (64, N_b) XOR words stay in the L2 cache
+
+
+def _match_binary_numpy(desc_a: np.ndarray, desc_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_match_binary_opencv`` (the same pairs and distances; ties go to the lowest index) with numpy >= 2's
+    ``bitwise_count``, for descriptors of up to 32 bytes: Hamming distances 64 bits at a time (XOR, popcount, sum
+    in uint8, the fourth word's sum saturated at 255), a block of rows of A at a time, each block's row and column
+    minima kept, the matrix itself never stored. 1024 x 1024 ORB descriptors: ~5 ms on one core against ~7.5 ms
+    (two threads) to 13.7 ms (one) for OpenCV 5's cross-checked matcher (DEVELOPERS.md). A distance of 256 reads
+    255 while searching (only a descriptor whose every bit differs from all others' would notice); the distances
+    returned are exact."""
+    pad = (-desc_a.shape[1]) % 8
+    if pad:
+        desc_a, desc_b = (np.pad(d, ((0, 0), (0, pad))) for d in (desc_a, desc_b))
+    words_a = np.ascontiguousarray(desc_a).view(np.uint64)  # (N_a, W)
+    words_b = np.ascontiguousarray(np.ascontiguousarray(desc_b).view(np.uint64).T)  # (W, N_b)
+    (n_a, n_words), n_b = words_a.shape, words_b.shape[1]
+    best_ab, best_ba = np.empty(n_a, np.int64), np.zeros(n_b, np.int64)
+    column_min = np.full(n_b, 256, np.uint16)
+    xor = np.empty((_HAMMING_ROWS, n_b), np.uint64)
+    bits, distance = np.empty((2, _HAMMING_ROWS, n_b), np.uint8)
+    for start in range(0, n_a, _HAMMING_ROWS):
+        stop = min(start + _HAMMING_ROWS, n_a)
+        x, b, d = xor[:stop - start], bits[:stop - start], distance[:stop - start]
+        for w in range(n_words):
+            np.bitwise_xor(words_a[start:stop, w, None], words_b[w], out=x)
+            np.bitwise_count(x, out=b if w else d)
+            if w == 3:  # three words differ in <= 192 bits; four in up to 256: saturate at 255
+                np.minimum(d, 255 - b, out=d)
+            if w:
+                d += b
+        best_ab[start:stop] = d.argmin(axis=1)
+        block_min = d.min(axis=0)
+        better = block_min < column_min  # strictly: a column keeps its first (lowest) row on ties
+        if better.any():
+            best_ba[better] = start + d[:, better].argmin(axis=0)
+            column_min[better] = block_min[better]
+    rows = np.flatnonzero(best_ba[best_ab] == np.arange(n_a))
+    cols = best_ab[rows]
+    exact = np.bitwise_count(words_a[rows] ^ words_b.T[cols]).sum(axis=1)
+    return np.column_stack([rows, cols]).astype(np.int64), exact.astype(np.float32)
+
+
 def _mutual_rows(scores: np.ndarray, scores_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows i and columns j (ascending i) that are each other's highest score, from the (N_a,N_b) matrix and its
     transposed copy (C-contiguous both: numpy's row-wise argmax is fast, its column-wise one is not)."""
@@ -89,7 +132,9 @@ def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ra
         return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
     if (isinstance(desc_a, np.ndarray) and isinstance(desc_b, np.ndarray) and desc_a.dtype == desc_b.dtype == np.uint8
             and desc_a.shape[1] == desc_b.shape[1] and ratio is None and device in (None, "cpu")):
-        indices, distance = _match_binary_opencv(np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b))
+        binary = _match_binary_numpy if hasattr(np, "bitwise_count") and desc_a.shape[1] <= 32 \
+            else _match_binary_opencv
+        indices, distance = binary(np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b))
         return _filtered(indices[:, 0], indices[:, 1], 1.0 - distance / (8 * desc_a.shape[1]), min_similarity)
     sim = similarity_matrix(desc_a, desc_b, device)
     if sim.device.type == "cpu" and ratio is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aliked_ros.geometry.multiview import (bearings, project, rotation_compensated_parallax,
+from aliked_ros.geometry.multiview import (bearings, project, reprojection_errors, rotation_compensated_parallax,
                                            sampson_error, signed_sampson, transform_points, translation_from_points,
                                            triangulate)
 from aliked_ros.geometry.transforms import exp_so3, invert, make_transform, perturb_left, skew
@@ -82,6 +82,30 @@ def test_triangulation_and_epipolar_error_are_exact_without_noise(scene):
     # a point behind camera b is reported invalid
     _, valid = triangulate(norm_a[:1], -norm_b[:1], T_b_a)
     assert not valid[0]
+
+
+def test_one_transform_per_point_is_the_same_as_one_call_per_point(scene):
+    """transform_points, reprojection_errors, rotation_compensated_parallax and triangulate take (N,4,4) / (N,3,3):
+    each point with its own camera pair (the map triangulates every track from the frame that first saw it)."""
+    points_a, _, rng = scene
+    points_a = points_a[:40]
+    T_b_a = np.stack([invert(make_transform(exp_so3(rng.normal(scale=0.05, size=3)), rng.normal(scale=0.3, size=3)))
+                      for _ in range(len(points_a))])
+    norm_a = project(points_a)
+    norm_b = project(transform_points(T_b_a, points_a)) + rng.normal(scale=1 / FOCAL, size=(len(points_a), 2))
+    points, valid = triangulate(norm_a, norm_b, T_b_a)
+    parallax = rotation_compensated_parallax(norm_a, norm_b, T_b_a[:, :3, :3])
+    errors = reprojection_errors(T_b_a, points, norm_b)
+    for i in range(len(points_a)):
+        one, one_valid = triangulate(norm_a[i:i + 1], norm_b[i:i + 1], T_b_a[i])
+        np.testing.assert_allclose(points[i], one[0], rtol=1e-9)
+        assert valid[i] == one_valid[0]
+        np.testing.assert_allclose(transform_points(T_b_a, points_a)[i],
+                                   transform_points(T_b_a[i], points_a[i:i + 1])[0])
+        assert parallax[i] == pytest.approx(rotation_compensated_parallax(norm_a[i:i + 1], norm_b[i:i + 1],
+                                                                          T_b_a[i, :3, :3])[0], rel=1e-9)
+        assert errors[i] == pytest.approx(reprojection_errors(T_b_a[i], points[i:i + 1], norm_b[i:i + 1])[0],
+                                          rel=1e-9)
 
 
 def test_pure_rotation_has_no_parallax(scene):

@@ -73,3 +73,25 @@ def test_float_matches_unchanged_by_the_cpu_fast_path():
     matches = match_mutual_nearest(a, b)
     np.testing.assert_array_equal(matches.indices[:, 0], expected.numpy())
     np.testing.assert_array_equal(matches.indices[:, 1], best_ab[expected].numpy())
+
+
+@pytest.mark.parametrize("width", [32, 13, 8])
+def test_binary_matches_are_opencvs_cross_checked_ones(shared_dir, width):
+    """Binary descriptors (numpy >= 2: its own Hamming path) give OpenCV's cross-checked brute-force pairs and
+    distances: real ORB descriptors of consecutive frames, other widths, and descriptors that differ in every bit
+    (distance 256)."""
+    import cv2
+
+    from aliked_ros.features import create_extractor
+    from aliked_ros.matching import _match_binary_opencv
+
+    extractor = create_extractor("orb")
+    paths = sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[:2]
+    a, b = (extractor.extract(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)).descriptors[:, :width]
+            for p in paths)
+    for x, y in ((a, b), (b, a), (a[:70], b), (np.zeros((3, width), np.uint8), np.full((5, width), 255, np.uint8))):
+        x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        ours, (pairs, distance) = match_mutual_nearest(x, y), _match_binary_opencv(x, y)
+        assert len(pairs) > 0
+        np.testing.assert_array_equal(ours.indices, pairs)
+        np.testing.assert_allclose(ours.similarity, 1 - distance / (8 * width), rtol=0, atol=1e-6)

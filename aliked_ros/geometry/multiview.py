@@ -1,7 +1,8 @@
 """Multi-view geometry on normalised image coordinates (undistorted x/z, y/z) — pure numpy, no estimation loops.
 
 Conventions: ``T_b_a`` maps points of frame a into frame b (p_b = R p_a + t). Normalised coordinates are unitless;
-a threshold of ``p`` pixels is ``p / focal_px`` in these units. Angles in radians.
+a threshold of ``p`` pixels is ``p / focal_px`` in these units. Angles in radians. Where a function says so, a
+transform (4,4) or rotation (3,3) may also be one per point, (N,4,4) or (N,3,3).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def bearings(normalized: np.ndarray) -> np.ndarray:
 
 
 def transform_points(T_b_a: np.ndarray, points_a: np.ndarray) -> np.ndarray:
-    """Points (N,3) of frame a expressed in frame b."""
+    """Points (N,3) of frame a expressed in frame b; T_b_a (4,4) or one per point (N,4,4)."""
+    if T_b_a.ndim == 3:
+        return np.einsum("nij,nj->ni", T_b_a[:, :3, :3], points_a) + T_b_a[:, :3, 3]
     return points_a @ T_b_a[:3, :3].T + T_b_a[:3, 3]
 
 
@@ -29,15 +32,17 @@ def project(points_cam: np.ndarray) -> np.ndarray:
 
 
 def reprojection_errors(T_cam_world: np.ndarray, points_world: np.ndarray, normalized: np.ndarray) -> np.ndarray:
-    """|project(T X) - x| (N,) in normalised units; inf for points behind the camera."""
+    """|project(T X) - x| (N,) in normalised units; inf for points behind the camera. T (4,4) or (N,4,4)."""
     error = np.linalg.norm(project(transform_points(T_cam_world, points_world)) - normalized, axis=1)
     return np.where(np.isfinite(error), error, np.inf)
 
 
 def rotation_compensated_parallax(norm_a: np.ndarray, norm_b: np.ndarray, R_b_a: np.ndarray) -> np.ndarray:
     """Angle (N,) between each bearing in b and the bearing from a rotated into b: the part of the image motion
-    that only translation can explain."""
-    cosine = np.sum((bearings(norm_a) @ R_b_a.T) * bearings(norm_b), axis=1)
+    that only translation can explain. R_b_a (3,3) or one per correspondence (N,3,3)."""
+    rays_a = bearings(norm_a)
+    rotated = np.einsum("nij,nj->ni", R_b_a, rays_a) if R_b_a.ndim == 3 else rays_a @ R_b_a.T
+    cosine = np.sum(rotated * bearings(norm_b), axis=1)
     return np.arccos(np.clip(cosine, -1.0, 1.0))
 
 
@@ -64,12 +69,12 @@ def sampson_error(norm_a: np.ndarray, norm_b: np.ndarray, T_b_a: np.ndarray) -> 
 
 def triangulate(norm_a: np.ndarray, norm_b: np.ndarray, T_b_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Points (N,3) in frame a from normalised observations in a and b (linear DLT per point), and a mask of
-    finite points in front of both cameras."""
+    finite points in front of both cameras. T_b_a (4,4) or one per correspondence (N,4,4)."""
     P_a = np.hstack([np.eye(3), np.zeros((3, 1))])
-    P_b = T_b_a[:3]
+    P_b = T_b_a[..., :3, :]  # (3,4) or (N,3,4)
     rows = np.stack([
         norm_a[:, 0:1] * P_a[2] - P_a[0], norm_a[:, 1:2] * P_a[2] - P_a[1],
-        norm_b[:, 0:1] * P_b[2] - P_b[0], norm_b[:, 1:2] * P_b[2] - P_b[1],
+        norm_b[:, 0:1] * P_b[..., 2, :] - P_b[..., 0, :], norm_b[:, 1:2] * P_b[..., 2, :] - P_b[..., 1, :],
     ], axis=1)  # (N, 4, 4)
     if len(rows) == 0:
         return np.zeros((0, 3)), np.zeros(0, bool)
@@ -77,7 +82,7 @@ def triangulate(norm_a: np.ndarray, norm_b: np.ndarray, T_b_a: np.ndarray) -> tu
     homogeneous = vt[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         points = homogeneous[:, :3] / homogeneous[:, 3:4]
-        depth_b = points @ T_b_a[2, :3] + T_b_a[2, 3]
+        depth_b = transform_points(T_b_a, points)[:, 2]
         valid = np.isfinite(points).all(axis=1) & (points[:, 2] > 0) & (depth_b > 0)
     return points, valid
 

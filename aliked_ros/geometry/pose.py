@@ -36,12 +36,15 @@ class PoseEstimate:
 
 
 def relative_pose(norm_a: np.ndarray, norm_b: np.ndarray, focal_px: float, threshold_px: float = 1.0,
-                  min_inliers: int = 15, min_parallax_px: float = 1.0) -> PoseEstimate | None:
-    """Motion from view a to view b from matched normalised coordinates (N,2) each."""
+                  min_inliers: int = 15, min_parallax_px: float = 1.0, min_iterations: int = 100
+                  ) -> PoseEstimate | None:
+    """Motion from view a to view b from matched normalised coordinates (N,2) each. RANSAC stops once a
+    hypothesis has been drawn from inliers only with probability 0.9999 (at 90 % inliers ~10 draws), but not
+    before ``min_iterations``."""
     if len(norm_a) < max(min_inliers, 5):
         return None
-    options = {"max_epipolar_error": threshold_px / focal_px, "success_prob": 0.9999, "min_iterations": 100,
-               "max_iterations": 10000}
+    options = {"max_epipolar_error": threshold_px / focal_px, "success_prob": 0.9999,
+               "min_iterations": min_iterations, "max_iterations": 10000}
     pose, info = poselib.estimate_relative_pose(norm_a, norm_b, _IDENTITY_CAMERA, _IDENTITY_CAMERA, options, {})
     inliers = np.asarray(info["inliers"], dtype=bool)
     if inliers.sum() < min_inliers:

@@ -446,17 +446,22 @@ class VisualOdometry:
             else:
                 points, rows, revived = landmarks[has_landmark], lm_rows, None
         T_odom_cam, covariance = invert(refined.T_cam_odom), refined.covariance
-        if obs.points_cam is not None and self._at_keyframe_position(refined, keyframe):
+        held = obs.points_cam is not None and self._at_keyframe_position(refined, keyframe)
+        if held:
             T_odom_cam, covariance = self._held_at(keyframe, T_odom_cam, refined, points, obs.normalized[rows],
                                                    obs.camera.focal)
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers[:len(lm_rows)]
         rejected = obs.track_ids[lm_rows[~refined.inliers[:len(lm_rows)]]]
-        ids = obs.track_ids[lm_rows] if len(points) == len(lm_rows) else np.concatenate([obs.track_ids[lm_rows],
-                                                                                        found_ids])
-        kept = refined.inliers
-        residuals = (ids[kept], (project(transform_points(invert(T_odom_cam), points[kept]))
-                                 - obs.normalized[rows[kept]]) * obs.camera.focal)
+        residuals = None  # a held position is no measurement of this motion: its error is the refinement's whole
+        if not held:
+            ids = obs.track_ids[lm_rows] if len(points) == len(lm_rows) \
+                else np.concatenate([obs.track_ids[lm_rows], found_ids])
+            kept = refined.inliers
+            error = (project(transform_points(invert(T_odom_cam), points[kept])) - obs.normalized[rows[kept]]) \
+                * obs.camera.focal
+            finite = np.isfinite(error).all(axis=1)
+            residuals = (ids[kept][finite], error[finite])
         estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, covariance,
                              int(refined.inliers.sum()), revived=revived, rejected=rejected, residuals=residuals)
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))

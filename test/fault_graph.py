@@ -7,8 +7,6 @@ import os
 import signal
 import time
 
-import numpy as np
-
 from aliked_ros.odometry import Frame
 from vo_graph import VoGraph, node_command, stamp_of
 

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.features import ExtractorConfig, create_extractor
 from aliked_ros.geometry.camera import DISTORTION_MODELS, CameraModel
-from aliked_ros.image_encoding import MAX_PIXELS, EncodingError, decode_compressed, decode_depth, decode_image
+from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
 from aliked_ros.odometry import Frame, FrameResult, OdometryConfig, VisualOdometry
 from aliked_ros.ros.decoding import CameraCache, CameraInfoError, frame_from_messages, image_from_message, rejection
 
@@ -363,8 +363,6 @@ def test_malformed_messages_over_the_wire(shared_dir, weights_dir, ros_process, 
     """2,000 malformed messages (seed 7) into the live node (ORB, depth on): no crash, every image accounted in
     /diagnostics (received = processed + dropped + rejected, rejected = the sum of its kinds), and afterwards a
     good RGB-D sequence tracks (state TRACKING, metric PnP)."""
-    import time
-
     from aliked_ros.datasets import open_sequence
     from test_node import frame_counts, start_node
     from vo_graph import VoGraph

@@ -3,7 +3,6 @@ outputs received and compared with the offline pipeline."""
 from __future__ import annotations
 
 import ast
-import time
 from pathlib import Path
 
 import numpy as np

@@ -90,7 +90,7 @@ def test_track_ids_persist_on_real_frames(shared_dir, extractor_cache):
 def test_black_frame_is_lost_then_recovers(shared_dir, extractor_cache):
     frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:4]
     vo = VisualOdometry(extractor_cache("aliked-t16"))
-    r0, r1 = vo.process(frames[0]), vo.process(frames[1])
+    vo.process(frames[0]), vo.process(frames[1])
     black = Frame(np.zeros_like(frames[2].image), frames[2].stamp, frames[2].camera)
     lost = vo.process(black)
     assert lost.state == TrackingState.LOST and lost.T_odom_camera is None and len(lost.features) == 0

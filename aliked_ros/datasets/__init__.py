@@ -35,4 +35,4 @@ def open_sequence(path: str | Path, camera_info: str | Path | None = None, use_d
     raise DatasetError(f"{path} is not a TUM, KITTI or EuRoC folder nor a rosbag (see aliked-vo eval --help)")
 
 
-__all__ = ["DatasetError", "Sequence", "open_sequence"]
+__all__ = ["DatasetError", "Prefetched", "Sequence", "open_sequence"]

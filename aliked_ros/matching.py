@@ -7,8 +7,9 @@ brute-force matcher); optional filters: ``min_similarity`` and Lowe's ratio test
 *distance* < ``ratio``; for float descriptors the distance is sqrt(2 - 2 cos)).
 
 On the CPU float descriptors' nearest neighbours are found by numpy's row-wise argmax over the similarity matrix
-and over its transposed copy (torch's column-wise argmax is ~4x slower there); binary descriptors by OpenCV's
-cross-checked brute-force matcher. README "Local bundle adjustment: the solver" has the measurement.
+and over its transposed copy (torch's column-wise argmax is ~4x slower there); binary descriptors of up to 32
+bytes by numpy's ``bitwise_count`` (numpy >= 2), otherwise by OpenCV's cross-checked brute-force matcher, with
+the same pairs. README "Local bundle adjustment: the solver" has the measurements.
 """
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ class PoseRefinement:
     inliers: np.ndarray  # (N,) bool: reprojection error below the threshold after refinement
     covariance: np.ndarray | None  # 6x6 of xi (rotation, translation; camera frame), None if not observable
     iterations: int
+    residuals_px: np.ndarray  # (N,2) projection - observation at the final pose, px; inf behind the camera
 
 
 def _projection_jacobian(points_cam: np.ndarray) -> np.ndarray:
@@ -121,11 +122,14 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
     epipolar_residuals = _EpipolarResiduals(epipolar, focal_px) if epipolar is not None and len(epipolar.norm_frame) \
         else None
 
-    def errors_px(T):
+    def residuals_px(T):
         pc = transform_points(T, points_odom)
         with np.errstate(divide="ignore", invalid="ignore"):
             projected = np.where(pc[:, 2:3] > 1e-6, pc[:, :2] / pc[:, 2:3], np.inf)
-        return np.linalg.norm(projected - normalized, axis=1) * focal_px
+        return (projected - normalized) * focal_px
+
+    def errors_px(T):
+        return np.linalg.norm(residuals_px(T), axis=1)
 
     def linearize(T, active):
         pc = transform_points(T, points_odom[active])
@@ -165,7 +169,8 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
         active = usable & (errors_px(T) <= bound * threshold_px)
         if active.sum() < 6:
             break
-    errors = errors_px(T)
+    residuals = residuals_px(T)
+    errors = np.linalg.norm(residuals, axis=1)
     inliers = usable & (errors <= threshold_px)
     covariance = None
     if inliers.sum() >= 6:
@@ -177,7 +182,7 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
         if np.linalg.cond(information) < 1e12:
             covariance = np.zeros((6, 6))
             covariance[dims, dims] = np.linalg.inv(information) * max(sigma2, 1e-4)
-    return PoseRefinement(T, inliers, covariance, done)
+    return PoseRefinement(T, inliers, covariance, done, residuals)
 
 
 MIN_SHARED_LANDMARKS = 20  # fewer landmarks in common: ``independent_error_fraction`` is 1

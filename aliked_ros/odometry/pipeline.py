@@ -52,7 +52,7 @@ from scipy.spatial import cKDTree
 
 from aliked_ros.features import Extractor, Features
 from aliked_ros.geometry.camera import CameraModel
-from aliked_ros.geometry.multiview import (project, reprojection_errors, rotation_compensated_parallax, sampson_error,
+from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose
 from aliked_ros.geometry.stereo import stereo_depth
@@ -431,12 +431,13 @@ class VisualOdometry:
                                           obs.camera.focal, cfg.reprojection_threshold_px), "pnp"
             if refined.inliers.sum() < cfg.min_landmarks:
                 return None
-        points, rows = landmarks[has_landmark], lm_rows
+        points, rows, point_ids = landmarks[has_landmark], lm_rows, obs.track_ids[lm_rows]
         revived = self._search_landmarks(obs, refined)
         if revived is not None:  # the landmarks found again join the refinement, from the same start (so that
             #                      a pose depends on the landmarks used, not on the order they were found in)
             found_rows, found_ids, found_points = revived
             points, rows = np.concatenate([points, found_points]), np.concatenate([lm_rows, found_rows])
+            point_ids = np.concatenate([point_ids, found_ids])
             again = refine_pose(start, points, obs.normalized[rows], obs.camera.focal,
                                 cfg.reprojection_threshold_px, epipolar=epipolar)
             if again.covariance is not None and again.inliers.sum() >= refined.inliers.sum():
@@ -444,7 +445,7 @@ class VisualOdometry:
                 kept = refined.inliers[len(lm_rows):]
                 revived = (found_rows[kept], found_ids[kept]) if kept.any() else None
             else:
-                points, rows, revived = landmarks[has_landmark], lm_rows, None
+                points, rows, point_ids, revived = landmarks[has_landmark], lm_rows, obs.track_ids[lm_rows], None
         T_odom_cam, covariance = invert(refined.T_cam_odom), refined.covariance
         held = obs.points_cam is not None and self._at_keyframe_position(refined, keyframe)
         if held:
@@ -453,15 +454,8 @@ class VisualOdometry:
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers[:len(lm_rows)]
         rejected = obs.track_ids[lm_rows[~refined.inliers[:len(lm_rows)]]]
-        residuals = None  # a held position is no measurement of this motion: its error is the refinement's whole
-        if not held:
-            ids = obs.track_ids[lm_rows] if len(points) == len(lm_rows) \
-                else np.concatenate([obs.track_ids[lm_rows], found_ids])
-            kept = refined.inliers
-            error = (project(transform_points(invert(T_odom_cam), points[kept])) - obs.normalized[rows[kept]]) \
-                * obs.camera.focal
-            finite = np.isfinite(error).all(axis=1)
-            residuals = (ids[kept][finite], error[finite])
+        # a held position is no measurement of this motion: its error is the refinement's whole
+        residuals = None if held else (point_ids[refined.inliers], refined.residuals_px[refined.inliers])
         estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, covariance,
                              int(refined.inliers.sum()), revived=revived, rejected=rejected, residuals=residuals)
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))

@@ -7,7 +7,8 @@
         ../shared/data/tum_fr2_desk/rgb/131186816*.png [--threads 1] [--rounds 5] [--only eager,compile,...] [--json]
 
 Candidates (those whose package is missing are reported and skipped):
-  eager           the extractor's path: BatchNorm folded, channels-last, 1x1 convolutions as matrix products
+  fused           the extractor's path on the CPU: eager below with the fused numba kernels (cpu_kernels.py)
+  eager           torch alone: BatchNorm folded, channels-last, 1x1 convolutions as matrix products
   eager-nchw      the same in NCHW memory format
   published       the network as published (dense 64-channel feature map), no fast path
   compile         torch.compile (inductor, CPU) of the eager dense stage; compile time reported
@@ -38,7 +39,7 @@ from aliked_ros.features.aliked_net import AlikedNet, InferencePath, SparseFeatu
 from aliked_ros.features.weights import load_weights, resolve_weights  # noqa: E402
 from aliked_ros.image_io import read_image  # noqa: E402
 
-ALL = ("eager", "eager-nchw", "published", "compile", "onnxruntime", "openvino", "kornia")
+ALL = ("fused", "eager", "eager-nchw", "published", "compile", "onnxruntime", "openvino", "kornia")
 
 
 class DenseStage(nn.Module):
@@ -57,13 +58,14 @@ def _why(error: Exception) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())[:400]}"
 
 
-def extraction(net: AlikedNet, dense_fn, top_k: int):
-    """A whole extraction with ``dense_fn(image) -> (scales, table, padded score map)`` as the dense stage."""
+def extraction(net: AlikedNet, dense_fn, top_k: int, kernels=None):
+    """A whole extraction with ``dense_fn(image) -> (scales, table, padded score map)`` as the dense stage
+    (``kernels``: the fused CPU kernels for the descriptor head's samples, as the extractor's path has them)."""
     def run(image: torch.Tensor):
         h, w = image.shape[-2:]
         pads = _padding(h, w)
         scales, table, score = dense_fn(image)
-        features = SparseFeatureMap(tuple(scales), (pads[2], pads[0]), (h, w), table)
+        features = SparseFeatureMap(tuple(scales), (pads[2], pads[0]), (h, w), table, kernels=kernels)
         score = net._crop(score, pads, h, w)
         detections = net.detect(score[0], top_k=top_k, min_score=0.02)
         return detections.keypoints, net.describe(features, detections.keypoints)
@@ -99,11 +101,20 @@ def main() -> int:
         return lambda image: path(image, pads)
 
     with torch.inference_mode():
-        path = net.inference_path()
+        path = InferencePath(net, cpu_kernels=False)
         eager = extraction(net, eager_dense(path), args.max_keypoints)
         candidates["eager"] = eager
+        fused = net.inference_path().fused_cpu_forward()
+        if "fused" in wanted and fused is None:
+            notes["fused"] = "skipped: the fused CPU kernels are unavailable (no numba?)"
+        elif "fused" in wanted:
+            start = time.perf_counter()
+            candidates["fused"] = extraction(net, eager_dense(net.inference_path()), args.max_keypoints,
+                                             fused.kernels)
+            candidates["fused"](images[0])
+            notes["fused"] = f"kernels built or loaded in {time.perf_counter() - start:.1f} s"
         if "eager-nchw" in wanted:
-            nchw = InferencePath(net, channels_last=False)
+            nchw = InferencePath(net, channels_last=False, cpu_kernels=False)
             candidates["eager-nchw"] = extraction(net, eager_dense(nchw), args.max_keypoints)
         if "published" in wanted:
             def published(image):
@@ -121,7 +132,7 @@ def main() -> int:
             candidates["compile"] = extraction(net, lambda image: compiled(image, pads), args.max_keypoints)
         except Exception as error:  # no C++ compiler, inductor bug, ...
             notes["compile"] = f"failed: {_why(error)}"
-    stage = DenseStage(InferencePath(net), pads).eval()  # built outside inference mode: exporters trace it
+    stage = DenseStage(InferencePath(net, cpu_kernels=False), pads).eval()  # outside inference mode: exporters trace it
     if "onnxruntime" in wanted:
         try:
             import onnxruntime as ort

@@ -1,8 +1,9 @@
 """The extraction paths around the network: device errors, the static-shape detection the CUDA path uses, the
-prepared inference weights, and, on a CUDA machine, a frame without host synchronisation, CUDA-graph replay
+prepared inference weights, the fused CPU kernels against the torch path and their fallback, and, on a CUDA machine, a frame without host synchronisation, CUDA-graph replay
 and GPU parity with the official reference files (these skip without CUDA, saying so)."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -12,7 +13,11 @@ import torch
 
 from aliked_ros.features import ExtractorConfig, create_extractor
 from aliked_ros.features.aliked import DeviceError, select_device
-from aliked_ros.features.aliked_net import AlikedNet, max_filter, simple_nms
+import torch.nn.functional as F
+
+from aliked_ros.features import cpu_kernels
+from aliked_ros.features.aliked_net import (AlikedNet, InferencePath, SparseFeatureMap, _padding, max_filter,
+                                            simple_nms)
 from aliked_ros.image_io import read_image
 from test_features import REFERENCE_FILES, check_parity, load_reference
 
@@ -114,6 +119,83 @@ def test_export_leaves_the_eager_path_intact(weights_dir):
     with torch.no_grad():
         traced = torch.jit.trace(Stage(), (image,), check_trace=False)
         torch.testing.assert_close(traced(image), net.dense_maps(image)[1], atol=1e-5, rtol=0)
+
+
+def padded_tensor(image):
+    pads = _padding(*image.shape[:2])
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+    return F.pad(tensor, pads, mode="replicate"), pads
+
+
+@pytest.mark.parametrize("model", ["aliked-t16", "aliked-n16"])
+def test_fused_cpu_kernels_equal_the_torch_path(model, shared_dir, extractor_cache):
+    """The fused CPU kernels (blocks 1 and 2, the deformable convolutions' sampling, the full-resolution
+    projections, the score head, the descriptor head's bilinear samples: numba) give the torch path's maps and
+    descriptors to float rounding, on a padded image too, and detect the keypoints the torch path detects as
+    often as the torch path detects the published network's (top-k near-ties at the tail swap either way: ~92 %
+    identical); both network widths, since the kernels are generated per channel count."""
+    net = extractor_cache(model).net
+    fused = net.inference_path()
+    assert fused.fused_cpu_forward() is not None, "numba is a dependency: the fused kernels must load here"
+    unfused = InferencePath(net, cpu_kernels=False)
+    assert unfused.fused_cpu_forward() is None
+
+    def same(a, b, tolerance=0.05):  # fraction of keypoints a within tolerance px of one of b
+        return float((torch.cdist(a, b).min(dim=1).values < tolerance).float().mean())
+
+    for crop in (None, (470, 630)):
+        image = first_frame(shared_dir)
+        if crop is not None:
+            image = np.ascontiguousarray(image[:crop[0], :crop[1]])
+        tensor, pads = padded_tensor(image)
+        size = image.shape[:2]
+        with torch.inference_mode():
+            (scales, table, score), (scales_ref, table_ref, score_ref) = fused(tensor, pads), unfused(tensor, pads)
+            for ours, theirs in zip(scales, scales_ref):
+                torch.testing.assert_close(ours, theirs, atol=5e-5, rtol=0)
+            torch.testing.assert_close(table, table_ref, atol=5e-5, rtol=0)
+            torch.testing.assert_close(score, score_ref, atol=1e-5, rtol=0)
+            crop_map = (slice(None), slice(None), slice(pads[2], pads[2] + size[0]), slice(pads[0], pads[0] + size[1]))
+            ours, theirs = net.detect(score[crop_map][0]), net.detect(score_ref[crop_map][0])
+            published = net.detect(net.dense_maps(torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255))[1][0])
+            assert len(ours.keypoints) == 1024
+            assert same(ours.keypoints, theirs.keypoints) >= same(theirs.keypoints, published.keypoints) - 0.01
+            maps = [SparseFeatureMap(s, (pads[2], pads[0]), size, t, kernels=k) for s, t, k in
+                    ((scales, table, fused.fused_cpu_forward().kernels), (scales_ref, table_ref, None))]
+            descriptors = [net.describe(m, theirs.keypoints) for m in maps]
+            assert float((descriptors[0] * descriptors[1]).sum(dim=1).min()) > 0.9999
+
+
+def test_fused_cpu_kernels_fall_back_to_torch(monkeypatch, caplog, tmp_path, weights_dir, shared_dir):
+    """Switched off (ALIKED_ROS_CPU_KERNELS=0), without numba, or when the kernels cannot be built (here: a
+    cache directory that cannot be created), the torch path runs: the same outputs, one warning."""
+    net = AlikedNet("aliked-t16").eval()
+    load_weights_for(net, weights_dir)
+    tensor, pads = padded_tensor(first_frame(shared_dir))
+    with torch.inference_mode():
+        reference = InferencePath(net, cpu_kernels=False)(tensor, pads)[2]
+    monkeypatch.setattr(cpu_kernels, "_modules", {})
+    monkeypatch.setenv("ALIKED_ROS_CPU_KERNELS", "0")
+    path = InferencePath(net)
+    with torch.inference_mode():
+        assert path.fused_cpu_forward() is None and torch.equal(path(tensor, pads)[2], reference)
+    monkeypatch.delenv("ALIKED_ROS_CPU_KERNELS")
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    for breakage in ("cache", "numba"):
+        monkeypatch.setattr(cpu_kernels, "_modules", {})
+        monkeypatch.setattr(cpu_kernels, "_warned", False)
+        with monkeypatch.context() as patch:
+            if breakage == "cache":
+                patch.setenv("XDG_CACHE_HOME", str(blocker))
+            else:
+                patch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__), torch.inference_mode():
+                path = InferencePath(net)
+                assert path.fused_cpu_forward() is None and torch.equal(path(tensor, pads)[2], reference)
+                path(tensor, pads)
+            assert [r.message.split(" (")[0] for r in caplog.records] == ["fused CPU kernels unavailable"], breakage
 
 
 def load_weights_for(net, weights_dir):

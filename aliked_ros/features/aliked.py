@@ -8,6 +8,7 @@ per image size and replays it (top-k mode only).
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -17,6 +18,8 @@ from aliked_ros.errors import AlikedRosError
 from aliked_ros.features.aliked_net import CONFIGS, AlikedNet
 from aliked_ros.features.base import Extractor, ExtractorConfig, Features, ImageError, as_uint8_image
 from aliked_ros.features.weights import load_weights, resolve_weights
+
+LOG = logging.getLogger(__name__)
 
 
 class DeviceError(AlikedRosError, ValueError):
@@ -59,6 +62,17 @@ class AlikedExtractor(Extractor):
         self._cuda = self._device.type == "cuda"
         self._pinned: dict[tuple, torch.Tensor] = {}
         self._graphs: dict[tuple, _CudaGraph] = {}
+        if not self._cuda:
+            self._prepare_cpu_kernels()
+
+    def _prepare_cpu_kernels(self) -> None:
+        """Build the fused CPU kernels now (``cpu_kernels``: compiled on a machine's first use, ~30 s, then
+        loaded from the disk cache in ~1 s) with one small frame, so that the first camera frame does not wait."""
+        if self.net.inference_path().fused_cpu_forward() is None:
+            return
+        started = time.perf_counter()
+        self.extract(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        LOG.info("%s: fused CPU kernels ready in %.1f s", self.name, time.perf_counter() - started)
 
     @property
     def device(self) -> str:

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_kernels import FusedCpuForward, load_kernels
+
 # c1, c2, c3, c4, dim, K (descriptor patch size), M (deformable sample positions)
 CONFIGS: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "aliked-t16": (8, 16, 32, 64, 64, 3, 16),
@@ -192,8 +194,8 @@ class SparseFeatureMap:
     """
 
     def __init__(self, scales: tuple[torch.Tensor, ...], pad: tuple[int, int], size: tuple[int, int],
-                 small_table: torch.Tensor | None = None) -> None:
-        self.scales, self.pad, self.size = scales, pad, size
+                 small_table: torch.Tensor | None = None, kernels=None) -> None:
+        self.scales, self.pad, self.size, self.kernels = scales, pad, size, kernels
         self.padded_size = tuple(scales[0].shape[-2:])
         self.dim = sum(f.shape[1] for f in scales)
         self.full_table = scales[0][0].permute(1, 2, 0).reshape(-1, scales[0].shape[1])  # a view if channels-last
@@ -222,6 +224,23 @@ class SparseFeatureMap:
         full = self.full_table.index_select(0, r * self.padded_size[1] + c)
         features = torch.cat((full, small), dim=1)
         return features, torch.linalg.vector_norm(features, dim=1).clamp_min_(1e-12)
+
+
+    def sample(self, positions: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples (..., dim) of the normalised map at pixel positions (..., 2) as (x, y), zero outside
+        the image: ``bilinear_at`` over ``unnormalised_at``, or, with the fused CPU kernels (``kernels``), one
+        kernel that never stores the corners' features."""
+        if self.kernels is None or positions.device.type != "cpu" or positions.dtype != torch.float32 or \
+                _tracing():
+            return bilinear_at(self.unnormalised_at, positions, self.size)
+        shape = positions.shape[:-1]
+        flat = positions.reshape(-1, 2).contiguous()
+        out = torch.empty((flat.shape[0], self.dim))
+        row_index, row_weight, col_index, col_weight = (t.numpy() for t in self.taps)
+        getattr(self.kernels, f"sample_features{self.full_table.shape[1]}")(self.full_table.numpy(), self.small_table.numpy(), row_index, row_weight,
+                                     col_index, col_weight, flat.numpy(), self.size[0], self.size[1], self.pad[0],
+                                     self.pad[1], out.numpy())
+        return out.view(*shape, self.dim)
 
 
 def _weighted_rows(table: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
@@ -394,8 +413,10 @@ class SDDH(nn.Module):
         offset = F.linear(F.selu(offset), conv2.weight.view(2 * m, 2 * m), conv2.bias).clamp(-max_offset, max_offset)
         offset = offset.view(n, 2, m).permute(0, 2, 1)  # (N, M, 2) as (dx, dy)
         positions = keypoints[:, None, :] + offset
-        raw_at = feature_map.unnormalised_at if isinstance(feature_map, SparseFeatureMap) else at
-        samples = bilinear_at(raw_at, positions, (h, w))  # (N, M, C)
+        if isinstance(feature_map, SparseFeatureMap):
+            samples = feature_map.sample(positions)  # (N, M, C)
+        else:
+            samples = bilinear_at(at, positions, (h, w))
         samples = F.selu(F.linear(samples.reshape(n * m, c), self.sf_conv.weight.view(c, c)))
         descriptors = samples.view(n, m * c) @ self.agg_weights.reshape(m * c, -1)
         return F.normalize(descriptors, p=2, dim=1)
@@ -423,7 +444,7 @@ class InferencePath:
     Built from the parameters as they are; ``AlikedNet.inference_path()`` rebuilds it when they change.
     """
 
-    def __init__(self, net: "AlikedNet", channels_last: bool = True) -> None:
+    def __init__(self, net: "AlikedNet", channels_last: bool = True, cpu_kernels: bool = True) -> None:
         cl = self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         with torch.no_grad():
             def conv_bn(conv, bn, bias=None):
@@ -447,6 +468,20 @@ class InferencePath:
             self.score_first = [w.t().contiguous() for w in first.split([p.shape[1] for p in self.projections], dim=1)]
             self.score_convs = [net.score_head[i].weight.contiguous(memory_format=cl) for i in (2, 4, 6)]
         self.dim = net.descriptor_dim
+        self.cpu_kernels = cpu_kernels
+        self._fused: FusedCpuForward | None | bool = None  # built on the first CPU image; False: unavailable
+
+    def fused_cpu_forward(self) -> FusedCpuForward | None:
+        """The fused-kernel forward for CPU images (``cpu_kernels.FusedCpuForward``), or None where it is off
+        or unavailable (no numba, ``ALIKED_ROS_CPU_KERNELS=0``, a build failure: torch runs)."""
+        if self._fused is None:
+            kernels = None
+            if self.cpu_kernels:
+                (w1, _), _ = self.block1
+                kernels = load_kernels(w1.shape[0], self.block2[0][0].shape[0], self.projections[0].shape[1],
+                                       self.score_first[0].shape[1], tuple(w.shape[0] for w in self.score_convs))
+            self._fused = FusedCpuForward(self, kernels) if kernels is not None else False
+        return self._fused or None
 
     @staticmethod
     def _deformable_block(x: torch.Tensor, spec) -> torch.Tensor:
@@ -463,7 +498,12 @@ class InferencePath:
 
     def __call__(self, image: torch.Tensor, pads: tuple[int, int, int, int]):
         """Padded image (1,3,Hp,Wp) -> (the four scales (1, dim/4, h_i, w_i), small-map table, score map
-        (1,1,Hp,Wp)), padding not yet cropped."""
+        (1,1,Hp,Wp)), padding not yet cropped. A CPU float32 image goes through the fused kernels when they
+        are available (``fused_cpu_forward``)."""
+        if FusedCpuForward.applies(image) and not _tracing():
+            fused = self.fused_cpu_forward()
+            if fused is not None:
+                return fused(image, pads)
         image = image.contiguous(memory_format=self.memory_format)
         (w1, b1), (w2, b2) = self.block1
         x1 = torch.selu_(F.conv2d(torch.selu_(F.conv2d(image, w1, b1, padding=1)), w2, b2, padding=1))
@@ -597,8 +637,11 @@ class AlikedNet(nn.Module):
         pads = _padding(h, w)
         if any(pads):
             image = F.pad(image, pads, mode="replicate")
-        scales, small_table, score_map = self.inference_path()(image, pads)
-        return (SparseFeatureMap(scales, (pads[2], pads[0]), (int(h), int(w)), small_table),
+        path = self.inference_path()
+        scales, small_table, score_map = path(image, pads)
+        fused = path.fused_cpu_forward() if FusedCpuForward.applies(image) else None
+        return (SparseFeatureMap(scales, (pads[2], pads[0]), (int(h), int(w)), small_table,
+                                 kernels=fused.kernels if fused is not None else None),
                 self._crop(score_map, pads, h, w))
 
     @staticmethod

@@ -108,7 +108,7 @@ ROSDEP_MODULES = {
     "rosgraph_msgs": "rosgraph_msgs", "launch": "launch", "launch_ros": "launch_ros",
     "rcl_interfaces": "rcl_interfaces", "ament_index_python": "ament_index_python",
     "python3-numpy": "numpy", "python3-opencv": "cv2", "python3-yaml": "yaml", "python3-torch": "torch",
-    "python3-scipy": "scipy", "python3-tqdm": "tqdm", "python3-matplotlib": "matplotlib",
+    "python3-scipy": "scipy", "python3-tqdm": "tqdm", "python3-matplotlib": "matplotlib", "python3-numba": "numba",
     "python3-rosbags-pip": "rosbags", "python3-poselib-pip": "poselib", "python3-evo-pip": "evo",
     "python3-kornia-pip": "kornia", "python3-pytest": None, "python3-catkin-pkg": None,
     "rosidl_default_runtime": None, "tf2_msgs": "tf2_msgs", "message_filters": "message_filters",

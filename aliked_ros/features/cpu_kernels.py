@@ -328,9 +328,10 @@ def load_kernels(c1: int, c2: int, p: int, q: int, head: tuple[int, ...]) -> Mod
             return _modules[key]
         module = None
         try:
-            if importlib.util.find_spec("numba") is None:
-                raise ImportError("numba is not installed")
             import llvmlite.binding as llvm
+            import numba
+
+            LOG.debug("numba %s builds the fused CPU kernels", numba.__version__)
             for option in _LLVM_OPTIONS:
                 llvm.set_option("", option)
             directory = cache_dir()

@@ -28,7 +28,7 @@ PARAMETER_ARGUMENTS = {
     "stereo": "true: subscribe to a rectified stereo pair (left_image, left_camera_info, right_image, "
               "right_camera_info; metric pose)",
     "compressed": "true: subscribe to <image>/compressed",
-    "pipelined": "true: extraction and pose overlapped in two threads (for a GPU extractor; default false: one worker)",
+    "pipelined": "true (default): extraction and pose overlapped in two threads; false: one worker (ORB: lower latency)",
     "odom_frame": "odometry frame (TF parent)",
     "base_frame": "robot base frame (TF child)",
     "camera_frame": "camera optical frame: set it to publish base_frame -> camera_frame (camera_mount) on /tf_static",

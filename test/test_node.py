@@ -62,7 +62,7 @@ def graph(ros_context):
 def test_node_poses_equal_offline_eval(reliable, pipelined, shared_dir, weights_dir, ros_process, graph,
                                        extractor_cache):
     """Lock-step replay: the node's poses equal the offline pipeline's, with extraction and pose in two threads
-    (``pipelined``) and on one worker (the default)."""
+    (``pipelined``, the default) and on one worker."""
     sequence = open_sequence(shared_dir / "data/tum_fr2_desk")
     frames = list(sequence)[: 20 if reliable else 8]
     node = start_node(ros_process, weights_dir, "-p", f"qos:={'reliable' if reliable else 'sensor_data'}",

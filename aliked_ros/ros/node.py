@@ -14,9 +14,10 @@ Structure (each part testable on its own):
     as dropped; the extraction stage takes its next frame only when that slot is empty and the pose stage is about
     to finish, so the frame is as fresh as it can be and no extraction is thrown away), runs ``VisualOdometry.process_extracted`` and publishes. Only the pose stage changes the VO state and
     applies reset requests; frames reach it in the order they were taken, i.e. in stamp order.
-    ``pipelined:=false`` (default): one thread does both, back to back. On a 2-core CPU that is faster for
-    aliked-t16 and ORB (the two stages compete for the cores; BENCHMARKS.md "The node at 30 Hz"); pipelining is
-    meant for an extractor on a GPU, where the pose stage has the CPU to itself (not yet measured: no GPU lent).
+    ``pipelined:=false``: one thread does both, back to back. Pipelined (the default) is faster where extraction
+    takes longer than pose estimation: aliked-t16 on this 2-core CPU since its fused kernels (10.0-10.4 against
+    7.9-9.6 Hz), SIFT, and any extractor on a GPU; ORB, whose pose stage is the longer, is as fast or faster on one
+    worker, at lower latency (BENCHMARKS.md "The node at 30 Hz").
   - ``OutputSet`` (aliked_ros.ros.publishing): the publishers; TF never goes back in time or repeats a stamp.
   - diagnostics (aliked_ros.ros.diagnostics): built from one snapshot on the executor thread.
 
@@ -220,9 +221,9 @@ class VoNode(Node):
                 "published once on /tf_static (latched); empty = the robot description publishes it")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "
                 "false: inline, deterministic (the same poses as aliked-vo eval)")
-        declare("pipelined", False, "two worker threads: extraction of the next frame overlaps pose estimation and "
-                "publishing of the current one (for an extractor on a GPU); false: one worker does both, back to "
-                "back (faster on a 2-core CPU)")
+        declare("pipelined", True, "two worker threads: extraction of the next frame overlaps pose estimation and "
+                "publishing of the current one (faster when extraction is the longer stage: ALIKED, SIFT, a GPU); "
+                "false: one worker does both, back to back (as fast for ORB, at lower latency)")
         declare("torch_threads", 0, "torch CPU threads for extraction; 0 = automatic (pipelined: CPU cores - 1, "
                 "at least 1; else torch's default)", integer=(0, 256))
         declare("publish_tf", True, "broadcast odom -> base on /tf", read_only=False)

@@ -113,6 +113,18 @@ def _no_orphan_processes():
     assert not leftovers, f"processes started by the tests still run after the suite: pids {leftovers}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fused_cpu_kernels_built():
+    """ALIKED-t16's fused CPU kernels compiled (or loaded from the disk cache) before any test starts a node: on a
+    machine's first run that takes ~30 s, which would otherwise fall inside the first node's start-up timeout.
+    (An extractor builds them at construction; without the shared weights there is nothing to start.)"""
+    weights = Path(os.environ.get(SHARED_ENV, REPO_ROOT.parent / "shared")) / "models" / "aliked-t16.pth"
+    if weights.is_file():
+        from aliked_ros.features import ExtractorConfig, create_extractor
+
+        create_extractor("aliked-t16", ExtractorConfig(weights=str(weights), device="cpu"))
+
+
 @pytest.fixture(scope="session")
 def extractor_cache(weights_dir: Path):
     """Loaded extractors shared by the whole session: ``extractor_cache(name, **config)``."""

@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         entry["match"] = _median_ms(match_ms)
         entry["keypoints"] = round(float(statistics.mean(len(f) for f in features)), 1)
         entry["device"] = extractor.device
+        net = getattr(extractor, "net", None)
+        if net is not None and entry["device"] == "cpu":  # which CPU path ran: the fused kernels or torch alone
+            entry["cpu_kernels"] = net.inference_path().fused_cpu_forward() is not None
         if reference_note:
             entry["kornia"] = reference_note
         elif reference:
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
           f"torch threads {torch.get_num_threads()}; median ms")
     for name, entry in results.items():
         stages = ", ".join(f"{k} {v}" for k, v in entry.items() if isinstance(v, float) and not k.startswith("ratio"))
-        line = f"  {name:<14} [{entry['device']}] {stages}"
+        path = {True: ", fused kernels", False: ", torch alone"}.get(entry.get("cpu_kernels"), "")
+        line = f"  {name:<14} [{entry['device']}{path}] {stages}"
         if "ratio_total_vs_kornia" in entry:
             line += (f" | kornia total {entry['kornia']['total']} dense {entry['kornia']['dense_map']}"
                      f" -> ratio total {entry['ratio_total_vs_kornia']}, dense {entry.get('ratio_dense_map_vs_kornia', '-')}")

@@ -7,16 +7,20 @@ brute-force matcher); optional filters: ``min_similarity`` and Lowe's ratio test
 *distance* < ``ratio``; for float descriptors the distance is sqrt(2 - 2 cos)).
 
 On the CPU float descriptors' nearest neighbours are found by numpy's row-wise argmax over the similarity matrix
-and over its transposed copy (torch's column-wise argmax is ~4x slower there); binary descriptors of up to 32
-bytes by numpy's ``bitwise_count`` (numpy >= 2), otherwise by OpenCV's cross-checked brute-force matcher, with
-the same pairs. README "Local bundle adjustment: the solver" has the measurements.
+and over its transposed copy (torch's column-wise argmax is ~4x slower there); binary descriptors by a numba
+kernel (Hamming distances by vectorised popcount, row and column minima in one pass, the matrix never stored),
+or without numba by OpenCV's cross-checked brute-force matcher, with the same pairs. README "Local bundle
+adjustment: the solver" has the measurements.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,47 +71,87 @@ def _match_binary_opencv(desc_a: np.ndarray, desc_b: np.ndarray) -> tuple[np.nda
     return indices[order], distance[order]
 
 
-_HAMMING_ROWS = 64  # rows of A per block: the block's (64, N_b) XOR words stay in the L2 cache
-
-
-def _match_binary_numpy(desc_a: np.ndarray, desc_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``_match_binary_opencv`` (the same pairs and distances; ties go to the lowest index) with numpy >= 2's
-    ``bitwise_count``, for descriptors of up to 32 bytes: Hamming distances 64 bits at a time (XOR, popcount, sum
-    in uint8, the fourth word's sum saturated at 255), a block of rows of A at a time, each block's row and column
-    minima kept, the matrix itself never stored. 1024 x 1024 ORB descriptors: ~5 ms on one core against ~7.5 ms
-    (two threads) to 13.7 ms (one) for OpenCV 5's cross-checked matcher (DEVELOPERS.md). A distance of 256 reads
-    255 while searching (only a descriptor whose every bit differs from all others' would notice); the distances
-    returned are exact."""
-    pad = (-desc_a.shape[1]) % 8
+def _words(descriptors: np.ndarray) -> np.ndarray:
+    """Packed bits (N, D) uint8 -> (N, ceil(D / 8)) uint64 words (zero-padded)."""
+    pad = (-descriptors.shape[1]) % 8
     if pad:
-        desc_a, desc_b = (np.pad(d, ((0, 0), (0, pad))) for d in (desc_a, desc_b))
-    words_a = np.ascontiguousarray(desc_a).view(np.uint64)  # (N_a, W)
-    words_b = np.ascontiguousarray(np.ascontiguousarray(desc_b).view(np.uint64).T)  # (W, N_b)
-    (n_a, n_words), n_b = words_a.shape, words_b.shape[1]
-    best_ab, best_ba = np.empty(n_a, np.int64), np.zeros(n_b, np.int64)
-    column_min = np.full(n_b, 256, np.uint16)
-    xor = np.empty((_HAMMING_ROWS, n_b), np.uint64)
-    bits, distance = np.empty((2, _HAMMING_ROWS, n_b), np.uint8)
-    for start in range(0, n_a, _HAMMING_ROWS):
-        stop = min(start + _HAMMING_ROWS, n_a)
-        x, b, d = xor[:stop - start], bits[:stop - start], distance[:stop - start]
+        descriptors = np.pad(descriptors, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(descriptors).view(np.uint64)
+
+
+def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Hamming distances (N,) between packed-bit descriptors a and b (N, D) uint8."""
+    x = _words(a) ^ _words(b)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(x).sum(axis=1).astype(np.int64)
+    return np.unpackbits(x.view(np.uint8), axis=1).sum(axis=1).astype(np.int64)
+
+
+def _mutual_hamming(words_a, words_bt, best_ab, row_min, best_ba):  # compiled by numba: _hamming_kernel()
+    """For words_a (N_a, W) and words_bt (W, N_b) uint64: each row's nearest column (best_ab, its distance in
+    row_min) and each column's nearest row (best_ba); ties to the lowest index, as OpenCV's cross-check."""
+    n_a, n_words = words_a.shape
+    n_b = words_bt.shape[1]
+    distance = np.empty(n_b, np.int64)
+    column_min = np.full(n_b, 1 << 30, np.int64)
+    m1, m2, m4 = np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), np.uint64(0x0F0F0F0F0F0F0F0F)
+    h01, one, two, four, top = np.uint64(0x0101010101010101), np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(56)
+    for i in range(n_a):
+        for j in range(n_b):
+            distance[j] = 0
         for w in range(n_words):
-            np.bitwise_xor(words_a[start:stop, w, None], words_b[w], out=x)
-            np.bitwise_count(x, out=b if w else d)
-            if w == 3:  # three words differ in <= 192 bits; four in up to 256: saturate at 255
-                np.minimum(d, 255 - b, out=d)
-            if w:
-                d += b
-        best_ab[start:stop] = d.argmin(axis=1)
-        block_min = d.min(axis=0)
-        better = block_min < column_min  # strictly: a column keeps its first (lowest) row on ties
-        if better.any():
-            best_ba[better] = start + d[:, better].argmin(axis=0)
-            column_min[better] = block_min[better]
+            word = words_a[i, w]
+            column = words_bt[w]
+            for j in range(n_b):  # popcount(word ^ column[j]), which LLVM turns into the CPU's vector popcount
+                x = word ^ column[j]
+                x = x - ((x >> one) & m1)
+                x = (x & m2) + ((x >> two) & m2)
+                x = (x + (x >> four)) & m4
+                distance[j] += np.int64((x * h01) >> top)
+        nearest, smallest = 0, 1 << 30
+        for j in range(n_b):
+            d = distance[j]
+            if d < smallest:
+                nearest, smallest = j, d
+            if d < column_min[j]:
+                column_min[j] = d
+                best_ba[j] = i
+        best_ab[i] = nearest
+        row_min[i] = smallest
+
+
+_hamming_compiled = None
+
+
+def _hamming_kernel():
+    """``_mutual_hamming`` compiled by numba (its disk cache keeps it across processes), or None without numba
+    or when compiling fails (one warning; OpenCV's matcher runs instead)."""
+    global _hamming_compiled
+    if _hamming_compiled is None:
+        _hamming_compiled = False
+        try:
+            import numba
+
+            kernel = numba.njit(fastmath=True, nogil=True, boundscheck=False, cache=True)(_mutual_hamming)
+            words = np.zeros((1, 1), np.uint64)
+            kernel(words, words, np.empty(1, np.int64), np.empty(1, np.int64), np.empty(1, np.int64))
+            _hamming_compiled = kernel
+        except Exception as error:  # ImportError (no numba), a compiler failure
+            LOG.warning("binary descriptors are matched by OpenCV: the Hamming kernel is unavailable (%s: %s)",
+                        type(error).__name__, error)
+    return _hamming_compiled or None
+
+
+def _match_binary_numba(desc_a: np.ndarray, desc_b: np.ndarray, kernel) -> tuple[np.ndarray, np.ndarray]:
+    """``_match_binary_opencv`` (the same pairs and distances) by ``_mutual_hamming``: 1024 x 1024 ORB
+    descriptors ~1 ms on one core, against ~5 ms for numpy's ``bitwise_count`` by blocks and 7.5-13.7 ms for
+    OpenCV 5's cross-checked matcher (BENCHMARKS.md)."""
+    words_a, words_b = _words(desc_a), _words(desc_b)
+    n_a, n_b = len(words_a), len(words_b)
+    best_ab, row_min, best_ba = np.empty(n_a, np.int64), np.empty(n_a, np.int64), np.empty(n_b, np.int64)
+    kernel(words_a, np.ascontiguousarray(words_b.T), best_ab, row_min, best_ba)
     rows = np.flatnonzero(best_ba[best_ab] == np.arange(n_a))
-    cols = best_ab[rows]
-    exact = np.bitwise_count(words_a[rows] ^ words_b.T[cols]).sum(axis=1)
-    return np.column_stack([rows, cols]).astype(np.int64), exact.astype(np.float32)
+    return np.column_stack([rows, best_ab[rows]]).astype(np.int64), row_min[rows].astype(np.float32)
 
 
 def _mutual_rows(scores: np.ndarray, scores_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,9 +177,9 @@ def match_mutual_nearest(desc_a, desc_b, min_similarity: float | None = None, ra
         return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
     if (isinstance(desc_a, np.ndarray) and isinstance(desc_b, np.ndarray) and desc_a.dtype == desc_b.dtype == np.uint8
             and desc_a.shape[1] == desc_b.shape[1] and ratio is None and device in (None, "cpu")):
-        binary = _match_binary_numpy if hasattr(np, "bitwise_count") and desc_a.shape[1] <= 32 \
-            else _match_binary_opencv
-        indices, distance = binary(np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b))
+        a, b = np.ascontiguousarray(desc_a), np.ascontiguousarray(desc_b)
+        kernel = _hamming_kernel()
+        indices, distance = _match_binary_numba(a, b, kernel) if kernel is not None else _match_binary_opencv(a, b)
         return _filtered(indices[:, 0], indices[:, 1], 1.0 - distance / (8 * desc_a.shape[1]), min_similarity)
     sim = similarity_matrix(desc_a, desc_b, device)
     if sim.device.type == "cpu" and ratio is None:

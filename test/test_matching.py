@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from aliked_ros.matching import match_mutual_nearest
+from aliked_ros.matching import hamming_distances, match_mutual_nearest
 
 
 def unit_rows(rng, n, d):
@@ -77,9 +77,9 @@ def test_float_matches_unchanged_by_the_cpu_fast_path():
 
 @pytest.mark.parametrize("width", [32, 13, 8])
 def test_binary_matches_are_opencvs_cross_checked_ones(shared_dir, width):
-    """Binary descriptors (numpy >= 2: its own Hamming path) give OpenCV's cross-checked brute-force pairs and
-    distances: real ORB descriptors of consecutive frames, other widths, and descriptors that differ in every bit
-    (distance 256)."""
+    """Binary descriptors (the numba Hamming kernel) give OpenCV's cross-checked brute-force pairs and distances:
+    real ORB descriptors of consecutive frames, other widths, and descriptors that differ in every bit (distance
+    256)."""
     import cv2
 
     from aliked_ros.features import create_extractor
@@ -95,3 +95,22 @@ def test_binary_matches_are_opencvs_cross_checked_ones(shared_dir, width):
         assert len(pairs) > 0
         np.testing.assert_array_equal(ours.indices, pairs)
         np.testing.assert_allclose(ours.similarity, 1 - distance / (8 * width), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(hamming_distances(x[pairs[:, 0]], y[pairs[:, 1]]), distance)
+
+
+def test_binary_matching_and_distances_without_numba_or_numpy_2(monkeypatch):
+    """Without the numba kernel binary descriptors go to OpenCV's matcher, and row-wise Hamming distances work
+    without numpy 2's bitwise_count: the same results."""
+    from aliked_ros import matching
+
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 256, (300, 32), dtype=np.uint8), rng.integers(0, 256, (280, 32), dtype=np.uint8)
+    b[:100] = a[:100] ^ (rng.random((100, 32)) < 0.05).astype(np.uint8)  # 100 near copies
+    with_kernel, distances = match_mutual_nearest(a, b), hamming_distances(a[:280], b)
+    assert matching._hamming_kernel() is not None and len(with_kernel) >= 100
+    monkeypatch.setattr(matching, "_hamming_compiled", False)
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    without = match_mutual_nearest(a, b)
+    np.testing.assert_array_equal(without.indices, with_kernel.indices)
+    np.testing.assert_array_equal(without.similarity, with_kernel.similarity)
+    np.testing.assert_array_equal(hamming_distances(a[:280], b), distances)

@@ -57,7 +57,7 @@ from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compens
 from aliked_ros.geometry.pose import absolute_pose, relative_pose
 from aliked_ros.geometry.stereo import stereo_depth
 from aliked_ros.geometry.transforms import adjoint, invert, make_transform, perturbation, rotation_angle
-from aliked_ros.matching import Matches, match_mutual_nearest
+from aliked_ros.matching import Matches, hamming_distances, match_mutual_nearest
 from aliked_ros.odometry.map import Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
 from aliked_ros.odometry.optimizer import EpipolarTerms, PoseRefinement, independent_error_fraction, refine_pose
@@ -514,7 +514,7 @@ class VisualOdometry:
             cand = current[free_rows[column[valid]]]
             if binary:
                 bits = 8 * current.shape[1]
-                sim[valid] = 1.0 - np.bitwise_count(descriptors[valid] ^ cand).sum(axis=1) / bits
+                sim[valid] = 1.0 - hamming_distances(descriptors[valid], cand) / bits
             else:
                 sim[valid] = np.einsum("ij,ij->i", descriptors[valid].astype(np.float32), cand.astype(np.float32))
             return sim

@@ -1,6 +1,7 @@
 """The extraction paths around the network: device errors, the static-shape detection the CUDA path uses, the
-prepared inference weights, the fused CPU kernels against the torch path and their fallback, and, on a CUDA machine, a frame without host synchronisation, CUDA-graph replay
-and GPU parity with the official reference files (these skip without CUDA, saying so)."""
+prepared inference weights, the fused CPU kernels against the torch path and their fallback, and, on a CUDA
+machine, a frame without host synchronisation, CUDA-graph replay and GPU parity with the official reference
+files (these skip without CUDA, saying so)."""
 from __future__ import annotations
 
 import logging
@@ -157,7 +158,8 @@ def test_fused_cpu_kernels_equal_the_torch_path(model, shared_dir, extractor_cac
             torch.testing.assert_close(score, score_ref, atol=1e-5, rtol=0)
             crop_map = (slice(None), slice(None), slice(pads[2], pads[2] + size[0]), slice(pads[0], pads[0] + size[1]))
             ours, theirs = net.detect(score[crop_map][0]), net.detect(score_ref[crop_map][0])
-            published = net.detect(net.dense_maps(torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255))[1][0])
+            unpadded = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+            published = net.detect(net.dense_maps(unpadded)[1][0])
             assert len(ours.keypoints) == 1024
             assert same(ours.keypoints, theirs.keypoints) >= same(theirs.keypoints, published.keypoints) - 0.01
             maps = [SparseFeatureMap(s, (pads[2], pads[0]), size, t, kernels=k) for s, t, k in
@@ -168,7 +170,7 @@ def test_fused_cpu_kernels_equal_the_torch_path(model, shared_dir, extractor_cac
 
 def test_fused_cpu_kernels_fall_back_to_torch(monkeypatch, caplog, tmp_path, weights_dir, shared_dir):
     """Switched off (ALIKED_ROS_CPU_KERNELS=0), without numba, or when the kernels cannot be built (here: a
-    cache directory that cannot be created), the torch path runs: the same outputs, one warning."""
+    cache directory that cannot be created) or compiled, the torch path runs: the same outputs, one warning."""
     net = AlikedNet("aliked-t16").eval()
     load_weights_for(net, weights_dir)
     tensor, pads = padded_tensor(first_frame(shared_dir))
@@ -182,20 +184,26 @@ def test_fused_cpu_kernels_fall_back_to_torch(monkeypatch, caplog, tmp_path, wei
     monkeypatch.delenv("ALIKED_ROS_CPU_KERNELS")
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    for breakage in ("cache", "numba"):
+    def no_kernel(*args):
+        raise RuntimeError("a kernel that does not compile")
+
+    for breakage in ("cache", "numba", "compile"):
         monkeypatch.setattr(cpu_kernels, "_modules", {})
         monkeypatch.setattr(cpu_kernels, "_warned", False)
         with monkeypatch.context() as patch:
             if breakage == "cache":
                 patch.setenv("XDG_CACHE_HOME", str(blocker))
-            else:
+            elif breakage == "numba":
                 patch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+            else:
+                patch.setattr(cpu_kernels.FusedCpuForward, "__call__", no_kernel)
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__), torch.inference_mode():
+            with caplog.at_level(logging.WARNING), torch.inference_mode():
                 path = InferencePath(net)
                 assert path.fused_cpu_forward() is None and torch.equal(path(tensor, pads)[2], reference)
                 path(tensor, pads)
-            assert [r.message.split(" (")[0] for r in caplog.records] == ["fused CPU kernels unavailable"], breakage
+            expected = "fused CPU kernels " + ("failed to compile" if breakage == "compile" else "unavailable")
+            assert [r.message.split(" (")[0] for r in caplog.records] == [expected], breakage
 
 
 def load_weights_for(net, weights_dir):

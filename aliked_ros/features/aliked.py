@@ -67,12 +67,10 @@ class AlikedExtractor(Extractor):
 
     def _prepare_cpu_kernels(self) -> None:
         """Build the fused CPU kernels now (``cpu_kernels``: compiled on a machine's first use, ~30 s, then
-        loaded from the disk cache in ~1 s) with one small frame, so that the first camera frame does not wait."""
-        if self.net.inference_path().fused_cpu_forward() is None:
-            return
+        loaded from the disk cache in ~1 s), so that the first camera frame does not wait."""
         started = time.perf_counter()
-        self.extract(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
-        LOG.info("%s: fused CPU kernels ready in %.1f s", self.name, time.perf_counter() - started)
+        if self.net.inference_path().fused_cpu_forward() is not None:
+            LOG.info("%s: fused CPU kernels ready in %.1f s", self.name, time.perf_counter() - started)
 
     @property
     def device(self) -> str:

@@ -22,7 +22,9 @@ convolutions); 1x1 convolutions as matrix products on channels-last rows; the tw
 matrix products (the row interpolation banded, by blocks of 32 rows) added into the score head's input; SDDH as matrix products and fused gathers
 (``embedding_bag`` with per-sample weights: the four taps of each small map's upsampling, the four corners of
 each bilinear sample, the L2 normalisation folded into the corner weights); NMS with doubling window maxima and
-boolean dilation. On CUDA the same code runs without a host synchronisation inside a frame (static top-k).
+boolean dilation. On CUDA the same code runs without a host synchronisation inside a frame (static top-k). On
+the CPU most of it runs as fused numba kernels instead (``cpu_kernels.py``: 1.7x faster again), this code being
+their fallback and reference.
 
 Conventions: input RGB in [0, 1], (B, 3, H, W), any H, W (replicate-padded to multiples of 32 around the centre
 and cropped back). Keypoints are pixel coordinates (x, y), centre of the top-left pixel at (0, 0).
@@ -30,6 +32,7 @@ and cropped back). Keypoints are pixel coordinates (x, y), centre of the top-lef
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpu_kernels import FusedCpuForward, load_kernels
+
+LOG = logging.getLogger(__name__)
 
 # c1, c2, c3, c4, dim, K (descriptor patch size), M (deformable sample positions)
 CONFIGS: dict[str, tuple[int, int, int, int, int, int, int]] = {
@@ -225,7 +230,6 @@ class SparseFeatureMap:
         features = torch.cat((full, small), dim=1)
         return features, torch.linalg.vector_norm(features, dim=1).clamp_min_(1e-12)
 
-
     def sample(self, positions: torch.Tensor) -> torch.Tensor:
         """Bilinear samples (..., dim) of the normalised map at pixel positions (..., 2) as (x, y), zero outside
         the image: ``bilinear_at`` over ``unnormalised_at``, or, with the fused CPU kernels (``kernels``), one
@@ -236,10 +240,9 @@ class SparseFeatureMap:
         shape = positions.shape[:-1]
         flat = positions.reshape(-1, 2).contiguous()
         out = torch.empty((flat.shape[0], self.dim))
-        row_index, row_weight, col_index, col_weight = (t.numpy() for t in self.taps)
-        getattr(self.kernels, f"sample_features{self.full_table.shape[1]}")(self.full_table.numpy(), self.small_table.numpy(), row_index, row_weight,
-                                     col_index, col_weight, flat.numpy(), self.size[0], self.size[1], self.pad[0],
-                                     self.pad[1], out.numpy())
+        sampler = getattr(self.kernels, f"sample_features{self.full_table.shape[1]}")
+        sampler(self.full_table.numpy(), self.small_table.numpy(), *(t.numpy() for t in self.taps), flat.numpy(),
+                self.size[0], self.size[1], self.pad[0], self.pad[1], out.numpy())
         return out.view(*shape, self.dim)
 
 
@@ -473,14 +476,24 @@ class InferencePath:
 
     def fused_cpu_forward(self) -> FusedCpuForward | None:
         """The fused-kernel forward for CPU images (``cpu_kernels.FusedCpuForward``), or None where it is off
-        or unavailable (no numba, ``ALIKED_ROS_CPU_KERNELS=0``, a build failure: torch runs)."""
+        or unavailable (no numba, ``ALIKED_ROS_CPU_KERNELS=0``, a build or compile failure: torch runs). The
+        first call compiles every kernel on a small image (or loads them from numba's disk cache)."""
         if self._fused is None:
-            kernels = None
+            self._fused = False
             if self.cpu_kernels:
                 (w1, _), _ = self.block1
                 kernels = load_kernels(w1.shape[0], self.block2[0][0].shape[0], self.projections[0].shape[1],
                                        self.score_first[0].shape[1], tuple(w.shape[0] for w in self.score_convs))
-            self._fused = FusedCpuForward(self, kernels) if kernels is not None else False
+                if kernels is not None:
+                    try:
+                        fused = FusedCpuForward(self, kernels)
+                        with torch.inference_mode():
+                            scales, table, _ = fused(torch.rand(1, 3, 64, 64), (0, 0, 0, 0))
+                            SparseFeatureMap(scales, (0, 0), (64, 64), table, kernels).sample(torch.rand(8, 2) * 60)
+                        self._fused = fused
+                    except Exception as error:  # a kernel numba cannot compile here
+                        LOG.warning("fused CPU kernels failed to compile (%s: %s); ALIKED runs on torch alone",
+                                    type(error).__name__, error)
         return self._fused or None
 
     @staticmethod

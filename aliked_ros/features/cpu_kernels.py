@@ -368,10 +368,11 @@ def _row_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 class FusedCpuForward:
-    """``InferencePath.__call__`` for one CPU float32 image, with block 1, block 2, the full-resolution
-    projections and the score head in fused kernels (the deformable blocks 3 and 4 and the small maps stay in
-    torch). Returns what ``InferencePath.__call__`` returns (maps channels-last). Weights are copied at construction (InferencePath is rebuilt
-    when the network's parameters change)."""
+    """``InferencePath.__call__`` for one CPU float32 image, with blocks 1 and 2, the deformable convolutions'
+    sampling, the full-resolution projections and the score head in fused kernels (the deformable blocks'
+    offsets, their weights as one matrix product and the small maps stay in torch). Returns what
+    ``InferencePath.__call__`` returns (maps channels-last). Weights are copied at construction (InferencePath
+    is rebuilt when the network's parameters change)."""
 
     def __init__(self, path, kernels: ModuleType) -> None:
         self.path, self.kernels = path, kernels

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from aliked_ros import __version__
@@ -57,6 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sub.parse_args(rest)
     if marker:
         args.passthrough = passthrough
+    interrupted = []
+
+    def on_sigint(signum, frame):  # Ctrl-C: noted, then Python's KeyboardInterrupt
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         return int(module.run(args) or 0)
     except AlikedRosError as error:
@@ -65,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        # a KeyboardInterrupt raised inside rclpy's C++ code (e.g. while it converts a message) comes out as
+        # another error: after Ctrl-C that is the interruption, not a defect
+        if interrupted:
+            print("interrupted", file=sys.stderr)
+            return 130
+        raise
 
 
 if __name__ == "__main__":

@@ -276,6 +276,17 @@ def _cached(function):
     return wrapper
 
 
+def align_corners_taps(n_out: int, n_in: int, device: torch.device | None = None,
+                       dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear align_corners taps along one axis, as upsample_bilinear2d computes them: for each of n_out output
+    indices the two input indices (n_out, 2) and their weights (n_out, 2)."""
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    src = torch.arange(n_out, device=device, dtype=dtype) * scale
+    i0 = src.floor().long().clamp(0, n_in - 1)
+    frac = src - i0.to(dtype)
+    return torch.stack((i0, (i0 + 1).clamp(max=n_in - 1)), dim=1), torch.stack((1 - frac, frac), dim=1)
+
+
 @_cached
 def _upsampling_taps(full: tuple[int, int], smalls: tuple[tuple[int, int], ...], device: torch.device,
                      dtype: torch.dtype):
@@ -283,18 +294,11 @@ def _upsampling_taps(full: tuple[int, int], smalls: tuple[tuple[int, int], ...],
     the stacked small-map table: per full-resolution row (H, maps, 2, 2) row offsets (map start + y * width) and
     weights, per column (W, maps, 2, 2) column indices and weights, laid out (map, row tap, column tap) so that
     one row entry plus one column entry gives the four table rows of a pixel and one product their weights."""
-    def axis(n_out: int, n_in: int):
-        scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-        src = torch.arange(n_out, device=device, dtype=dtype) * scale
-        i0 = src.floor().long().clamp(0, n_in - 1)
-        frac = src - i0.to(dtype)
-        return torch.stack((i0, (i0 + 1).clamp(max=n_in - 1)), dim=1), torch.stack((1 - frac, frac), dim=1)
-
     rows, cols, start = [], [], 0
     for h, w in smalls:
-        row_index, row_weight = axis(full[0], h)
+        row_index, row_weight = align_corners_taps(full[0], h, device, dtype)
         rows.append((row_index * w + start, row_weight))
-        cols.append(axis(full[1], w))
+        cols.append(align_corners_taps(full[1], w, device, dtype))
         start += h * w
     def by_row(parts):  # (n, maps, 2) -> (n, maps, 2, 2), repeated over the column tap
         return torch.stack(parts, dim=1)[:, :, :, None].expand(-1, -1, -1, 2).contiguous()

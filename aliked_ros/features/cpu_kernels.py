@@ -358,13 +358,12 @@ def load_kernels(c1: int, c2: int, p: int, q: int, head: tuple[int, ...]) -> Mod
 
 @functools.lru_cache(maxsize=32)
 def _row_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """align_corners bilinear taps along one axis, as upsample_bilinear2d computes them (float32): for each
-    output index the two input indices and the second one's weight."""
-    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-    src = torch.arange(n_out, dtype=torch.float32) * scale
-    first = src.floor().long().clamp(0, n_in - 1)
-    weight = src - first.float()
-    return first.numpy(), (first + 1).clamp(max=n_in - 1).numpy(), weight.numpy()
+    """``aliked_net.align_corners_taps`` as the kernels take it: for each output index the two input indices
+    and the second one's weight (numpy)."""
+    from aliked_ros.features.aliked_net import align_corners_taps  # aliked_net imports this module
+
+    index, weight = align_corners_taps(n_out, n_in)
+    return tuple(t.contiguous().numpy() for t in (index[:, 0], index[:, 1], weight[:, 1]))
 
 
 class FusedCpuForward:

@@ -118,6 +118,28 @@ def test_pure_rotation_has_no_parallax(scene):
     assert sampson_error(norm_a, norm_b, T).max() < 1e-7  # no translation: the rotation-compensated angle
 
 
+def test_relative_pose_refuses_correspondences_that_are_mostly_wrong(scene):
+    """Wrong matches (another scene): the best essential matrix of 10,000 draws still has some inside its band, so
+    a count alone does not tell them from a true pose; the inlier fraction does (true pairs: 70-98 %)."""
+    from aliked_ros.geometry.pose import relative_pose
+
+    points_a, T_b_a, rng = scene
+    points_a = np.vstack([points_a, rng.uniform([-2, -1.5, 2], [2, 1.5, 8], (300, 3))])
+    norm_a = project(points_a)
+    norm_b = project(transform_points(T_b_a, points_a)) + rng.normal(0, 0.3 / FOCAL, (len(points_a), 2))
+    wrong = norm_b[rng.permutation(len(norm_b))]
+    assert relative_pose(norm_a, wrong, FOCAL) is None
+    counts = []
+    for true_fraction in (0.4, 1.0):
+        mixed = np.where((rng.random(len(norm_b)) < true_fraction)[:, None], norm_b, wrong)
+        estimate = relative_pose(norm_a, mixed, FOCAL)
+        assert estimate is not None and estimate.kind == "essential"
+        assert np.degrees(np.arccos(np.clip(estimate.transform[:3, 3] @ T_b_a[:3, 3] / np.linalg.norm(T_b_a[:3, 3]),
+                                            -1, 1))) < 3
+        counts.append(estimate.inliers.sum())
+    assert relative_pose(norm_a, wrong, FOCAL, min_inlier_fraction=0.0).inliers.sum() < counts[0] / 4
+
+
 def test_translation_from_points_recovers_the_step_despite_outliers(scene):
     points_a, T_b_a, rng = scene
     norm_b = project(transform_points(T_b_a, points_a)) + rng.normal(0, 0.5 / FOCAL, (len(points_a), 2))

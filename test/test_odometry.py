@@ -99,6 +99,30 @@ def test_black_frame_is_lost_then_recovers(shared_dir, extractor_cache):
     assert recovered.num_inliers > 100
 
 
+def test_a_first_frame_of_another_scene_neither_rotates_the_odometry_nor_holds_tracking(shared_dir, extractor_cache):
+    """The first frame is noise (a driver's garbage frame), once with valid depth (a one-keyframe map of noise),
+    once without (a keyframe and no landmarks), then real RGB-D frames. The real frames match the noise at random
+    (~300 mutual matches, an essential matrix with 20 of them inside its band): no motion may come of that (it
+    gave a 63 deg rotation), and the young map starts over at once instead of holding the camera LOST for
+    ``max_lost_frames`` frames."""
+    import cv2
+
+    frames = list(open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd"))[:4]
+    noise = np.random.default_rng(3).integers(0, 256, frames[0].image.shape, np.uint8)
+    for depth_m in (1.2, np.nan):
+        vo = VisualOdometry(extractor_cache("orb"))
+        depth = np.full(frames[0].depth.shape, depth_m, np.float32)
+        first = vo.process(Frame(noise, frames[0].stamp - 1.0, frames[0].camera, depth))
+        assert first.is_keyframe and first.state == TrackingState.INITIALIZING
+        results = [vo.process(frame) for frame in frames]
+        assert results[0].state == TrackingState.LOST and results[0].T_odom_camera is None
+        assert vo.resets == 1 and results[1].map_id == 1
+        assert results[1].reset_reason == "lost with a young map (1 keyframes)"
+        assert [r.state for r in results[2:]] == [TrackingState.TRACKING] * 2
+        for result in results[1:]:  # fr1_rpy turns ~1 deg per frame
+            assert result.motion is None or np.degrees(np.linalg.norm(cv2.Rodrigues(result.motion[:3, :3])[0])) < 3
+
+
 def test_time_going_backwards_resets(shared_dir, extractor_cache):
     frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
     vo = VisualOdometry(extractor_cache("orb"))

@@ -19,7 +19,8 @@ Per frame (``VisualOdometry.process``), top to bottom:
          landmarks that no track carries any more are searched for around their projections and the pose
          refined again with those found (``_search_landmarks``);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
-         else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale);
+         else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
+         once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
   5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks,
      local bundle adjustment (``optimizer``) — all or nothing.
 
@@ -353,7 +354,8 @@ class VisualOdometry:
         cfg = self.config
         idx_prev, idx_cur = obs.matches.indices[:, 0], obs.matches.indices[:, 1]
         step = relative_pose(self._previous.normalized[idx_prev], obs.normalized[idx_cur], obs.camera.focal,
-                             cfg.ransac_threshold_px, cfg.min_inliers, cfg.min_parallax_px)
+                             cfg.ransac_threshold_px, cfg.min_inliers, cfg.min_parallax_px,
+                             min_inlier_fraction=cfg.min_inlier_fraction)
         if step is None:
             return _Estimate(TrackingState.LOST, "none", None, np.zeros(len(obs.matches), bool))
         R_prev_cur = step.transform[:3, :3].T
@@ -368,7 +370,7 @@ class VisualOdometry:
             return rotation_only
         norm_kf, norm_cur = keyframe.normalized[kf_rows[shared]], obs.normalized[shared]
         pair = relative_pose(norm_kf, norm_cur, obs.camera.focal, cfg.ransac_threshold_px, cfg.init_min_landmarks,
-                             cfg.init_parallax_px)
+                             cfg.init_parallax_px, min_inlier_fraction=cfg.min_inlier_fraction)
         if pair is None or pair.kind != "essential":
             return rotation_only
         T_cur_kf = pair.transform
@@ -596,7 +598,7 @@ class VisualOdometry:
         # draws, not the 100 of the essential matrix a map starts from (3-7 ms less per frame, the same accuracy:
         # DEVELOPERS.md)
         pair = relative_pose(norm_kf, norm_cur, obs.camera.focal, cfg.ransac_threshold_px, cfg.min_inliers,
-                             cfg.min_parallax_px, min_iterations=20)
+                             cfg.min_parallax_px, min_iterations=20, min_inlier_fraction=cfg.min_inlier_fraction)
         if pair is None:
             return None, None
         R_cur_kf, direction = pair.transform[:3, :3], pair.transform[:3, 3]
@@ -691,6 +693,9 @@ class VisualOdometry:
             self._last_stamp = stamp
             if self._lost_in_a_row >= self.config.max_lost_frames:
                 self.reset(f"lost for {self._lost_in_a_row} frames")
+            elif len(self.map.keyframes) <= self.config.young_map_keyframes \
+                    and len(obs.features) >= self.config.init_min_landmarks:
+                self.reset(f"lost with a young map ({len(self.map.keyframes)} keyframes)")
             return self._provisional_tracks(obs), 0.0
         tracks, next_id = self.tracker.assign(obs.features, obs.matches, estimate.verified, estimate.revived)
         anchors = self._anchored(obs, estimate)

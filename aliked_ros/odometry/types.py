@@ -52,6 +52,7 @@ class OdometryConfig:
     ransac_threshold_px: float = 1.0  # epipolar error bound for essential-matrix inliers
     reprojection_threshold_px: float = 2.0  # landmark reprojection error bound (PnP, motion-only refinement)
     min_inliers: int = 15  # correspondences needed for any pose
+    min_inlier_fraction: float = 0.25  # ... and this fraction of the matches an essential matrix is fitted to
     min_parallax_px: float = 1.0  # median rotation-compensated parallax (keyframe -> frame) below which the
     #                               essential matrix gives no translation direction
     min_landmarks: int = 12  # landmark observations needed to pose a frame against the map
@@ -87,6 +88,10 @@ class OdometryConfig:
     background_mapping: bool = False  # bundle adjustment in a worker thread (the node) or inline (offline)
     # lost tracking
     max_lost_frames: int = 15  # consecutive LOST frames (relocalisation failing) before a new map
+    young_map_keyframes: int = 5  # a map of this many keyframes or fewer starts over at its first LOST frame
+    #                               that has features to start one on (ORB-SLAM's "track lost soon after
+    #                               initialisation"): a first keyframe on a frame the camera never sees again
+    #                               must not hold tracking for max_lost_frames; a black frame keeps the map
     relocalization_keyframes: int = 3  # newest keyframes tried for relocalisation
     # depth (RGB-D)
     depth_min_m: float = 0.1

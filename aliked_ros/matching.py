@@ -14,13 +14,12 @@ adjustment: the solver" has the measurements.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-LOG = logging.getLogger(__name__)
+from aliked_ros.jit import compiled
 
 
 @dataclass(frozen=True)
@@ -120,26 +119,11 @@ def _mutual_hamming(words_a, words_bt, best_ab, row_min, best_ba):  # compiled b
         row_min[i] = smallest
 
 
-_hamming_compiled = None
-
-
 def _hamming_kernel():
-    """``_mutual_hamming`` compiled by numba (its disk cache keeps it across processes), or None without numba
-    or when compiling fails (one warning; OpenCV's matcher runs instead)."""
-    global _hamming_compiled
-    if _hamming_compiled is None:
-        _hamming_compiled = False
-        try:
-            import numba
-
-            kernel = numba.njit(fastmath=True, nogil=True, boundscheck=False, cache=True)(_mutual_hamming)
-            words = np.zeros((1, 1), np.uint64)
-            kernel(words, words, np.empty(1, np.int64), np.empty(1, np.int64), np.empty(1, np.int64))
-            _hamming_compiled = kernel
-        except Exception as error:  # ImportError (no numba), a compiler failure
-            LOG.warning("binary descriptors are matched by OpenCV: the Hamming kernel is unavailable (%s: %s)",
-                        type(error).__name__, error)
-    return _hamming_compiled or None
+    """``_mutual_hamming`` compiled by numba, or None (OpenCV's matcher runs instead)."""
+    words = np.zeros((1, 1), np.uint64)
+    return compiled(_mutual_hamming, (words, words, np.empty(1, np.int64), np.empty(1, np.int64),
+                                      np.empty(1, np.int64)), "binary descriptors are matched by OpenCV", fastmath=True)
 
 
 def _match_binary_numba(desc_a: np.ndarray, desc_b: np.ndarray, kernel) -> tuple[np.ndarray, np.ndarray]:

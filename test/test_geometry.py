@@ -166,6 +166,34 @@ def test_refine_pose_converges_rejects_outliers_and_reports_covariance(scene):
     assert np.abs(with_terms.T_cam_odom - T_b_a).max() < 5e-3
 
 
+@pytest.mark.parametrize("variant", ["plain", "epipolar", "hold_centre"])
+def test_refine_pose_kernel_and_numpy_paths_agree(scene, monkeypatch, variant):
+    """The numba normal equations (reprojection and epipolar terms) against the numpy Jacobians (the path without
+    numba): the same pose, inliers and covariance to rounding, with outliers and a landmark behind the camera."""
+    from aliked_ros import jit
+    from aliked_ros.odometry import optimizer
+
+    points_a, T_b_a, rng = scene
+    norm_b = project(transform_points(T_b_a, points_a)) + rng.normal(0, 0.5 / FOCAL, (len(points_a), 2))
+    norm_b[:20] += 0.05
+    points = np.vstack([points_a, -points_a[:1]])  # behind camera b
+    norm_b = np.vstack([norm_b, norm_b[:1]])
+    prior = perturb_left(T_b_a, np.array([0.01, -0.01, 0.005, 0.05, -0.03, 0.04]))
+    kwargs = {"epipolar": EpipolarTerms(np.eye(4), project(points_a[20:]), norm_b[20:-1])} if variant == "epipolar" \
+        else {"hold_centre": True} if variant == "hold_centre" else {}
+    assert optimizer._normal_equations_kernel() is not None and optimizer._epipolar_kernel() is not None
+    with_kernel = refine_pose(prior, points, norm_b, FOCAL, 2.0, **kwargs)
+    monkeypatch.setitem(jit._compiled, optimizer._reprojection_normal_equations, False)
+    monkeypatch.setitem(jit._compiled, optimizer._epipolar_normal_equations, False)
+    assert optimizer._normal_equations_kernel() is None and optimizer._epipolar_kernel() is None
+    numpy_path = refine_pose(prior, points, norm_b, FOCAL, 2.0, **kwargs)
+    np.testing.assert_allclose(with_kernel.T_cam_odom, numpy_path.T_cam_odom, atol=1e-12)
+    np.testing.assert_array_equal(with_kernel.inliers, numpy_path.inliers)
+    np.testing.assert_allclose(with_kernel.covariance, numpy_path.covariance, rtol=1e-6,
+                               atol=1e-6 * np.abs(numpy_path.covariance).max())  # near-zero terms: cancellation
+    assert with_kernel.iterations == numpy_path.iterations and with_kernel.inliers.sum() > 100
+
+
 def test_refine_pose_ignores_a_landmark_on_the_cameras_path(scene):
     """A wrong triangulation a few mm in front of the camera (a synthetic 30 Hz run had one at 0.3 % of the
     median depth): its projection moves hundreds of px per mm of pose, so fitted it drags the pose. It is left

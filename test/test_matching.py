@@ -101,14 +101,14 @@ def test_binary_matches_are_opencvs_cross_checked_ones(shared_dir, width):
 def test_binary_matching_and_distances_without_numba_or_numpy_2(monkeypatch):
     """Without the numba kernel binary descriptors go to OpenCV's matcher, and row-wise Hamming distances work
     without numpy 2's bitwise_count: the same results."""
-    from aliked_ros import matching
+    from aliked_ros import jit, matching
 
     rng = np.random.default_rng(5)
     a, b = rng.integers(0, 256, (300, 32), dtype=np.uint8), rng.integers(0, 256, (280, 32), dtype=np.uint8)
     b[:100] = a[:100] ^ (rng.random((100, 32)) < 0.05).astype(np.uint8)  # 100 near copies
     with_kernel, distances = match_mutual_nearest(a, b), hamming_distances(a[:280], b)
     assert matching._hamming_kernel() is not None and len(with_kernel) >= 100
-    monkeypatch.setattr(matching, "_hamming_compiled", False)
+    monkeypatch.setitem(jit._compiled, matching._mutual_hamming, False)
     monkeypatch.delattr(np, "bitwise_count", raising=False)
     without = match_mutual_nearest(a, b)
     np.testing.assert_array_equal(without.indices, with_kernel.indices)

@@ -21,6 +21,7 @@ import scipy.sparse
 from scipy.optimize import least_squares
 
 from aliked_ros.geometry.multiview import transform_points
+from aliked_ros.jit import compiled
 from aliked_ros.geometry.transforms import exp_so3, invert, perturb_left, skew
 
 
@@ -67,9 +68,8 @@ class _EpipolarResiduals:
         self.x_kf = np.column_stack([terms.norm_keyframe, np.ones(len(terms.norm_keyframe))])
         self.x_cur = np.column_stack([terms.norm_frame, np.ones(len(terms.norm_frame))])
 
-    def __call__(self, T_cam_odom: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(residuals (N,), Jacobian (N,6) d residual / d xi of ``perturb_left``), or None when the frame does
-        not translate from the keyframe (no epipolar constraint)."""
+    def _essentials(self, T_cam_odom: np.ndarray) -> np.ndarray | None:
+        """E (7,3,3) of the pose and of its six perturbations, or None without translation."""
         T = T_cam_odom @ self.T_odom_keyframe  # T_cur_kf
         R, t = T[:3, :3], T[:3, 3]
         if np.linalg.norm(t) < 1e-9:
@@ -77,11 +77,119 @@ class _EpipolarResiduals:
         # T and exp(STEP e_i) T for i = 0..5: R' = exp(w) R, t' = exp(w) t + v
         Rs, ts = self.ROTATIONS @ R, self.ROTATIONS @ t
         ts[4:] += self.STEP * np.eye(3)
-        E = skew(ts / np.linalg.norm(ts, axis=1, keepdims=True)) @ Rs  # (K,3,3)
+        return skew(ts / np.linalg.norm(ts, axis=1, keepdims=True)) @ Rs
+
+    def __call__(self, T_cam_odom: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(residuals (N,), Jacobian (N,6) d residual / d xi of ``perturb_left``), or None when the frame does
+        not translate from the keyframe (no epipolar constraint)."""
+        E = self._essentials(T_cam_odom)
+        if E is None:
+            return None
         Ex, Etx = self.x_kf @ np.swapaxes(E, 1, 2), self.x_cur @ E  # (K,N,3): E x_kf and E' x_cur
         denominator = Ex[..., 0] ** 2 + Ex[..., 1] ** 2 + Etx[..., 0] ** 2 + Etx[..., 1] ** 2
         residuals = np.sum(self.x_cur * Ex, axis=2) / np.sqrt(np.maximum(denominator, 1e-18)) * self.focal_px
         return residuals[0], ((residuals[1:] - residuals[0]) / self.STEP).T
+
+    def add_normal_equations(self, T_cam_odom: np.ndarray, huber: float, H: np.ndarray, g: np.ndarray) -> None:
+        """H += sum w J'J, g += sum w J'r over the terms (Huber weights, scale ``huber`` px): by the numba kernel
+        when it is available, else from ``__call__``'s arrays."""
+        kernel = _epipolar_kernel()
+        if kernel is not None:
+            E = self._essentials(T_cam_odom)
+            if E is not None:
+                kernel(E, self.x_kf, self.x_cur, self.focal_px, self.STEP, huber, H, g)
+            return
+        evaluated = self(T_cam_odom)
+        if evaluated is not None:
+            r, J = evaluated
+            w = _huber_weights(np.abs(r), huber)
+            H += J.T @ (J * w[:, None])
+            g += J.T @ (w * r)
+
+
+def _epipolar_normal_equations(E, x_kf, x_cur, focal, step, huber, H, g):  # numba: compiled()
+    """``_EpipolarResiduals.add_normal_equations``: for each correspondence the signed Sampson error (px) under
+    the essential matrices E[0] (the pose) and E[1..6] (its perturbations by ``step``), the forward-difference
+    Jacobian, Huber-weighted sums added into H (6,6) and g (6,); the same arithmetic as ``__call__``."""
+    r = np.empty(7)
+    J = np.empty(6)
+    for i in range(x_kf.shape[0]):
+        a0, a1, a2 = x_kf[i, 0], x_kf[i, 1], x_kf[i, 2]
+        b0, b1, b2 = x_cur[i, 0], x_cur[i, 1], x_cur[i, 2]
+        for k in range(7):
+            e = E[k]
+            ex0 = e[0, 0] * a0 + e[0, 1] * a1 + e[0, 2] * a2
+            ex1 = e[1, 0] * a0 + e[1, 1] * a1 + e[1, 2] * a2
+            ex2 = e[2, 0] * a0 + e[2, 1] * a1 + e[2, 2] * a2
+            et0 = e[0, 0] * b0 + e[1, 0] * b1 + e[2, 0] * b2
+            et1 = e[0, 1] * b0 + e[1, 1] * b1 + e[2, 1] * b2
+            denominator = ex0 * ex0 + ex1 * ex1 + et0 * et0 + et1 * et1
+            r[k] = (b0 * ex0 + b1 * ex1 + b2 * ex2) / np.sqrt(max(denominator, 1e-18)) * focal
+        magnitude = abs(r[0])
+        w = 1.0 if magnitude <= huber else huber / max(magnitude, 1e-12)
+        for k in range(6):
+            J[k] = (r[k + 1] - r[0]) / step
+        for a in range(6):
+            g[a] += w * J[a] * r[0]
+            for b in range(6):
+                H[a, b] += w * J[a] * J[b]
+
+
+def _epipolar_kernel():
+    """``_epipolar_normal_equations`` compiled by numba, or None (numpy arrays instead)."""
+    return compiled(_epipolar_normal_equations,
+                    (np.tile(skew(np.array([1.0, 0.0, 0.0])), (7, 1, 1)), np.ones((1, 3)), np.ones((1, 3)), 1.0, 1e-7,
+                     1.0, np.zeros((6, 6)), np.zeros(6)), "epipolar terms by numpy arrays")
+
+
+def _reprojection_normal_equations(R, t, points, normalized, active, focal, huber, H, g):  # numba: compiled()
+    """Gauss-Newton normal equations of the Huber-weighted reprojection errors (px) of the ``active`` landmarks
+    ``points`` (N,3) observed at ``normalized`` (N,2), for the pose (R, t) = T_cam_odom perturbed on the left
+    (xi = rotation, translation): writes H = sum w J'J (6,6) and g = sum w J'r (6,); returns the number of landmarks
+    in front of the camera (the others are left out). The same sums as ``refine_pose``'s numpy path, without its
+    per-landmark (N,2,6) Jacobian arrays: 17 us against ~100 us for 500 landmarks."""
+    for a in range(6):
+        g[a] = 0.0
+        for b in range(6):
+            H[a, b] = 0.0
+    count = 0
+    J0, J1 = np.empty(6), np.empty(6)
+    for i in range(points.shape[0]):
+        if not active[i]:
+            continue
+        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
+        z = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz + t[2]
+        if not z > 1e-6:
+            continue
+        x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + t[0]
+        y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + t[1]
+        iz = 1.0 / z
+        u, v = x * iz, y * iz
+        rx, ry = (u - normalized[i, 0]) * focal, (v - normalized[i, 1]) * focal
+        norm = np.sqrt(rx * rx + ry * ry)
+        w = 1.0 if norm <= huber else huber / max(norm, 1e-12)
+        # d(u, v) / d(rotation, translation) of the point p' = p + w x p + v: (d(u,v)/dp) [-skew(p), I]
+        J0[0], J0[1], J0[2] = -u * v * focal, (1.0 + u * u) * focal, -v * focal
+        J0[3], J0[4], J0[5] = iz * focal, 0.0, -u * iz * focal
+        J1[0], J1[1], J1[2] = -(1.0 + v * v) * focal, u * v * focal, u * focal
+        J1[3], J1[4], J1[5] = 0.0, iz * focal, -v * iz * focal
+        for a in range(6):
+            g[a] += w * (J0[a] * rx + J1[a] * ry)
+            for b in range(a, 6):
+                H[a, b] += w * (J0[a] * J0[b] + J1[a] * J1[b])
+        count += 1
+    for a in range(6):
+        for b in range(a):
+            H[a, b] = H[b, a]
+    return count
+
+
+def _normal_equations_kernel():
+    """``_reprojection_normal_equations`` compiled by numba, or None (numpy Jacobians instead)."""
+    eye, zeros = np.eye(3), np.zeros(3)
+    return compiled(_reprojection_normal_equations,
+                    (eye, zeros, np.ones((1, 3)), np.zeros((1, 2)), np.ones(1, bool), 1.0, 1.0, np.empty((6, 6)),
+                     np.empty(6)), "pose refinement by numpy Jacobians")
 
 
 def _huber_weights(norm: np.ndarray, k: float) -> np.ndarray:
@@ -131,33 +239,39 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
     def errors_px(T):
         return np.linalg.norm(residuals_px(T), axis=1)
 
-    def linearize(T, active):
-        pc = transform_points(T, points_odom[active])
-        front = pc[:, 2] > 1e-6
-        pc = pc[front]
-        r = (pc[:, :2] / pc[:, 2:3] - normalized[active][front]) * focal_px
-        Jp = _projection_jacobian(pc) * focal_px
-        J = np.concatenate([Jp @ -skew(pc), Jp], axis=2).reshape(-1, 6)
-        w = np.repeat(_huber_weights(np.linalg.norm(r, axis=1), huber), 2)
-        r = r.reshape(-1)
-        evaluated = epipolar_residuals(T) if epipolar_residuals is not None else None
-        if evaluated is not None:
-            re, Je = evaluated
-            r, J = np.concatenate([r, re]), np.vstack([J, Je])
-            w = np.concatenate([w, _huber_weights(np.abs(re), huber)])
-        return r, J, w, int(front.sum())
+    kernel = _normal_equations_kernel()
+    if kernel is not None:
+        points_odom, normalized = np.ascontiguousarray(points_odom, float), np.ascontiguousarray(normalized, float)
+
+    def normal_equations(T, active):
+        """(H (6,6), g (6,)) of the Huber-weighted reprojection errors of the ``active`` landmarks and the
+        epipolar terms, and the number of those landmarks in front of the camera."""
+        if kernel is not None:
+            H, g = np.empty((6, 6)), np.empty(6)
+            count = kernel(np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]), points_odom, normalized,
+                           active, focal_px, huber, H, g)
+        else:
+            pc = transform_points(T, points_odom[active])
+            front = pc[:, 2] > 1e-6
+            pc = pc[front]
+            r = (pc[:, :2] / pc[:, 2:3] - normalized[active][front]) * focal_px
+            Jp = _projection_jacobian(pc) * focal_px
+            J = np.concatenate([Jp @ -skew(pc), Jp], axis=2).reshape(-1, 6)
+            w = np.repeat(_huber_weights(np.linalg.norm(r, axis=1), huber), 2)
+            H, g, count = J.T @ (J * w[:, None]), J.T @ (w * r.reshape(-1)), int(front.sum())
+        if epipolar_residuals is not None:
+            epipolar_residuals.add_normal_equations(T, huber, H, g)
+        return H, g, count
 
     usable = _not_too_close(T, points_odom)
     active = usable.copy()
     for bound in (4.0, 2.0, 1.0):
         for _ in range(iterations):
             done += 1
-            r, J, w, count = linearize(T, active)
+            H, g, count = normal_equations(T, active)
             if count < 3:
                 break
-            J = J[:, dims]
-            H = J.T @ (J * w[:, None])
-            g = J.T @ (w * r)
+            H, g = H[dims, dims], g[dims]
             try:
                 step = np.zeros(6)
                 step[dims] = -np.linalg.solve(H + 1e-9 * np.eye(len(H)), g)
@@ -174,11 +288,9 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
     inliers = usable & (errors <= threshold_px)
     covariance = None
     if inliers.sum() >= 6:
-        r, J, w, _ = linearize(T, inliers)
-        J = J[:, dims]
-        dof = max(2 * int(inliers.sum()) - J.shape[1], 1)
+        information = normal_equations(T, inliers)[0][dims, dims]
+        dof = max(2 * int(inliers.sum()) - len(information), 1)
         sigma2 = float(np.sum(errors[inliers] ** 2) / dof)
-        information = J.T @ (J * w[:, None])
         if np.linalg.cond(information) < 1e12:
             covariance = np.zeros((6, 6))
             covariance[dims, dims] = np.linalg.inv(information) * max(sigma2, 1e-4)

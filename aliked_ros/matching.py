@@ -119,6 +119,13 @@ def _mutual_hamming(words_a, words_bt, best_ab, row_min, best_ba):  # compiled b
         row_min[i] = smallest
 
 
+def prepare_kernels(descriptor_kind: str) -> None:
+    """Compile (or load) the kernel that matches ``descriptor_kind`` descriptors now rather than on the first
+    frame ("binary": the Hamming kernel, ~0.5 s the first time on a machine; "float" has none)."""
+    if descriptor_kind == "binary":
+        _hamming_kernel()
+
+
 def _hamming_kernel():
     """``_mutual_hamming`` compiled by numba, or None (OpenCV's matcher runs instead)."""
     words = np.zeros((1, 1), np.uint64)

@@ -59,9 +59,11 @@ from aliked_ros.geometry.pose import absolute_pose, relative_pose
 from aliked_ros.geometry.stereo import stereo_depth
 from aliked_ros.geometry.transforms import adjoint, invert, make_transform, perturbation, rotation_angle
 from aliked_ros.matching import Matches, hamming_distances, match_mutual_nearest
+from aliked_ros.matching import prepare_kernels as prepare_matching_kernels
 from aliked_ros.odometry.map import Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
 from aliked_ros.odometry.optimizer import EpipolarTerms, PoseRefinement, independent_error_fraction, refine_pose
+from aliked_ros.odometry.optimizer import prepare_kernels as prepare_refinement_kernels
 from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
                                        StereoFrameError, TrackingState)
 from aliked_ros.tracking import TrackedKeypoints, Tracker
@@ -166,6 +168,9 @@ class VisualOdometry:
         self._map_id = -1
         self._pending_reset_reason: str | None = None
         self._clear()
+        # the numba kernels of matching and refinement, compiled or loaded now instead of on the first frame
+        prepare_matching_kernels(extractor.descriptor_kind)
+        prepare_refinement_kernels()
 
     @property
     def map_id(self) -> int:

@@ -98,14 +98,17 @@ class InputSnapshot:
 class InputStage:
     def __init__(self, paired_tolerances: dict[str, float] | None = None, camera_info_wait: float = 0.1,
                  queue_size: int = 10, pairing_wait: float | None = None,
-                 camera_info_streams: tuple[str, ...] = ("image",)) -> None:
+                 camera_info_streams: tuple[str, ...] = ("image",), next_frame_wait: float = 0.0) -> None:
         """``paired_tolerances``: stream -> largest stamp difference to the image, s; ``pairing_wait``: longest an
         image waits for its paired messages, s (None: until ``queue_size`` newer images wait);
-        ``camera_info_streams``: the cameras whose camera_info each frame takes (``"image"`` first)."""
+        ``camera_info_streams``: the cameras whose camera_info each frame takes (``"image"`` first);
+        ``next_frame_wait``: fraction of the camera's frame period that ``take`` waits for an image about to
+        arrive instead of taking one that has waited (0: never; ``_wait_for_due_frame``)."""
         self._lock = threading.Condition()
         self._pairing = StampPairing({k: int(round(v * NS)) for k, v in paired_tolerances.items()}, queue_size) \
             if paired_tolerances else None
         self.camera_info_wait = camera_info_wait
+        self.next_frame_wait = next_frame_wait
         self.pairing_wait = pairing_wait
         self._slot: InputFrame | None = None
         self._handed_over: tuple[InputFrame, Any, ResetRequest | None] | None = None  # pipelined: stage 1 -> 2
@@ -184,7 +187,7 @@ class InputStage:
         stamps have matched so far (drivers publish both together, callbacks run in either order), else the
         newest. The frame counts as in flight until ``finish_processed`` / ``finish_rejected``."""
         with self._lock:
-            if not self._wait_for(lambda: self._slot is not None, timeout):
+            if not self._wait_for(lambda: self._slot is not None, timeout) or not self._wait_for_due_frame():
                 return None
             frame, self._slot = self._slot, None
             self._processing += 1
@@ -193,6 +196,23 @@ class InputStage:
             infos = {stream: self._camera_info_for(stream, frame.stamp_ns, deadline) for stream in self._camera_infos}
             camera_info = infos.pop("image", None)
             return Work(frame, camera_info, reset, {k: v for k, v in infos.items() if v is not None})
+
+    def _wait_for_due_frame(self) -> bool:
+        """With the lock held and a frame in the slot: when the camera's next image is due within
+        ``next_frame_wait`` of its frame period (the median interval between the last arrivals), wait up to that
+        long for it, so that a worker that was busy starts on an image that has just arrived rather than one that
+        waited most of a period. With a fraction f, a saturated worker's median wait drops from half a period to
+        (1/2 - f) of one, and it idles f^2/2 of a period per frame on average (f 0.4 at 30 Hz: 16.7 -> 3.3 ms,
+        2.7 ms idle); a worker that keeps up takes each image as it arrives and never waits here. False after
+        ``close``."""
+        if self.next_frame_wait <= 0 or len(self._arrivals) < 5:
+            return not self._closed
+        recent = np.fromiter(self._arrivals, float)[-9:]
+        period = float(np.median(np.diff(recent)))
+        if recent[-1] + period - time.monotonic() <= self.next_frame_wait * period:
+            waiting = self._slot
+            self._wait_for(lambda: self._slot is not waiting, self.next_frame_wait * period)
+        return not self._closed
 
     def _wait_for(self, ready, timeout: float | None) -> bool:
         """With the lock held: wait until ``ready()``; False after ``close`` or ``timeout`` s."""

@@ -17,7 +17,9 @@ Structure (each part testable on its own):
     ``pipelined:=false``: one thread does both, back to back. Pipelined (the default) is faster where extraction
     takes longer than pose estimation: aliked-t16 on this 2-core CPU since its fused kernels (10.0-10.4 against
     7.9-9.6 Hz), SIFT, and any extractor on a GPU; ORB, whose pose stage is the longer, is as fast or faster on one
-    worker, at lower latency (BENCHMARKS.md "The node at 30 Hz").
+    worker, at lower latency (BENCHMARKS.md "The node at 30 Hz"). A worker that was busy and finds only an image
+    that has waited takes the camera's next one instead when it is due within ``next_frame_wait`` of a frame
+    period (``InputStage``; a node that keeps up never waits there).
   - ``OutputSet`` (aliked_ros.ros.publishing): the publishers; TF never goes back in time or repeats a stamp.
   - diagnostics (aliked_ros.ros.diagnostics): built from one snapshot on the executor thread.
 
@@ -126,6 +128,7 @@ class VoNode(Node):
             {"depth": p("depth_sync_tolerance")} if p("use_depth") else None
         # the one place shared between threads: callbacks store, the worker takes, diagnostics read snapshots
         self.inputs = InputStage(paired, camera_info_wait=p("camera_info_wait"), pairing_wait=PAIRING_WAIT_S,
+                                 next_frame_wait=p("next_frame_wait"),
                                  camera_info_streams=("image", "right") if self.stereo else ("image",))
         self._unpaired_logged: set[str] = set()  # executor thread only (the diagnostics timer)
 
@@ -224,6 +227,10 @@ class VoNode(Node):
         declare("pipelined", True, "two worker threads: extraction of the next frame overlaps pose estimation and "
                 "publishing of the current one (faster when extraction is the longer stage: ALIKED, SIFT, a GPU); "
                 "false: one worker does both, back to back (as fast for ORB, at lower latency)")
+        declare("next_frame_wait", 0.4, "a worker that was busy and finds only an image that has waited takes the "
+                "camera's next one instead when it is due within this fraction of the frame period (lower latency "
+                "for ~f^2/2 of a period idle per frame; only when the node cannot keep up); 0: off",
+                floating=(0.0, 1.0))
         declare("torch_threads", 0, "torch CPU threads for extraction; 0 = automatic (pipelined: CPU cores - 1, "
                 "at least 1; else torch's default)", integer=(0, 256))
         declare("publish_tf", True, "broadcast odom -> base on /tf", read_only=False)

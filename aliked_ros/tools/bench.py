@@ -2,8 +2,8 @@
 kornia's ALIKED on the same input in the same run as the reference (ratio = ours / kornia).
 
 ``aliked-vo bench node SOURCE``: the node in its own process, fed by replay at ``--rate`` over loopback DDS, for
-each extractor and worker mode (``--modes pipelined,single``: ``pipelined:=true`` / ``false``), alternating, a fresh
-node per run; prints latency (frame published -> its status received, wall clock; p50, p99), throughput
+each extractor and worker mode (``--modes pipelined,single``: ``pipelined:=true`` / ``false``, each optionally with
+node parameters: ``pipelined+next_frame_wait=0``), alternating, a fresh node per run; prints latency (frame published -> its status received, wall clock; p50, p99), throughput
 (processed frames / s), how many frames the node dropped to keep up, its median extraction time, and the load
 average before and after the run (``--threads N``: the node's ``torch_threads``).
 
@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-graph", action="store_true", help="extract: ALIKED on CUDA replays one CUDA graph per frame")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--modes", default="pipelined,single",
-                        help="node: worker modes to compare, alternating (pipelined: pipelined:=true; single: false)")
+                        help="node: worker modes to compare, alternating (pipelined: pipelined:=true; single: false), "
+                             "each optionally with node parameters: pipelined+next_frame_wait=0")
     parser.add_argument("--rounds", type=int, default=1, help="node: how many times to run every extractor and mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_soak_arguments(parser)
@@ -186,13 +187,16 @@ def run_node_benchmark(args: argparse.Namespace) -> int:
     runs = []
     modes = args.modes.split(",")
     for mode in modes:
-        if mode not in ("pipelined", "single"):
-            raise SystemExit(f"aliked-vo bench node: unknown mode {mode!r} (pipelined, single)")
+        worker, *parameters = mode.split("+")
+        if worker not in ("pipelined", "single") or not all("=" in p for p in parameters):
+            raise SystemExit(f"aliked-vo bench node: unknown mode {mode!r} (pipelined or single, each optionally "
+                             "followed by +name=value node parameters)")
     for round_index in range(args.rounds):
         for extractor in args.extractors.split(","):
             for mode in modes:
                 load_before = os.getloadavg()[0]
-                report = _node_run(args, extractor, mode == "pipelined")
+                worker, *parameters = mode.split("+")
+                report = _node_run(args, extractor, worker == "pipelined", dict(p.split("=", 1) for p in parameters))
                 report.update(round=round_index, mode=mode,
                               load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)])
                 runs.append(report)
@@ -210,7 +214,7 @@ def _percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 1)
 
 
-def _node_run(args: argparse.Namespace, extractor: str, pipelined: bool) -> dict:
+def _node_run(args: argparse.Namespace, extractor: str, pipelined: bool, extra: dict[str, str]) -> dict:
     """One node process fed by one replay; latency = image published -> its status received (the status is the
     last of a frame's outputs), wall clock."""
     import random
@@ -231,7 +235,7 @@ def _node_run(args: argparse.Namespace, extractor: str, pipelined: bool) -> dict
     domain = random.randint(1, 101)
     ns = "/bench/camera"
     parameters = {"extractor": extractor, "device": args.device, "max_keypoints": args.max_keypoints,
-                  "pipelined": str(pipelined).lower()}
+                  "pipelined": str(pipelined).lower()} | extra
     if weights:
         parameters["weights"] = weights
     if args.threads:

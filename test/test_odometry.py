@@ -206,6 +206,21 @@ def test_eval_cli_json_trajectory_and_plot(shared_dir, tmp_path):
     assert len(trajectory.read_text().splitlines()) == 21 and plot.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_vo_replays_the_features_to_the_same_result_as_eval(shared_dir):
+    """`aliked-vo bench-vo` (features extracted once, replayed per solver) gives the ATE `eval` gives for the same
+    extractor and solver, and reports the tracking and bundle-adjustment times it is for."""
+    source = str(shared_dir / "data/tum_fr2_desk")
+    bench = subprocess.run([sys.executable, "-m", "aliked_ros.cli", "bench-vo", source, "--extractor", "orb",
+                            "--solvers", "lm", "--json"], capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    (row,) = json.loads(bench.stdout)
+    assert row["solver"] == "lm" and row["frames"] == 20 and row["keyframes_adjusted"] >= 1
+    assert 0 < row["tracking_ms_median"] < 1000 and 0 < row["ba_ms_median"] <= row["ba_ms_max"]
+    evaluated = run_eval(source, "--extractor", "orb")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert row["ate_rmse_m"] == pytest.approx(json.loads(evaluated.stdout)["ate_rmse_m"], rel=1e-6)
+
+
 def test_eval_scores_another_systems_trajectory(shared_dir, tmp_path):
     """ORB-SLAM2's estimate of fr2_desk (shared/) scored on our 20 frames, as our runs are: its 3.5 mm over all its
     frames is the VO issue's reference; 19 of the 20 stamps have one of its poses within 20 ms."""

@@ -22,10 +22,12 @@ from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
 
 
 class _Replayed:
-    """An extractor that hands out precomputed features in order (same name and device as the original)."""
+    """An extractor that hands out precomputed features in order (the original's name, device and descriptor
+    kind and size)."""
 
     def __init__(self, extractor, features: list) -> None:
         self.name, self.device, self._features, self._next = extractor.name, extractor.device, features, 0
+        self.descriptor_kind, self.descriptor_dim = extractor.descriptor_kind, extractor.descriptor_dim
 
     def extract(self, image):
         features = self._features[self._next]

@@ -11,6 +11,10 @@ eliminated by the Schur complement, numpy only), ``gtsam`` (Levenberg-Marquardt 
 factors, when the optional ``gtsam`` wheel is installed) and ``scipy`` (``scipy.optimize.least_squares``,
 trust-region reflective with an analytic sparse Jacobian and LSMR). README "Local bundle adjustment" has the
 measured comparison that chose ``lm``.
+
+The motion-only refinement's Gauss-Newton normal equations are summed by numba kernels
+(``_reprojection_normal_equations``, ``_epipolar_normal_equations``; ``aliked_ros.jit``), the numpy Jacobians
+of the same sums where numba is missing.
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ import scipy.sparse
 from scipy.optimize import least_squares
 
 from aliked_ros.geometry.multiview import transform_points
-from aliked_ros.jit import compiled
 from aliked_ros.geometry.transforms import exp_so3, invert, perturb_left, skew
+from aliked_ros.jit import compiled
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     from rcl_interfaces.srv import SetParameters
     from std_srvs.srv import Trigger
 
-    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:4]
     node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "qos:=reliable")
     g = graph(reliable=True)
     g.wait_for_node(node)
@@ -281,9 +281,9 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     assert setter.wait_for_service(timeout_sec=10)
 
     def set_parameter(name, value):
-        kind = ParameterType.PARAMETER_INTEGER if isinstance(value, int) else ParameterType.PARAMETER_STRING
-        parameter_value = ParameterValue(type=kind, integer_value=value) if isinstance(value, int) else \
-            ParameterValue(type=kind, string_value=value)
+        parameter_value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value) \
+            if isinstance(value, int) else ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value) \
+            if isinstance(value, float) else ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
         future = setter.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)]))
         g.spin_until(future.done, 10)
         return future.result().results[0]
@@ -293,6 +293,8 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     assert not rejected.successful and "read-only" in rejected.reason
     out_of_range = set_parameter("path_max_length", 0)
     assert not out_of_range.successful
+    assert set_parameter("next_frame_wait", 0.2).successful and not set_parameter("next_frame_wait", 1.5).successful
+    assert g.publish_and_wait(frames[3]).frame_index == 1  # frames still go through
     assert node.running
 
 

@@ -168,6 +168,11 @@ class InputStage:
             cutoff = time.monotonic() - self.pairing_wait
             self._pairing.expire(lambda item: item[2] < cutoff)
 
+    def set_next_frame_wait(self, fraction: float) -> None:
+        """Change ``next_frame_wait`` (a run-time parameter of the node); the next ``take`` uses it."""
+        with self._lock:
+            self.next_frame_wait = fraction
+
     def request_reset(self, request: ResetRequest) -> None:
         """Applied before the next frame the worker takes (a later request replaces an earlier one)."""
         with self._lock:

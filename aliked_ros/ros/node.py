@@ -79,7 +79,7 @@ from aliked_ros.ros.odometry_output import OdometryOutput
 from aliked_ros.ros.publishing import OutputSet
 from aliked_ros.srv import ResetToPose
 
-RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period", "publish_null_when_lost"}
+RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period", "publish_null_when_lost", "next_frame_wait"}
 READ_ONLY_HINT = "read-only: restart the node to change it"
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 PAIRING_WAIT_S = 1.0  # an image waits this long for its depth / right image; then it counts as unpaired
@@ -230,7 +230,7 @@ class VoNode(Node):
         declare("next_frame_wait", 0.4, "a worker that was busy and finds only an image that has waited takes the "
                 "camera's next one instead when it is due within this fraction of the frame period (lower latency "
                 "for ~f^2/2 of a period idle per frame; only when the node cannot keep up); 0: off",
-                floating=(0.0, 1.0))
+                read_only=False, floating=(0.0, 1.0))
         declare("torch_threads", 0, "torch CPU threads for extraction; 0 = automatic (pipelined: CPU cores - 1, "
                 "at least 1; else torch's default)", integer=(0, 256))
         declare("publish_tf", True, "broadcast odom -> base on /tf", read_only=False)
@@ -287,6 +287,8 @@ class VoNode(Node):
                 old, self._diagnostics_timer = self._diagnostics_timer, self.create_timer(parameter.value,
                                                                                          self._on_diagnostics_timer)
                 self.destroy_timer(old)  # cancel() alone leaves it in the executor's wait set
+            elif parameter.name == "next_frame_wait":
+                self.inputs.set_next_frame_wait(parameter.value)
         return SetParametersResult(successful=True)
 
     # --- inputs (executor thread: store only) -------------------------------------------------------------------

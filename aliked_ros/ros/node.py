@@ -12,8 +12,9 @@ Structure (each part testable on its own):
     extracts its features (``VisualOdometry.extract``: left and right image for stereo); the pose stage takes the
     newest extracted frame through the input stage's hand-over slot (one item: a superseded one would be counted
     as dropped; the extraction stage takes its next frame only when that slot is empty and the pose stage is about
-    to finish, so the frame is as fresh as it can be and no extraction is thrown away), runs ``VisualOdometry.process_extracted`` and publishes. Only the pose stage changes the VO state and
-    applies reset requests; frames reach it in the order they were taken, i.e. in stamp order.
+    to finish, so the frame is as fresh as it can be and no extraction is thrown away), runs
+    ``VisualOdometry.process_extracted`` and publishes. Only the pose stage changes the VO state and applies reset
+    requests; frames reach it in the order they were taken, i.e. in stamp order.
     ``pipelined:=false``: one thread does both, back to back. Pipelined (the default) is faster where extraction
     takes longer than pose estimation: aliked-t16 on this 2-core CPU since its fused kernels (10.0-10.4 against
     7.9-9.6 Hz), SIFT, and any extractor on a GPU; ORB, whose pose stage is the longer, is as fast or faster on one
@@ -79,7 +80,8 @@ from aliked_ros.ros.odometry_output import OdometryOutput
 from aliked_ros.ros.publishing import OutputSet
 from aliked_ros.srv import ResetToPose
 
-RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period", "publish_null_when_lost", "next_frame_wait"}
+RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period", "publish_null_when_lost",
+                      "next_frame_wait"}
 READ_ONLY_HINT = "read-only: restart the node to change it"
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 PAIRING_WAIT_S = 1.0  # an image waits this long for its depth / right image; then it counts as unpaired

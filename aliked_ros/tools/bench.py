@@ -3,9 +3,10 @@ kornia's ALIKED on the same input in the same run as the reference (ratio = ours
 
 ``aliked-vo bench node SOURCE``: the node in its own process, fed by replay at ``--rate`` over loopback DDS, for
 each extractor and worker mode (``--modes pipelined,single``: ``pipelined:=true`` / ``false``, each optionally with
-node parameters: ``pipelined+next_frame_wait=0``), alternating, a fresh node per run; prints latency (frame published -> its status received, wall clock; p50, p99), throughput
-(processed frames / s), how many frames the node dropped to keep up, its median extraction time, and the load
-average before and after the run (``--threads N``: the node's ``torch_threads``).
+node parameters: ``pipelined+next_frame_wait=0.0``), alternating, a fresh node per run; prints latency (frame
+published -> its status received, wall clock; p50, p99), throughput (processed frames / s), how many frames
+the node dropped to keep up, its median extraction time, and the load average before and after the run
+(``--threads N``: the node's ``torch_threads``).
 
 ``aliked-vo bench soak [--frames N]``: N synthetic frames into the live node; memory, threads, open files, latency
 drift, exceptions and frame accounting (``aliked_ros.tools.soak``).
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--modes", default="pipelined,single",
                         help="node: worker modes to compare, alternating (pipelined: pipelined:=true; single: false), "
-                             "each optionally with node parameters: pipelined+next_frame_wait=0")
+                             "each optionally with node parameters: pipelined+next_frame_wait=0.0")
     parser.add_argument("--rounds", type=int, default=1, help="node: how many times to run every extractor and mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_soak_arguments(parser)
@@ -185,18 +186,18 @@ def run_node_benchmark(args: argparse.Namespace) -> int:
     import os
 
     runs = []
-    modes = args.modes.split(",")
-    for mode in modes:
+    modes = {}  # mode as given -> (pipelined, extra node parameters)
+    for mode in args.modes.split(","):
         worker, *parameters = mode.split("+")
         if worker not in ("pipelined", "single") or not all("=" in p for p in parameters):
             raise SystemExit(f"aliked-vo bench node: unknown mode {mode!r} (pipelined or single, each optionally "
                              "followed by +name=value node parameters)")
+        modes[mode] = (worker == "pipelined", dict(p.split("=", 1) for p in parameters))
     for round_index in range(args.rounds):
         for extractor in args.extractors.split(","):
-            for mode in modes:
+            for mode, (pipelined, extra) in modes.items():
                 load_before = os.getloadavg()[0]
-                worker, *parameters = mode.split("+")
-                report = _node_run(args, extractor, worker == "pipelined", dict(p.split("=", 1) for p in parameters))
+                report = _node_run(args, extractor, pipelined, extra)
                 report.update(round=round_index, mode=mode,
                               load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)])
                 runs.append(report)

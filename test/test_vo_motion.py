@@ -113,6 +113,28 @@ def test_slow_motion_120hz(extractor_cache):
         np.mean(metrics.nees) / 6, np.median(metrics.nees) / 6)
 
 
+def test_slow_motion_120hz_initialises_with_orb(extractor_cache):
+    """ORB's tracks end far sooner than ALIKED's (a keypoint missed once ends its track), and slow motion needs
+    25+ frames for the parallax of initialisation: fewer than ``init_min_landmarks`` tracks of keyframe 0 were
+    left by then, keyframe 0 started over, and the map never started (path 0 m). Keyframe 0 is now matched to
+    the frame by descriptor once its tracks run short: ORB initialises (frame 26) and then tracks every frame.
+    ATE measured 3.2 % of the path from there (ORB's pose jitters more than ALIKED's on 2 mm steps)."""
+    frames, sequence = rendered(SynthConfig(frames=120, rate_hz=120.0, noise_sigma=2.0, blur_sigma=0.5, seed=1))
+    vo = VisualOdometry(extractor_cache("orb"))
+    results = [vo.process(frame) for frame in frames]
+    states = [r.state for r in results]
+    assert TrackingState.TRACKING in states, "the map never started"
+    first = states.index(TrackingState.TRACKING)
+    assert first <= 60 and all(s == TrackingState.TRACKING for s in states[first:]), (first, states[first:])
+    assert vo.resets == 0
+    posed = results[first:]
+    trajectory = Trajectory(np.array([r.stamp for r in posed]), np.array([r.T_odom_camera for r in posed]))
+    metrics = evaluate(trajectory, sequence.groundtruth, "sim3", 0.001)
+    scored_path = float(np.sum(np.linalg.norm(np.diff(sequence.groundtruth.poses[first:, :3, 3], axis=0), axis=1)))
+    assert metrics.ate_rmse_m <= 0.05 * scored_path, (metrics.ate_rmse_m, scored_path)
+    print(f"ORB 120 Hz: initialised at frame {first}, ATE {metrics.ate_rmse_m / scored_path:.2%} of the path")
+
+
 def test_stops_and_turns_on_the_spot(extractor_cache):
     config = SynthConfig(frames=240, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5, path="loop", ramp_s=0.5,
                          stops=1, rotations=1)

@@ -10,8 +10,9 @@ Per frame (``VisualOdometry.process``), top to bottom:
   4. pose the frame against the map (``_estimate``, no state change):
        - first frame of a map: it becomes keyframe 0 (RGB-D: its depth gives the first landmarks);
        - monocular, before initialisation: rotation only (translation is not observable yet); once the
-         essential matrix between keyframe 0 and the frame shows ``init_parallax_px``, the inliers are
-         triangulated, the map's unit is set to their median depth, and tracking starts;
+         essential matrix between keyframe 0 and the frame (their shared tracks; descriptor matches too when
+         few tracks survive) shows ``init_parallax_px``, the inliers are triangulated, the map's unit is set
+         to their median depth, and tracking starts;
        - tracking: the essential matrix between the last *keyframe* and the frame (the tracks give the
          correspondences, so parallax accumulates however slowly the camera moves) gives the rotation, the
          keyframe's landmarks give the translation, and a robust motion-only refinement against all tracked
@@ -368,12 +369,11 @@ class VisualOdometry:
         rotation_only = _Estimate(TrackingState.INITIALIZING, "rotation_only", T_rotated, step.inliers)
 
         keyframe = self.map.last_keyframe
-        kf_rows = keyframe.rows_of(obs.track_ids)
-        shared = np.flatnonzero(kf_rows >= 0)
+        kf_rows, shared = self._keyframe_correspondences(obs, keyframe)
         if len(shared) < cfg.init_min_landmarks:
             rotation_only.keyframe = rotation_only.restart_initialization = True  # start over from this frame
             return rotation_only
-        norm_kf, norm_cur = keyframe.normalized[kf_rows[shared]], obs.normalized[shared]
+        norm_kf, norm_cur = keyframe.normalized[kf_rows], obs.normalized[shared]
         pair = relative_pose(norm_kf, norm_cur, obs.camera.focal, cfg.ransac_threshold_px, cfg.init_min_landmarks,
                              cfg.init_parallax_px, min_inlier_fraction=cfg.min_inlier_fraction)
         if pair is None or pair.kind != "essential":
@@ -391,7 +391,7 @@ class VisualOdometry:
         scale = 1.0 / float(np.median(points_kf[valid, 2]))  # the map's unit: median depth at initialisation
         T_cur_kf = make_transform(T_cur_kf[:3, :3], T_cur_kf[:3, 3] * scale)
         points_odom = transform_points(keyframe.T_odom_cam, points_kf[valid] * scale)
-        ids = obs.track_ids[shared[inl[valid]]]
+        ids = keyframe.track_ids[kf_rows[inl[valid]]]
         T_cur_odom = T_cur_kf @ keyframe.T_cam_odom
         cur_rows = shared[inl[valid]]
         refined = refine_pose(T_cur_odom, points_odom, obs.normalized[cur_rows], obs.camera.focal,
@@ -400,8 +400,36 @@ class VisualOdometry:
         # the tracks that go on: the matches consistent with the step from the previous frame (its pose is
         # rotation-only, so an epipolar test against the new pose would end most tracks) and the new landmarks'
         verified = step.inliers | np.isin(idx_cur, cur_rows[refined.inliers])
+        # keypoints matched to keyframe 0 directly (their track had ended) take up its track again
+        again = refined.inliers & (obs.track_ids[cur_rows] != ids)
+        revived = (cur_rows[again], ids[again]) if again.any() else None
         return _Estimate(TrackingState.TRACKING, "essential", T_odom_cam, verified, refined.covariance,
-                         int(refined.inliers.sum()), keyframe=True, new_landmarks=(ids, points_odom))
+                         int(refined.inliers.sum()), keyframe=True, new_landmarks=(ids, points_odom),
+                         revived=revived)
+
+    def _keyframe_correspondences(self, obs: _Observed, keyframe: Keyframe) -> tuple[np.ndarray, np.ndarray]:
+        """(keyframe rows, frame rows) of the points both see: the keyframe's tracks this frame carries; when
+        fewer than ``init_min_landmarks`` survive, also descriptor matches (mutual nearest neighbours) between
+        the keypoints of either that these do not pair (ORB-SLAM's initialiser matches the first frame to the
+        current one). A track ends when its keypoint is missed once, and at high frame rates few tracks survive
+        the many frames that slow motion needs to show parallax: ORB and SIFT never initialised on the
+        synthetic 120 Hz sequence (aliked-t16 kept 281 tracks of keyframe 0 there; with the direct matches
+        always added its map started 3 frames sooner on weaker points, ATE 1.5 -> 3.2 mm: DEVELOPERS.md)."""
+        cfg = self.config
+        own = keyframe.rows_of(obs.track_ids)
+        cur_rows = np.flatnonzero(own >= 0)
+        kf_rows = own[cur_rows]
+        if len(cur_rows) >= cfg.init_min_landmarks:
+            return kf_rows, cur_rows
+        free_kf = ~np.isin(keyframe.track_ids, obs.track_ids)  # the keyframe's tracks that ended
+        free_cur = own < 0
+        if free_kf.sum() >= 2 and free_cur.sum() >= 2:
+            a, b = np.flatnonzero(free_kf), np.flatnonzero(free_cur)
+            direct = match_mutual_nearest(keyframe.features.descriptors[a], obs.features.descriptors[b],
+                                          min_similarity=cfg.tracker.min_similarity, ratio=cfg.tracker.ratio)
+            kf_rows = np.concatenate([kf_rows, a[direct.indices[:, 0]]])
+            cur_rows = np.concatenate([cur_rows, b[direct.indices[:, 1]]])
+        return kf_rows, cur_rows
 
     def _track(self, obs: _Observed) -> _Estimate | None:
         """Pose against the map: monocular, an essential-matrix prior from the last keyframe refined on the

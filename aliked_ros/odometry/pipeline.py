@@ -11,8 +11,8 @@ Per frame (``VisualOdometry.process``), top to bottom:
        - first frame of a map: it becomes keyframe 0 (RGB-D: its depth gives the first landmarks);
        - monocular, before initialisation: rotation only (translation is not observable yet); once the
          essential matrix between keyframe 0 and the frame (their shared tracks; descriptor matches too when
-         few tracks survive) shows ``init_parallax_px``, the inliers are triangulated, the map's unit is set
-         to their median depth, and tracking starts;
+         few tracks survive) shows ``init_parallax_px`` and no single rotation explains the correspondences,
+         the inliers are triangulated, the map's unit is set to their median depth, and tracking starts;
        - tracking: the essential matrix between the last *keyframe* and the frame (the tracks give the
          correspondences, so parallax accumulates however slowly the camera moves) gives the rotation, the
          keyframe's landmarks give the translation, and a robust motion-only refinement against all tracked
@@ -57,6 +57,7 @@ from aliked_ros.geometry.camera import CameraModel
 from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose
+from aliked_ros.geometry.pose import rotation_only as rotation_only_fit
 from aliked_ros.geometry.stereo import stereo_depth
 from aliked_ros.geometry.transforms import adjoint, invert, make_transform, perturbation, rotation_angle
 from aliked_ros.matching import Matches, hamming_distances, match_mutual_nearest
@@ -380,6 +381,14 @@ class VisualOdometry:
             return rotation_only
         T_cur_kf = pair.transform
         inl = np.flatnonzero(pair.inliers)
+        # a turn on the spot: an essential matrix fitted to the narrow band of correspondences that a wide turn
+        # leaves can put its own error into "parallax" (12.7 px; ORB-SLAM chooses between a homography and a
+        # fundamental matrix for this): no initialisation while one rotation explains the correspondences
+        # within the epipolar noise bound
+        R_only = rotation_only_fit(norm_kf[inl], norm_cur[inl])
+        if np.median(rotation_compensated_parallax(norm_kf[inl], norm_cur[inl], R_only)) * obs.camera.focal \
+                < cfg.ransac_threshold_px:
+            return rotation_only
         points_kf, valid = triangulate(norm_kf[inl], norm_cur[inl], T_cur_kf)
         angle = rotation_compensated_parallax(norm_kf[inl], norm_cur[inl], T_cur_kf[:3, :3])
         valid &= angle >= np.deg2rad(cfg.init_min_angle_deg)
@@ -413,8 +422,10 @@ class VisualOdometry:
         the keypoints of either that these do not pair (ORB-SLAM's initialiser matches the first frame to the
         current one). A track ends when its keypoint is missed once, and at high frame rates few tracks survive
         the many frames that slow motion needs to show parallax: ORB and SIFT never initialised on the
-        synthetic 120 Hz sequence (aliked-t16 kept 281 tracks of keyframe 0 there; with the direct matches
-        always added its map started 3 frames sooner on weaker points, ATE 1.5 -> 3.2 mm: DEVELOPERS.md)."""
+        synthetic 120 Hz sequence. The direct matches pass the landmark search's similarity and ratio tests
+        (without them, matches to a view the camera had turned away from started maps); tracks come first
+        (with the direct matches always added, aliked-t16's maps started sooner on weaker points:
+        DEVELOPERS.md)."""
         cfg = self.config
         own = keyframe.rows_of(obs.track_ids)
         cur_rows = np.flatnonzero(own >= 0)
@@ -425,8 +436,10 @@ class VisualOdometry:
         free_cur = own < 0
         if free_kf.sum() >= 2 and free_cur.sum() >= 2:
             a, b = np.flatnonzero(free_kf), np.flatnonzero(free_cur)
+            binary = obs.features.descriptors.dtype == np.uint8
             direct = match_mutual_nearest(keyframe.features.descriptors[a], obs.features.descriptors[b],
-                                          min_similarity=cfg.tracker.min_similarity, ratio=cfg.tracker.ratio)
+                                          min_similarity=cfg.landmark_search_min_similarity_binary if binary
+                                          else cfg.landmark_search_min_similarity, ratio=cfg.landmark_search_ratio)
             kf_rows = np.concatenate([kf_rows, a[direct.indices[:, 0]]])
             cur_rows = np.concatenate([cur_rows, b[direct.indices[:, 1]]])
         return kf_rows, cur_rows

@@ -49,7 +49,8 @@ class OdometryConfig:
     """Thresholds in pixels are converted to normalised units with the camera's focal length."""
 
     # frame tracking
-    ransac_threshold_px: float = 1.0  # epipolar error bound for essential-matrix inliers
+    ransac_threshold_px: float = 1.0  # epipolar error bound for essential-matrix inliers (and the median
+    #                                   residual within which one rotation explains an initial pair: no map)
     reprojection_threshold_px: float = 2.0  # landmark reprojection error bound (PnP, motion-only refinement)
     min_inliers: int = 15  # correspondences needed for any pose
     min_inlier_fraction: float = 0.25  # ... and this fraction of the matches an essential matrix is fitted to
@@ -60,7 +61,8 @@ class OdometryConfig:
     #                                         distance of their projection (0: off); see VisualOdometry
     landmark_search_min_similarity: float = 0.85  # ... the keypoint's descriptor this similar (float: cosine)
     landmark_search_min_similarity_binary: float = 0.80  # ... (binary: 1 - Hamming / bits; ORB-SLAM's 50 of 256)
-    landmark_search_ratio: float = 0.8  # ... and clearly closer than the other candidate (descriptor distance)
+    landmark_search_ratio: float = 0.8  # ... and clearly closer than the other candidate (descriptor distance);
+    #                                     the same two tests for keyframe 0's direct matches at initialisation
     landmark_search_min_keyframes_depth: int = 3  # with depth: only landmarks that this many keyframes observe
     epipolar_min_parallax_px: float = 5.0  # below this parallax to the keyframe, its epipolar constraints are
     #                                        noise (any direction fits): the landmarks alone pose the frame

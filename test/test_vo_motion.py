@@ -145,13 +145,13 @@ def test_a_turn_on_the_spot_before_initialisation_starts_no_map(extractor_cache)
     frames, sequence = rendered(SynthConfig(frames=90, rate_hz=30.0, speed_m_s=0.0, rotations=1, rotation_deg=45.0,
                                             rotation_s=3.0, noise_sigma=2.0, blur_sigma=0.5))
     assert np.ptp(sequence.groundtruth.poses[:, :3, 3], axis=0).max() == 0.0
+    start = sequence.groundtruth.poses[0]
     for name in ("orb", "sift"):
         vo = VisualOdometry(extractor_cache(name))
         results = [vo.process(frame) for frame in frames]
         assert {r.state for r in results} == {TrackingState.INITIALIZING} and vo.resets == 0, (
             name, [(r.frame_index, r.state.name) for r in results if r.state != TrackingState.INITIALIZING][:3])
         assert all(np.array_equal(r.T_odom_camera[:3, 3], np.zeros(3)) for r in results), name
-        start = sequence.groundtruth.poses[0]
         errors = [np.degrees(rotation_angle(r.T_odom_camera[:3, :3].T @ (invert(start) @ truth)[:3, :3]))
                   for r, truth in zip(results, sequence.groundtruth.poses)]
         assert max(errors) < 3.0, (name, max(errors))

@@ -56,8 +56,7 @@ from aliked_ros.features import Extractor, Features
 from aliked_ros.geometry.camera import CameraModel
 from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
                                            transform_points, translation_from_points, triangulate)
-from aliked_ros.geometry.pose import absolute_pose, relative_pose
-from aliked_ros.geometry.pose import rotation_only as rotation_only_fit
+from aliked_ros.geometry.pose import absolute_pose, relative_pose, rotation_only
 from aliked_ros.geometry.stereo import stereo_depth
 from aliked_ros.geometry.transforms import adjoint, invert, make_transform, perturbation, rotation_angle
 from aliked_ros.matching import Matches, hamming_distances, match_mutual_nearest
@@ -367,28 +366,28 @@ class VisualOdometry:
             return _Estimate(TrackingState.LOST, "none", None, np.zeros(len(obs.matches), bool))
         R_prev_cur = step.transform[:3, :3].T
         T_rotated = self._previous.T_odom_cam @ make_transform(R_prev_cur, np.zeros(3))
-        rotation_only = _Estimate(TrackingState.INITIALIZING, "rotation_only", T_rotated, step.inliers)
+        turned = _Estimate(TrackingState.INITIALIZING, "rotation_only", T_rotated, step.inliers)
 
         keyframe = self.map.last_keyframe
         kf_rows, shared = self._keyframe_correspondences(obs, keyframe)
         if len(shared) < cfg.init_min_landmarks:
-            rotation_only.keyframe = rotation_only.restart_initialization = True  # start over from this frame
-            return rotation_only
+            turned.keyframe = turned.restart_initialization = True  # start over from this frame
+            return turned
         norm_kf, norm_cur = keyframe.normalized[kf_rows], obs.normalized[shared]
         pair = relative_pose(norm_kf, norm_cur, obs.camera.focal, cfg.ransac_threshold_px, cfg.init_min_landmarks,
                              cfg.init_parallax_px, min_inlier_fraction=cfg.min_inlier_fraction)
         if pair is None or pair.kind != "essential":
-            return rotation_only
+            return turned
         T_cur_kf = pair.transform
         inl = np.flatnonzero(pair.inliers)
         # a turn on the spot: an essential matrix fitted to the narrow band of correspondences that a wide turn
         # leaves can put its own error into "parallax" (12.7 px; ORB-SLAM chooses between a homography and a
         # fundamental matrix for this): no initialisation while one rotation explains the correspondences
         # within the epipolar noise bound
-        R_only = rotation_only_fit(norm_kf[inl], norm_cur[inl])
+        R_only = rotation_only(norm_kf[inl], norm_cur[inl])
         if np.median(rotation_compensated_parallax(norm_kf[inl], norm_cur[inl], R_only)) * obs.camera.focal \
                 < cfg.ransac_threshold_px:
-            return rotation_only
+            return turned
         points_kf, valid = triangulate(norm_kf[inl], norm_cur[inl], T_cur_kf)
         angle = rotation_compensated_parallax(norm_kf[inl], norm_cur[inl], T_cur_kf[:3, :3])
         valid &= angle >= np.deg2rad(cfg.init_min_angle_deg)
@@ -396,7 +395,7 @@ class VisualOdometry:
         valid &= reprojection_errors(np.eye(4), np.nan_to_num(points_kf), norm_kf[inl]) < threshold
         valid &= reprojection_errors(T_cur_kf, np.nan_to_num(points_kf), norm_cur[inl]) < threshold
         if valid.sum() < cfg.init_min_landmarks:
-            return rotation_only
+            return turned
         scale = 1.0 / float(np.median(points_kf[valid, 2]))  # the map's unit: median depth at initialisation
         T_cur_kf = make_transform(T_cur_kf[:3, :3], T_cur_kf[:3, 3] * scale)
         points_odom = transform_points(keyframe.T_odom_cam, points_kf[valid] * scale)
@@ -436,10 +435,9 @@ class VisualOdometry:
         free_cur = own < 0
         if free_kf.sum() >= 2 and free_cur.sum() >= 2:
             a, b = np.flatnonzero(free_kf), np.flatnonzero(free_cur)
-            binary = obs.features.descriptors.dtype == np.uint8
-            direct = match_mutual_nearest(keyframe.features.descriptors[a], obs.features.descriptors[b],
-                                          min_similarity=cfg.landmark_search_min_similarity_binary if binary
-                                          else cfg.landmark_search_min_similarity, ratio=cfg.landmark_search_ratio)
+            direct = match_mutual_nearest(
+                keyframe.features.descriptors[a], obs.features.descriptors[b], ratio=cfg.landmark_search_ratio,
+                min_similarity=cfg.landmark_min_similarity(obs.features.descriptors.dtype == np.uint8))
             kf_rows = np.concatenate([kf_rows, a[direct.indices[:, 0]]])
             cur_rows = np.concatenate([cur_rows, b[direct.indices[:, 1]]])
         return kf_rows, cur_rows
@@ -571,7 +569,7 @@ class VisualOdometry:
         best = np.where(second > first, 1, 0)
         best_sim, other_sim = np.maximum(first, second), np.minimum(first, second)
         best_row = nearest[np.arange(len(ids)), best]
-        threshold = cfg.landmark_search_min_similarity_binary if binary else cfg.landmark_search_min_similarity
+        threshold = cfg.landmark_min_similarity(binary)
         # ratio test on descriptor distance (binary: Hamming fraction; float: sqrt(2 - 2 cos))
         dist = (lambda s: 1.0 - s) if binary else (lambda s: np.sqrt(np.clip(2.0 - 2.0 * s, 0.0, None)))
         with np.errstate(invalid="ignore"):

@@ -110,6 +110,10 @@ class OdometryConfig:
     #                               input, so that a missing right image is refused, never posed monocular
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
+    def landmark_min_similarity(self, binary: bool) -> float:
+        """The landmark search's descriptor similarity bound for binary or float descriptors."""
+        return self.landmark_search_min_similarity_binary if binary else self.landmark_search_min_similarity
+
 
 @dataclass(frozen=True)
 class Frame:

@@ -212,7 +212,7 @@ class InputStage:
         ``close``."""
         if self.next_frame_wait <= 0 or len(self._arrivals) < 5:
             return not self._closed
-        recent = np.fromiter(self._arrivals, float)[-9:]
+        recent = np.array([self._arrivals[k] for k in range(-min(9, len(self._arrivals)), 0)])
         period = float(np.median(np.diff(recent)))
         if recent[-1] + period - time.monotonic() <= self.next_frame_wait * period:
             waiting = self._slot

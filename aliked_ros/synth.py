@@ -9,6 +9,12 @@ Rendering: for every pixel, the ray through it (undistorted with the camera mode
 rendered exactly) is intersected with every face; the nearest hit wins (z-buffer) and its texture is sampled
 bilinearly (without distortion, each face's texture is warped into the image by its homography, ~20x faster). Depth is the hit's z in the camera frame, metres. Optional Gaussian noise and blur.
 
+Rolling shutter (``rolling_shutter_s`` > 0): the rows are exposed one after the other, top to bottom, over that
+long; each band of 8 rows is rendered from the camera's pose at its own time (on the continuous path), and the
+frame's stamp and ground truth are those of the centre row (``aliked_ros.geometry.rolling_shutter``'s
+convention). Depth is rendered with the same per-row poses (a registered depth image read out with the colour
+rows). 0: global shutter (every row at the stamp).
+
 Stereo (``stereo_baseline_m`` > 0): a rectified pair. The right camera is rendered the same way from the pose
 T_world_left @ T_left_right, T_left_right = translation (B, 0, 0) (B metres along the left camera's +x, same
 orientation and intrinsics, no distortion), with its own pixel noise; frames then carry the right image and the
@@ -57,6 +63,7 @@ class SynthConfig:
     rotation_s: float = 1.5
     rotation_deg: float = 25.0
     stereo_baseline_m: float = 0.0  # > 0: render a rectified right camera this far along +x (stereo frames)
+    rolling_shutter_s: float = 0.0  # > 0: rows exposed top to bottom over this long (readout time); 0: global
 
     def __post_init__(self) -> None:
         if self.path not in ("arc", "loop"):
@@ -65,6 +72,8 @@ class SynthConfig:
             raise ValueError("frames >= 1, rate > 0 and speed >= 0 are required")
         if self.stereo_baseline_m < 0:
             raise ValueError(f"stereo baseline must be >= 0 m, got {self.stereo_baseline_m}")
+        if self.rolling_shutter_s < 0 or self.rolling_shutter_s >= 1.0 / self.rate_hz:
+            raise ValueError(f"rolling shutter readout must be in [0, frame period), got {self.rolling_shutter_s} s")
         if self.stereo_baseline_m > 0 and any(self.distortion):
             raise ValueError("a stereo pair is rendered rectified: no lens distortion with a stereo baseline")
 
@@ -145,10 +154,11 @@ def motion_profile(config: SynthConfig, times: np.ndarray) -> tuple[np.ndarray, 
     return np.interp(times, fine, distance), np.interp(times, fine, yaw)
 
 
-def camera_path(config: SynthConfig) -> np.ndarray:
-    """(N,4,4) T_world_camera, looking into the scene (see the module docstring)."""
+def camera_path(config: SynthConfig, times: np.ndarray | None = None) -> np.ndarray:
+    """(N,4,4) T_world_camera, looking into the scene (see the module docstring), at the frames' times or at
+    ``times`` (s from the first frame; the path is continuous)."""
     n = config.frames
-    times = np.arange(n) / config.rate_hz
+    times = np.arange(n) / config.rate_hz if times is None else np.atleast_1d(np.asarray(times, float))
     if config.path == "arc" and not (config.ramp_s or config.stops or config.rotations):
         distance = config.speed_m_s * times * n / max(n - 1, 1)  # the original arc: s from 0 to 1 exactly
         extra_yaw = np.zeros(n)
@@ -225,39 +235,20 @@ class SyntheticSequence(Sequence):
         seen by the right camera of the stereo pair (its own noise)."""
         cfg = self.config
         T = self.groundtruth.poses[index]
+        offset = make_transform(np.eye(3), np.array([cfg.stereo_baseline_m, 0.0, 0.0]))
         if right:
-            T = T @ make_transform(np.eye(3), np.array([cfg.stereo_baseline_m, 0.0, 0.0]))
-        R, centre = T[:3, :3], T[:3, 3]
-        depth = np.full(len(self._rays), np.inf)
-        colour = np.zeros((len(self._rays), 3), np.float32)
-        R_cw, t_cw = R.T, -R.T @ centre
-        normals = np.array([np.cross(face.u, face.v) for face in self.faces])
-        offsets = np.einsum("fi,fi->f", np.array([face.origin for face in self.faces]) - centre, normals)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # n . (R ray) = (R' n) . ray: the normals turn into the camera frame, not the rays into the world
-            depths = offsets[:, None] / ((normals @ R) @ self._rays_t)  # (faces, pixels): ray parameter = camera z
-        for face, rgba, z in zip(self.faces, self._rgba, depths):
-            hit = np.isfinite(z) & (z > 0.05) & (z < depth)
-            if not hit.any():
-                continue
-            if not self.camera.is_distorted:  # texture pixel (x, y, 1) -> image pixel: a homography
-                th, tw = face.texture.shape[:2]
-                H = self.camera.K @ np.column_stack([R_cw @ face.u / (tw - 1), R_cw @ face.v / (th - 1),
-                                                     R_cw @ face.origin + t_cw])
-                warped = cv2.warpPerspective(rgba, H, (cfg.width, cfg.height), flags=cv2.INTER_LINEAR,
-                                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(-1, 4)
-                idx = np.flatnonzero(hit & (warped[:, 3] >= 128))
-                colour[idx] = warped[idx, :3]
-                depth[idx] = z[idx]
-                continue
-            points = centre + (self._rays[hit] @ R.T) * z[hit, None] - face.origin
-            a = points @ face.u / (face.u @ face.u)
-            b = points @ face.v / (face.v @ face.v)
-            inside = (a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)
-            idx = np.flatnonzero(hit)[inside]
-            th, tw = face.texture.shape[:2]
-            colour[idx] = _bilinear(face.texture, a[inside] * (tw - 1), b[inside] * (th - 1))
-            depth[idx] = z[idx]
+            T = T @ offset
+        if cfg.rolling_shutter_s > 0:
+            band = 8
+            starts = np.arange(0, cfg.height, band)
+            middle = np.minimum(starts + band / 2 - 0.5, cfg.height - 1)  # each band at its centre row's time
+            times = index / cfg.rate_hz + (middle / (cfg.height - 1) - 0.5) * cfg.rolling_shutter_s
+            poses = camera_path(cfg, times) @ (offset if right else np.eye(4))
+            colour, depth = zip(*(self._render_rows(pose, row, min(row + band, cfg.height))
+                                  for pose, row in zip(poses, starts)))
+            colour, depth = np.concatenate(colour), np.concatenate(depth)
+        else:
+            colour, depth = self._render_rows(T, 0, cfg.height)
         image = colour.reshape(cfg.height, cfg.width, 3)
         rng = np.random.default_rng([cfg.seed, index, 1] if right else cfg.seed * 100003 + index)
         if cfg.blur_sigma > 0:
@@ -267,6 +258,46 @@ class SyntheticSequence(Sequence):
         depth = depth.reshape(cfg.height, cfg.width).astype(np.float32)
         depth[~np.isfinite(depth)] = np.nan
         return np.clip(np.round(image), 0, 255).astype(np.uint8), depth
+
+    def _render_rows(self, T: np.ndarray, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(colour (P,3) float32, depth (P,) with inf where nothing is hit) of image rows [row0, row1) seen
+        from the camera pose ``T`` (T_world_camera)."""
+        cfg = self.config
+        rays = self._rays[row0 * cfg.width:row1 * cfg.width]
+        rays_t = self._rays_t[:, row0 * cfg.width:row1 * cfg.width]
+        R, centre = T[:3, :3], T[:3, 3]
+        depth = np.full(len(rays), np.inf)
+        colour = np.zeros((len(rays), 3), np.float32)
+        R_cw, t_cw = R.T, -R.T @ centre
+        normals = np.array([np.cross(face.u, face.v) for face in self.faces])
+        offsets = np.einsum("fi,fi->f", np.array([face.origin for face in self.faces]) - centre, normals)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # n . (R ray) = (R' n) . ray: the normals turn into the camera frame, not the rays into the world
+            depths = offsets[:, None] / ((normals @ R) @ rays_t)  # (faces, pixels): ray parameter = camera z
+        for face, rgba, z in zip(self.faces, self._rgba, depths):
+            hit = np.isfinite(z) & (z > 0.05) & (z < depth)
+            if not hit.any():
+                continue
+            if not self.camera.is_distorted:  # texture pixel (x, y, 1) -> image pixel: a homography
+                th, tw = face.texture.shape[:2]
+                H = self.camera.K @ np.column_stack([R_cw @ face.u / (tw - 1), R_cw @ face.v / (th - 1),
+                                                     R_cw @ face.origin + t_cw])
+                H = np.array([[1.0, 0, 0], [0, 1, -row0], [0, 0, 1]]) @ H  # rows from row0 on
+                warped = cv2.warpPerspective(rgba, H, (cfg.width, row1 - row0), flags=cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(-1, 4)
+                idx = np.flatnonzero(hit & (warped[:, 3] >= 128))
+                colour[idx] = warped[idx, :3]
+                depth[idx] = z[idx]
+                continue
+            points = centre + (rays[hit] @ R.T) * z[hit, None] - face.origin
+            a = points @ face.u / (face.u @ face.u)
+            b = points @ face.v / (face.v @ face.v)
+            inside = (a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)
+            idx = np.flatnonzero(hit)[inside]
+            th, tw = face.texture.shape[:2]
+            colour[idx] = _bilinear(face.texture, a[inside] * (tw - 1), b[inside] * (th - 1))
+            depth[idx] = z[idx]
+        return colour, depth
 
     def __iter__(self) -> Iterator[Frame]:
         for index, stamp in enumerate(self.stamps):

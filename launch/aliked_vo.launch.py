@@ -4,7 +4,8 @@ ros2 launch aliked_ros aliked_vo.launch.py camera:=/camera image:=image_raw extr
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/stereo stereo:=true    # <camera>/left/image_rect, ...
 
 Node parameters come from ``params_file`` (default: the package's config/params.yaml); the launch arguments
-extractor, device, max_keypoints, use_depth, stereo, compressed, odom_frame, base_frame and camera_frame override
+extractor, device, max_keypoints, use_depth, rolling_shutter_readout, stereo, compressed, pipelined, odom_frame,
+base_frame and camera_frame override
 it only when given (empty = the file's value). With stereo:=true the node reads the rectified pair on
 <camera>/<left_image>, <left_camera_info>, <right_image>, <right_camera_info> (image, camera_info and depth are
 then unused). The launch ends when the node exits: with code 0 after Ctrl-C, with
@@ -25,6 +26,7 @@ PARAMETER_ARGUMENTS = {
     "device": "auto|cuda|cuda:N|cpu",
     "max_keypoints": "keypoint budget per frame (16..20000)",
     "use_depth": "true: subscribe to the registered depth topic (metric pose)",
+    "rolling_shutter_readout": "RGB-D: the colour camera's row readout time, s (rolling shutter); 0 = global shutter",
     "stereo": "true: subscribe to a rectified stereo pair (left_image, left_camera_info, right_image, "
               "right_camera_info; metric pose)",
     "compressed": "true: subscribe to <image>/compressed",

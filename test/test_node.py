@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aliked_ros.datasets import open_sequence
-from aliked_ros.odometry import VisualOdometry
+from aliked_ros.odometry import OdometryConfig, VisualOdometry
 from aliked_ros.ros.frames import camera_from_base_odometry, mount_transform
 from aliked_ros.geometry.transforms import make_transform
 from aliked_ros.msg import TrackingStatus
@@ -110,17 +110,24 @@ class _Frames:
 
 
 def test_node_compressed_and_depth(shared_dir, weights_dir, ros_process, graph, extractor_cache):
+    """RGB-D from compressed images, with the Kinect's rolling shutter declared (``rolling_shutter_readout``):
+    the node's poses are the offline pipeline's with the same readout."""
     sequence = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
     frames = list(sequence)[:10]
-    node = start_node(ros_process, weights_dir, "-p", "compressed:=true", "-p", "use_depth:=true")
+    node = start_node(ros_process, weights_dir, "-p", "compressed:=true", "-p", "use_depth:=true",
+                      "-p", "rolling_shutter_readout:=0.02")
     g = graph(compressed=True)
     g.wait_for_node(node, depth=True)
     for frame in frames:
         status = g.publish_and_wait(frame, depth_encoding="32FC1")
     assert status.pose_source == "pnp" and status.state == TrackingStatus.STATE_TRACKING
     g.spin_until(lambda: len(g.odometry) >= len(frames), 10)
-    offline = run_offline(_Frames(frames, sequence), VisualOdometry(extractor_cache("aliked-t16")), progress=False)
+    offline = run_offline(_Frames(frames, sequence), VisualOdometry(
+        extractor_cache("aliked-t16"), OdometryConfig(rolling_shutter_readout_s=0.02)), progress=False)
     np.testing.assert_allclose(camera_poses(g), offline.trajectory.poses, atol=1e-6)
+    global_shutter = run_offline(_Frames(frames, sequence), VisualOdometry(extractor_cache("aliked-t16")),
+                                 progress=False)
+    assert np.abs(global_shutter.trajectory.poses - offline.trajectory.poses).max() > 1e-4  # the readout was used
     # 16UC1 millimetres works too (no equality: millimetre rounding)
     frame = frames[-1]
     status = g.publish_and_wait(type(frame)(frame.image, frame.stamp + 0.033, frame.camera, frame.depth),

@@ -308,6 +308,72 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
     return PoseRefinement(T, inliers, covariance, done, residuals)
 
 
+@dataclass(frozen=True)
+class RollingShutterRefinement:
+    T_cam_odom: np.ndarray  # the pose at the stamp (the centre row's time)
+    omega: np.ndarray  # (3,) angular velocity during the readout, rad/s, camera frame
+    velocity: np.ndarray  # (3,) linear velocity during the readout, map units/s, camera frame
+    inliers: np.ndarray  # (N,) bool
+
+
+def refine_pose_and_velocity(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.ndarray,
+                             times: np.ndarray, omega_prior: np.ndarray, omega_sigma: float,
+                             velocity_prior: np.ndarray, velocity_sigma: float, focal_px: float,
+                             threshold_px: float, iterations: int = 5) -> RollingShutterRefinement | None:
+    """Gauss-Newton on the pose at the stamp and the camera's angular and linear velocity during the readout
+    (``aliked_ros.geometry.rolling_shutter``): a landmark observed at row time t (``times``, s) projects from
+    ``exp(-omega t) (T p - velocity t)``; ``normalized`` are the observations as read (not moved to the stamp).
+    Gaussian priors (``..._prior`` +- ``..._sigma``, against 1 px of pixel noise) hold the velocities where the
+    landmarks say little of them (few landmarks, rows close together, rotation about the optical axis). Huber and
+    three rounds of outlier bounds as :func:`refine_pose`. None with fewer than 6 usable landmarks."""
+    T = T_cam_odom.copy()
+    omega, velocity = np.asarray(omega_prior, float).copy(), np.asarray(velocity_prior, float).copy()
+    huber = 0.5 * threshold_px
+    prior_information = np.diag([max(omega_sigma, 1e-9) ** -2] * 3 + [max(velocity_sigma, 1e-9) ** -2] * 3)
+    usable = _not_too_close(T, points_odom)
+    active = usable.copy()
+
+    def at_rows(T, omega, velocity, rows=slice(None)):
+        turn = exp_so3(-times[rows, None] * omega[None, :])  # (M,3,3)
+        points_cam = transform_points(T, points_odom[rows])
+        return turn, points_cam, np.einsum("nij,nj->ni", turn, points_cam - times[rows, None] * velocity[None, :])
+
+    def residuals_px(T, omega, velocity):
+        seen = at_rows(T, omega, velocity)[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            projected = np.where(seen[:, 2:3] > 1e-6, seen[:, :2] / seen[:, 2:3], np.inf)
+        return (projected - normalized) * focal_px, seen[:, 2]
+
+    for bound in (4.0, 2.0, 1.0):
+        for _ in range(iterations):
+            r, z = residuals_px(T, omega, velocity)
+            use = np.flatnonzero(active & (z > 1e-6))
+            if len(use) < 6:
+                return None
+            turn, points_cam, seen = at_rows(T, omega, velocity, use)
+            projection = _projection_jacobian(seen) * focal_px
+            eye = np.broadcast_to(np.eye(3), (len(use), 3, 3))
+            J = np.concatenate([projection @ turn @ np.concatenate([-skew(points_cam), eye], axis=2),  # pose
+                                projection @ skew(seen) * times[use, None, None],  # omega
+                                projection @ turn * -times[use, None, None]], axis=2).reshape(-1, 12)  # velocity
+            w = np.repeat(_huber_weights(np.linalg.norm(r[use], axis=1), huber), 2)
+            H = J.T @ (J * w[:, None])
+            g = J.T @ (w * r[use].reshape(-1))
+            H[6:, 6:] += prior_information
+            g[6:] += prior_information @ np.concatenate([omega - omega_prior, velocity - velocity_prior])
+            try:
+                step = -np.linalg.solve(H + 1e-9 * np.eye(12), g)
+            except np.linalg.LinAlgError:
+                return None
+            T, omega, velocity = perturb_left(T, step[:6]), omega + step[6:9], velocity + step[9:]
+            if np.linalg.norm(step) < 1e-6:
+                break
+        active = usable & (np.linalg.norm(residuals_px(T, omega, velocity)[0], axis=1) <= bound * threshold_px)
+        if active.sum() < 6:
+            return None
+    return RollingShutterRefinement(T, omega, velocity, active)
+
+
 MIN_SHARED_LANDMARKS = 20  # fewer landmarks in common: ``independent_error_fraction`` is 1
 MIN_INDEPENDENT_FRACTION = 0.05
 

@@ -19,6 +19,11 @@ Per frame (``VisualOdometry.process``), top to bottom:
          landmarks gives the pose and its covariance (PnP-RANSAC when that prior fails); then the map's
          landmarks that no track carries any more are searched for around their projections and the pose
          refined again with those found (``_search_landmarks``);
+       - rolling shutter (RGB-D, ``rolling_shutter_readout_s`` > 0): keypoints are first turned to the stamp with
+         the previous frame's angular velocity; once posed, the frame's own angular velocity is refined with its
+         pose on the landmarks (prior: the frame-to-frame rotation rate), the keypoints turned again with it and
+         the frame posed once more (``_rolling_shutter_pass``). Monocular and stereo frames are taken as global
+         shutter (a monocular map absorbs a constant error of the rate: DEVELOPERS.md);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
          else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
          once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
@@ -47,7 +52,7 @@ does not), plus how bundle adjustment moved the map under the previous frame. No
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -57,13 +62,15 @@ from aliked_ros.geometry.camera import CameraModel
 from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose, rotation_only
+from aliked_ros.geometry.rolling_shutter import points_to_stamp, row_times, to_stamp
 from aliked_ros.geometry.stereo import stereo_depth
 from aliked_ros.geometry.transforms import adjoint, invert, make_transform, perturbation, rotation_angle
 from aliked_ros.matching import Matches, hamming_distances, match_mutual_nearest
 from aliked_ros.matching import prepare_kernels as prepare_matching_kernels
 from aliked_ros.odometry.map import Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
-from aliked_ros.odometry.optimizer import EpipolarTerms, PoseRefinement, independent_error_fraction, refine_pose
+from aliked_ros.odometry.optimizer import (EpipolarTerms, PoseRefinement, independent_error_fraction, refine_pose,
+                                          refine_pose_and_velocity)
 from aliked_ros.odometry.optimizer import prepare_kernels as prepare_refinement_kernels
 from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
                                        StereoFrameError, TrackingState)
@@ -195,6 +202,8 @@ class VisualOdometry:
         self._frame_index = 0
         self._camera: tuple | None = None  # (camera, stereo) of the last frame taken
         self._lost_in_a_row = 0
+        self._readout_motion: tuple[np.ndarray, np.ndarray] | None = None  # rolling shutter: the last posed
+        #                                   frame's (angular velocity rad/s, linear velocity map units/s)
 
     # --- 1. checks ----------------------------------------------------------------------------------------------
 
@@ -259,9 +268,19 @@ class VisualOdometry:
             self.reset(f"camera changed ({_describe(self._camera[0])} -> {_describe(frame.camera)})")
         t_extract = time.perf_counter()
         normalized = frame.camera.undistort(features.keypoints)
+        row_times_s = None
+        if self.config.rolling_shutter_readout_s > 0 and frame.depth is not None:
+            row_times_s = row_times(features.keypoints[:, 1], frame.camera.height,
+                                    self.config.rolling_shutter_readout_s)
+            as_read = normalized
+            if self._readout_motion is not None:  # constant velocities until this frame's own are known
+                normalized = to_stamp(as_read, row_times_s, self._readout_motion[0])
         points_cam, depth_sigma, stereo_matches = None, self.config.depth_sigma_per_m2, 0
         if frame.depth is not None:
             points_cam = depth_points(frame.depth, features.keypoints, normalized, self.config)
+            if row_times_s is not None and self._readout_motion is not None:
+                points_cam = self._points_at_stamp(frame, features, as_read, row_times_s, *self._readout_motion)
+                normalized = self._normalized_at_stamp(normalized, points_cam)
         elif right is not None:
             points_cam, depth_sigma, stereo_matches = self._stereo_points(features, right, normalized, frame)
         # 3. tracks
@@ -274,6 +293,10 @@ class VisualOdometry:
         t_match = time.perf_counter()
         # 4. pose
         estimate = self._estimate(observed)
+        readout_motion = None
+        if row_times_s is not None and estimate.state == TrackingState.TRACKING:
+            observed, estimate, readout_motion = self._rolling_shutter_pass(frame, observed, estimate, as_read,
+                                                                            row_times_s)
         t_pose = time.perf_counter()
         # 5. commit
         frame_index, map_id = self._frame_index, self._map_id
@@ -285,6 +308,7 @@ class VisualOdometry:
         reset_reason, self._pending_reset_reason = self._pending_reset_reason, None
         tracks, map_ms = self._commit(observed, estimate, frame.stamp)
         self._camera = (frame.camera, frame.stereo)
+        self._readout_motion = readout_motion
         end = time.perf_counter()
 
         keypoint_inliers = np.zeros(len(features), bool)
@@ -313,6 +337,58 @@ class VisualOdometry:
             covariance=estimate.covariance, motion_covariance=motion_covariance, reset_reason=reset_reason,
             map_id=map_id,
             relocalized=estimate.relocalized, num_landmarks=estimate.num_landmarks, stereo_matches=stereo_matches)
+
+    def _rolling_shutter_pass(self, frame: Frame, observed: _Observed, estimate: _Estimate, as_read: np.ndarray,
+                              row_times_s: np.ndarray
+                              ) -> tuple[_Observed, _Estimate, tuple[np.ndarray, np.ndarray] | None]:
+        """A rolling-shutter RGB-D frame posed once more: its angular and linear velocity during the readout
+        refined with its pose on the landmarks (``refine_pose_and_velocity``; priors: the motion from the previous
+        posed frame to this estimate, or the previous frame's velocities), its keypoints (``as_read``: undistorted,
+        as exposed) and their depth points moved to the stamp with them, and the frame posed again. Returns the
+        observation, estimate and (angular, linear) velocity to commit; the first ones and None when the
+        refinement or the second pose fails. Reads no state it changes (as ``_estimate``)."""
+        cfg = self.config
+        omega, velocity = self._readout_motion if self._readout_motion is not None else (np.zeros(3), np.zeros(3))
+        if self._previous is not None and self._lost_in_a_row == 0 and self._last_stamp is not None \
+                and frame.stamp > self._last_stamp:
+            dt = frame.stamp - self._last_stamp
+            motion = invert(self._previous.T_odom_cam) @ estimate.T_odom_cam  # T_prev_cur
+            omega, velocity = perturbation(motion)[:3] / dt, -invert(motion)[:3, 3] / dt
+        ids = observed.track_ids.copy()
+        if estimate.revived is not None:
+            ids[estimate.revived[0]] = estimate.revived[1]
+        landmarks, has_landmark = self.map.lookup(ids)
+        if has_landmark.sum() < cfg.min_landmarks:
+            return observed, estimate, None
+        refined = refine_pose_and_velocity(
+            invert(estimate.T_odom_cam), landmarks[has_landmark], as_read[has_landmark], row_times_s[has_landmark],
+            omega, cfg.rolling_shutter_omega_sigma, velocity, cfg.rolling_shutter_velocity_sigma,
+            observed.camera.focal, cfg.reprojection_threshold_px)
+        if refined is None:
+            return observed, estimate, None
+        points_cam = self._points_at_stamp(frame, observed.features, as_read, row_times_s, refined.omega,
+                                           refined.velocity)
+        normalized = self._normalized_at_stamp(to_stamp(as_read, row_times_s, refined.omega), points_cam)
+        again = replace(observed, normalized=normalized, points_cam=points_cam)
+        second = self._estimate(again)
+        if second.state != TrackingState.TRACKING:
+            return observed, estimate, None
+        return again, second, (refined.omega, refined.velocity)
+
+    def _points_at_stamp(self, frame: Frame, features: Features, as_read: np.ndarray, row_times_s: np.ndarray,
+                         omega: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        """Depth points of the keypoints (read along the rays as exposed) in the camera frame at the stamp."""
+        return points_to_stamp(depth_points(frame.depth, features.keypoints, as_read, self.config), row_times_s,
+                               omega, velocity)
+
+    @staticmethod
+    def _normalized_at_stamp(turned: np.ndarray, points_cam: np.ndarray) -> np.ndarray:
+        """Keypoints at the stamp: where a depth point is known its projection (the camera's translation during
+        the readout included), else the ray turned by the angular velocity alone (``turned``)."""
+        normalized = turned.copy()
+        known = np.isfinite(points_cam[:, 2]) & (points_cam[:, 2] > 0)
+        normalized[known] = points_cam[known, :2] / points_cam[known, 2:3]
+        return normalized
 
     def _stereo_points(self, features: Features, right: Features, normalized: np.ndarray, frame: Frame
                        ) -> tuple[np.ndarray, float, int]:

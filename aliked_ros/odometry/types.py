@@ -100,6 +100,12 @@ class OdometryConfig:
     depth_max_m: float = 10.0
     depth_max_edge: float = 0.05  # reject depth where the 3x3 neighbourhood varies more than this fraction
     depth_sigma_per_m2: float = 0.005  # depth noise sigma = this x z^2 (structured light), for bundle adjustment
+    rolling_shutter_readout_s: float = 0.0  # RGB-D: the colour camera's rows are read out over this long (s, top
+    #                                         to bottom, stamp = centre row; 0 = global shutter); each frame's
+    #                                         velocities are estimated with its pose and its keypoints moved to
+    #                                         the stamp (aliked_ros.geometry.rolling_shutter; VisualOdometry)
+    rolling_shutter_omega_sigma: float = 0.3  # rad/s: prior on the angular velocity (the frame-to-frame one)
+    rolling_shutter_velocity_sigma: float = 0.3  # m/s: prior on the linear velocity (the frame-to-frame one)
     # stereo (rectified pairs; see aliked_ros.geometry.stereo)
     stereo_row_band_px: float = 2.0  # a left-right match lies within this many rows
     stereo_min_disparity_px: float = 1.0  # and has a disparity in [min, max] px (depth fx B / d)

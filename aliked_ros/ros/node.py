@@ -138,7 +138,11 @@ class VoNode(Node):
             max_keypoints=p("max_keypoints"), threshold=None if p("threshold") <= 0 else p("threshold"),
             nms_radius=p("nms_radius"), device=p("device"), weights=p("weights") or None))
         self.vo = VisualOdometry(extractor, OdometryConfig(background_mapping=p("background_mapping"),
-                                                           require_stereo=self.stereo))
+                                                           require_stereo=self.stereo,
+                                                           rolling_shutter_readout_s=p("rolling_shutter_readout")))
+        if p("rolling_shutter_readout") > 0 and not p("use_depth"):
+            self.get_logger().warning("rolling_shutter_readout applies to RGB-D (use_depth:=true) only: monocular and "
+                                      "stereo frames are processed as global shutter")
         self.get_logger().info(f"extractor {extractor.name} on {extractor.device}" + (", stereo" if self.stereo else ""))
         self.cameras = CameraCache()
         self.stereo_cameras = StereoCameraCache()
@@ -211,6 +215,8 @@ class VoNode(Node):
         declare("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
         declare("use_depth", False, "subscribe to a registered depth image (16UC1 mm or 32FC1 m) for metric pose")
         declare("depth_sync_tolerance", 0.02, "max stamp difference between image and depth, s", floating=(0.0, 1.0))
+        declare("rolling_shutter_readout", 0.0, "RGB-D: the colour camera's rolling shutter reads its rows out over "
+                "this long, s (top to bottom, image stamp = centre row); 0 = global shutter", floating=(0.0, 0.1))
         declare("stereo", False, "a rectified stereo pair: subscribe to left/image_rect, left/camera_info, "
                 "right/image_rect, right/camera_info (metric pose; the left camera is posed)")
         declare("stereo_sync_tolerance", 0.0, "max stamp difference between left and right images, s (0: the same "

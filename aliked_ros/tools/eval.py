@@ -116,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stereo", action=argparse.BooleanOptionalAction, default=None,
                         help="use the second camera (KITTI image_1, EuRoC cam1, a bag's right image topic): metric "
                              "stereo odometry, se3 alignment (default: when the source has one)")
+    parser.add_argument("--rolling-shutter", type=float, default=0.0, metavar="SECONDS",
+                        help="RGB-D: the colour camera's rows are read out over SECONDS (rolling shutter, stamp = "
+                             "centre row; the node's rolling_shutter_readout); 0 = global shutter")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None)
     parser.add_argument("--camera-info-topic", default=None)
@@ -169,7 +172,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         extractor = create_extractor(args.extractor, extractor_config(args))
         extractor_name, device = extractor.name, extractor.device
-        vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo))
+        if args.rolling_shutter < 0:
+            print(f"error: --rolling-shutter must be >= 0 s, got {args.rolling_shutter}", file=sys.stderr)
+            return 2
+        if args.rolling_shutter > 0 and not (sequence.has_depth and args.depth):
+            print("warning: --rolling-shutter applies to RGB-D only: monocular and stereo frames are processed as "
+                  "global shutter", file=sys.stderr)
+        vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo,
+                                                      rolling_shutter_readout_s=args.rolling_shutter))
         outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
@@ -189,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         "source": str(args.source), "extractor": extractor_name, "device": device, "scored": args.score,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
         "rejected": outcome.rejected, "stereo": sequence.has_stereo,
+        "rolling_shutter_s": None if args.score else args.rolling_shutter,
         "stereo_matches": float(np.median(outcome.stereo_matches)) if sequence.has_stereo and
         outcome.stereo_matches is not None and len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),

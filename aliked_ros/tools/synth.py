@@ -35,6 +35,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distortion", default="", help="plumb_bob k1,k2,p1,p2,k3 (rendered exactly)")
     parser.add_argument("--stereo", type=float, default=0.0, metavar="BASELINE",
                         help="also render a rectified right camera BASELINE metres to the right (stereo frames)")
+    parser.add_argument("--rolling-shutter", type=float, default=0.0, metavar="SECONDS",
+                        help="rolling shutter: rows read out top to bottom over SECONDS (stamp = the centre row's)")
 
 
 def synth_config(args: argparse.Namespace) -> SynthConfig:
@@ -44,7 +46,8 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
                        blur_sigma=args.blur, distortion=distortion, speed_m_s=args.speed, path=args.path,
                        ramp_s=args.ramp, stops=args.stops, stop_s=args.stop_seconds, rotations=args.rotations,
                        rotation_s=args.rotation_seconds, rotation_deg=args.rotation_deg,
-                       stereo_baseline_m=getattr(args, "stereo", 0.0) or 0.0)
+                       stereo_baseline_m=getattr(args, "stereo", 0.0) or 0.0,
+                       rolling_shutter_s=getattr(args, "rolling_shutter", 0.0) or 0.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -314,6 +314,8 @@ class RollingShutterRefinement:
     omega: np.ndarray  # (3,) angular velocity during the readout, rad/s, camera frame
     velocity: np.ndarray  # (3,) linear velocity during the readout, map units/s, camera frame
     inliers: np.ndarray  # (N,) bool
+    velocity_covariance: np.ndarray | None = None  # 6x6: what the velocities' uncertainty adds to the pose's
+    #                                                (refine_pose's convention), None when not observable
 
 
 def refine_pose_and_velocity(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.ndarray,
@@ -371,7 +373,14 @@ def refine_pose_and_velocity(T_cam_odom: np.ndarray, points_odom: np.ndarray, no
         active = usable & (np.linalg.norm(residuals_px(T, omega, velocity)[0], axis=1) <= bound * threshold_px)
         if active.sum() < 6:
             return None
-    return RollingShutterRefinement(T, omega, velocity, active)
+    # the pose's marginal covariance minus its covariance with the velocities known (both x the residual variance)
+    errors = np.linalg.norm(residuals_px(T, omega, velocity)[0][active], axis=1)
+    sigma2 = max(float(np.sum(errors ** 2)) / max(2 * int(active.sum()) - 12, 1), 1e-4)
+    added = None
+    if np.linalg.cond(H) < 1e12 and np.linalg.cond(H[:6, :6]) < 1e12:
+        added = (np.linalg.inv(H)[:6, :6] - np.linalg.inv(H[:6, :6])) * sigma2
+        added = 0.5 * (added + added.T)
+    return RollingShutterRefinement(T, omega, velocity, active, added)
 
 
 MIN_SHARED_LANDMARKS = 20  # fewer landmarks in common: ``independent_error_fraction`` is 1

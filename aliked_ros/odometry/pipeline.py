@@ -19,11 +19,12 @@ Per frame (``VisualOdometry.process``), top to bottom:
          landmarks gives the pose and its covariance (PnP-RANSAC when that prior fails); then the map's
          landmarks that no track carries any more are searched for around their projections and the pose
          refined again with those found (``_search_landmarks``);
-       - rolling shutter (RGB-D, ``rolling_shutter_readout_s`` > 0): keypoints are first turned to the stamp with
-         the previous frame's angular velocity; once posed, the frame's own angular velocity is refined with its
-         pose on the landmarks (prior: the frame-to-frame rotation rate), the keypoints turned again with it and
-         the frame posed once more (``_rolling_shutter_pass``). Monocular and stereo frames are taken as global
-         shutter (a monocular map absorbs a constant error of the rate: DEVELOPERS.md);
+       - rolling shutter (RGB-D, ``rolling_shutter_readout_s`` > 0): keypoints and their depth points are first
+         moved to the stamp with the previous frame's velocities; once posed, the frame's own angular and linear
+         velocity during the readout are refined with its pose on the landmarks (priors: the frame-to-frame
+         motion), the keypoints moved again with them and the frame posed once more
+         (``_rolling_shutter_pass``). Monocular and stereo frames are taken as global shutter (a monocular map
+         absorbs a constant error of the rate: DEVELOPERS.md);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
          else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
          once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
@@ -373,6 +374,8 @@ class VisualOdometry:
         second = self._estimate(again)
         if second.state != TrackingState.TRACKING:
             return observed, estimate, None
+        if second.covariance is not None and refined.velocity_covariance is not None:
+            second.covariance = second.covariance + refined.velocity_covariance  # the velocities are estimates too
         return again, second, (refined.omega, refined.velocity)
 
     def _points_at_stamp(self, frame: Frame, features: Features, as_read: np.ndarray, row_times_s: np.ndarray,

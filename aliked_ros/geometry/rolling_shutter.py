@@ -22,17 +22,20 @@ def row_times(rows: np.ndarray, height: int, readout_s: float) -> np.ndarray:
     return (np.asarray(rows, float) / max(height - 1, 1) - 0.5) * readout_s
 
 
+def _turns(times: np.ndarray, omega: np.ndarray) -> np.ndarray:
+    """exp(omega t) (N,3,3) for each time t of ``times`` (N,)."""
+    return exp_so3(times[:, None] * np.asarray(omega, float)[None, :])
+
+
 def to_stamp(normalized: np.ndarray, times: np.ndarray, omega: np.ndarray) -> np.ndarray:
     """Normalised coordinates (N,2) observed at ``times`` (N,) (s from the stamp), turned into the camera frame at
     the stamp for the angular velocity ``omega`` (3,) rad/s: the rays ``exp(omega t) b`` re-normalised (rays
     without depth: the camera's translation during the readout is not corrected)."""
     if not len(normalized) or not np.any(omega):
         return np.array(normalized, float, copy=True)
-    rays = np.column_stack([normalized, np.ones(len(normalized))])
-    turned = np.einsum("nij,nj->ni", exp_so3(times[:, None] * np.asarray(omega, float)[None, :]), rays)
+    turned = np.einsum("nij,nj->ni", _turns(times, omega), np.column_stack([normalized, np.ones(len(normalized))]))
     with np.errstate(divide="ignore", invalid="ignore"):
         return turned[:, :2] / turned[:, 2:3]
-
 
 
 def points_to_stamp(points: np.ndarray, times: np.ndarray, omega: np.ndarray, velocity: np.ndarray) -> np.ndarray:
@@ -42,5 +45,5 @@ def points_to_stamp(points: np.ndarray, times: np.ndarray, omega: np.ndarray, ve
     if not len(points):
         return points
     if np.any(omega):
-        points = np.einsum("nij,nj->ni", exp_so3(times[:, None] * np.asarray(omega, float)[None, :]), points)
+        points = np.einsum("nij,nj->ni", _turns(times, omega), points)
     return points + times[:, None] * np.asarray(velocity, float)[None, :]

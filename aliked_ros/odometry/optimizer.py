@@ -335,24 +335,25 @@ def refine_pose_and_velocity(T_cam_odom: np.ndarray, points_odom: np.ndarray, no
     usable = _not_too_close(T, points_odom)
     active = usable.copy()
 
-    def at_rows(T, omega, velocity, rows=slice(None)):
-        turn = exp_so3(-times[rows, None] * omega[None, :])  # (M,3,3)
-        points_cam = transform_points(T, points_odom[rows])
-        return turn, points_cam, np.einsum("nij,nj->ni", turn, points_cam - times[rows, None] * velocity[None, :])
-
-    def residuals_px(T, omega, velocity):
-        seen = at_rows(T, omega, velocity)[2]
+    def at_rows(T, omega, velocity):
+        """(exp(-omega t) (N,3,3), the points at the stamp T p, as seen at their row times, residuals px)."""
+        turn = exp_so3(-times[:, None] * omega[None, :])
+        points_cam = transform_points(T, points_odom)
+        seen = np.einsum("nij,nj->ni", turn, points_cam - times[:, None] * velocity[None, :])
         with np.errstate(divide="ignore", invalid="ignore"):
             projected = np.where(seen[:, 2:3] > 1e-6, seen[:, :2] / seen[:, 2:3], np.inf)
-        return (projected - normalized) * focal_px, seen[:, 2]
+        return turn, points_cam, seen, (projected - normalized) * focal_px
+
+    def residuals_px(T, omega, velocity):
+        return at_rows(T, omega, velocity)[3]
 
     for bound in (4.0, 2.0, 1.0):
         for _ in range(iterations):
-            r, z = residuals_px(T, omega, velocity)
-            use = np.flatnonzero(active & (z > 1e-6))
+            turn, points_cam, seen, r = at_rows(T, omega, velocity)
+            use = np.flatnonzero(active & (seen[:, 2] > 1e-6))
             if len(use) < 6:
                 return None
-            turn, points_cam, seen = at_rows(T, omega, velocity, use)
+            turn, points_cam, seen = turn[use], points_cam[use], seen[use]
             projection = _projection_jacobian(seen) * focal_px
             eye = np.broadcast_to(np.eye(3), (len(use), 3, 3))
             J = np.concatenate([projection @ turn @ np.concatenate([-skew(points_cam), eye], axis=2),  # pose
@@ -370,11 +371,11 @@ def refine_pose_and_velocity(T_cam_odom: np.ndarray, points_odom: np.ndarray, no
             T, omega, velocity = perturb_left(T, step[:6]), omega + step[6:9], velocity + step[9:]
             if np.linalg.norm(step) < 1e-6:
                 break
-        active = usable & (np.linalg.norm(residuals_px(T, omega, velocity)[0], axis=1) <= bound * threshold_px)
+        active = usable & (np.linalg.norm(residuals_px(T, omega, velocity), axis=1) <= bound * threshold_px)
         if active.sum() < 6:
             return None
     # the pose's marginal covariance minus its covariance with the velocities known (both x the residual variance)
-    errors = np.linalg.norm(residuals_px(T, omega, velocity)[0][active], axis=1)
+    errors = np.linalg.norm(residuals_px(T, omega, velocity)[active], axis=1)
     sigma2 = max(float(np.sum(errors ** 2)) / max(2 * int(active.sum()) - 12, 1), 1e-4)
     added = None
     if np.linalg.cond(H) < 1e12 and np.linalg.cond(H[:6, :6]) < 1e12:

@@ -269,19 +269,18 @@ class VisualOdometry:
             self.reset(f"camera changed ({_describe(self._camera[0])} -> {_describe(frame.camera)})")
         t_extract = time.perf_counter()
         normalized = frame.camera.undistort(features.keypoints)
-        row_times_s = None
-        if self.config.rolling_shutter_readout_s > 0 and frame.depth is not None:
-            row_times_s = row_times(features.keypoints[:, 1], frame.camera.height,
-                                    self.config.rolling_shutter_readout_s)
-            as_read = normalized
-            if self._readout_motion is not None:  # constant velocities until this frame's own are known
-                normalized = to_stamp(as_read, row_times_s, self._readout_motion[0])
         points_cam, depth_sigma, stereo_matches = None, self.config.depth_sigma_per_m2, 0
+        row_times_s = None
         if frame.depth is not None:
             points_cam = depth_points(frame.depth, features.keypoints, normalized, self.config)
-            if row_times_s is not None and self._readout_motion is not None:
-                points_cam = self._points_at_stamp(frame, features, as_read, row_times_s, *self._readout_motion)
-                normalized = self._normalized_at_stamp(normalized, points_cam)
+            if self.config.rolling_shutter_readout_s > 0:  # keypoints and points as exposed, row by row
+                row_times_s = row_times(features.keypoints[:, 1], frame.camera.height,
+                                        self.config.rolling_shutter_readout_s)
+                as_read, points_as_read = normalized, points_cam
+                if self._readout_motion is not None:  # constant velocities until this frame's own are known
+                    omega, velocity = self._readout_motion
+                    points_cam = points_to_stamp(points_as_read, row_times_s, omega, velocity)
+                    normalized = self._normalized_at_stamp(to_stamp(as_read, row_times_s, omega), points_cam)
         elif right is not None:
             points_cam, depth_sigma, stereo_matches = self._stereo_points(features, right, normalized, frame)
         # 3. tracks
@@ -297,7 +296,7 @@ class VisualOdometry:
         readout_motion = None
         if row_times_s is not None and estimate.state == TrackingState.TRACKING:
             observed, estimate, readout_motion = self._rolling_shutter_pass(frame, observed, estimate, as_read,
-                                                                            row_times_s)
+                                                                            points_as_read, row_times_s)
         t_pose = time.perf_counter()
         # 5. commit
         frame_index, map_id = self._frame_index, self._map_id
@@ -340,12 +339,13 @@ class VisualOdometry:
             relocalized=estimate.relocalized, num_landmarks=estimate.num_landmarks, stereo_matches=stereo_matches)
 
     def _rolling_shutter_pass(self, frame: Frame, observed: _Observed, estimate: _Estimate, as_read: np.ndarray,
-                              row_times_s: np.ndarray
+                              points_as_read: np.ndarray, row_times_s: np.ndarray
                               ) -> tuple[_Observed, _Estimate, tuple[np.ndarray, np.ndarray] | None]:
         """A rolling-shutter RGB-D frame posed once more: its angular and linear velocity during the readout
         refined with its pose on the landmarks (``refine_pose_and_velocity``; priors: the motion from the previous
         posed frame to this estimate, or the previous frame's velocities), its keypoints (``as_read``: undistorted,
-        as exposed) and their depth points moved to the stamp with them, and the frame posed again. Returns the
+        as exposed) and their depth points (``points_as_read``) moved to the stamp with them, and the frame posed
+        again. Returns the
         observation, estimate and (angular, linear) velocity to commit; the first ones and None when the
         refinement or the second pose fails. Reads no state it changes (as ``_estimate``)."""
         cfg = self.config
@@ -367,8 +367,7 @@ class VisualOdometry:
             observed.camera.focal, cfg.reprojection_threshold_px)
         if refined is None:
             return observed, estimate, None
-        points_cam = self._points_at_stamp(frame, observed.features, as_read, row_times_s, refined.omega,
-                                           refined.velocity)
+        points_cam = points_to_stamp(points_as_read, row_times_s, refined.omega, refined.velocity)
         normalized = self._normalized_at_stamp(to_stamp(as_read, row_times_s, refined.omega), points_cam)
         again = replace(observed, normalized=normalized, points_cam=points_cam)
         second = self._estimate(again)
@@ -377,12 +376,6 @@ class VisualOdometry:
         if second.covariance is not None and refined.velocity_covariance is not None:
             second.covariance = second.covariance + refined.velocity_covariance  # the velocities are estimates too
         return again, second, (refined.omega, refined.velocity)
-
-    def _points_at_stamp(self, frame: Frame, features: Features, as_read: np.ndarray, row_times_s: np.ndarray,
-                         omega: np.ndarray, velocity: np.ndarray) -> np.ndarray:
-        """Depth points of the keypoints (read along the rays as exposed) in the camera frame at the stamp."""
-        return points_to_stamp(depth_points(frame.depth, features.keypoints, as_read, self.config), row_times_s,
-                               omega, velocity)
 
     @staticmethod
     def _normalized_at_stamp(turned: np.ndarray, points_cam: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ if [ "${1:-}" != "--quick" ]; then
   done <<'SEQ'
 synth_30hz --rate 30 --frames 300
 synth_120hz --rate 120 --frames 120 --seed 1
+synth_120hz_area --rate 120 --frames 120 --seed 1 --pixel-samples 2
 synth_long --rate 30 --frames 1200 --path loop --ramp 2 --stops 2 --rotations 2
 synth_stereo --rate 30 --frames 300 --stereo 0.12
 SEQ

@@ -37,6 +37,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also render a rectified right camera BASELINE metres to the right (stereo frames)")
     parser.add_argument("--rolling-shutter", type=float, default=0.0, metavar="SECONDS",
                         help="rolling shutter: rows read out top to bottom over SECONDS (stamp = the centre row's)")
+    parser.add_argument("--pixel-samples", type=int, default=defaults.pixel_samples, metavar="N",
+                        help="each pixel the mean of N x N samples over its area, as a camera integrates the light "
+                             "(1: one sample at its centre, which aliases distant textures; 2 takes 4x as long)")
 
 
 def synth_config(args: argparse.Namespace) -> SynthConfig:
@@ -47,7 +50,8 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
                        ramp_s=args.ramp, stops=args.stops, stop_s=args.stop_seconds, rotations=args.rotations,
                        rotation_s=args.rotation_seconds, rotation_deg=args.rotation_deg,
                        stereo_baseline_m=getattr(args, "stereo", 0.0) or 0.0,
-                       rolling_shutter_s=getattr(args, "rolling_shutter", 0.0) or 0.0)
+                       rolling_shutter_s=getattr(args, "rolling_shutter", 0.0) or 0.0,
+                       pixel_samples=getattr(args, "pixel_samples", 1) or 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

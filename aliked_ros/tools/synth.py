@@ -51,7 +51,7 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
                        rotation_s=args.rotation_seconds, rotation_deg=args.rotation_deg,
                        stereo_baseline_m=getattr(args, "stereo", 0.0) or 0.0,
                        rolling_shutter_s=getattr(args, "rolling_shutter", 0.0) or 0.0,
-                       pixel_samples=getattr(args, "pixel_samples", 1) or 1)
+                       pixel_samples=getattr(args, "pixel_samples", 1))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

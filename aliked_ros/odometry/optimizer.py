@@ -431,6 +431,9 @@ class BundleProblem:
     focal_px: float
     huber_px: float
     depth_sigma_per_m2: float
+    point_priors: tuple[np.ndarray, np.ndarray] | None = None  # (positions (P,3), information (P,3,3)): a Gaussian
+    #                                 prior on each point, cost 0.5 dp' I dp (zero information: none); scipy's
+    #                                 solver robustifies these rows with the same Huber loss as the others
 
 
 @dataclass(frozen=True)
@@ -464,15 +467,26 @@ def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
             poses[problem.fixed + k] = perturb_left(problem.poses[problem.fixed + k], x[6 * k: 6 * k + 6])
         return poses, x[n_pose:].reshape(P, 3)
 
+    # priors as residual rows L' (p - p0), information = L L'
+    prior_points = np.zeros(0, int)
+    if problem.point_priors is not None:
+        p0, information = problem.point_priors
+        prior_points = np.flatnonzero(np.abs(information).reshape(P, 9).max(axis=1) > 0)
+        prior_L = np.linalg.cholesky(information[prior_points]).transpose(0, 2, 1)  # (Q,3,3) = L'
+
     def residuals(x):
         poses, points = unpack(x)
         r, pc = _reprojection(problem, poses, points)
         sigma = problem.depth_sigma_per_m2 * problem.obs_depth[depth_rows] ** 2
         rd = (pc[depth_rows, 2] - problem.obs_depth[depth_rows]) / sigma
-        return np.concatenate([r.reshape(-1), rd])
+        rows = [r.reshape(-1), rd]
+        if len(prior_points):
+            rows.append(np.einsum("qij,qj->qi", prior_L, points[prior_points] - p0[prior_points]).reshape(-1))
+        return np.concatenate(rows)
 
     pose_col = problem.obs_pose - problem.fixed  # < 0: fixed pose
     point_col = n_pose + 3 * problem.obs_point
+    point_col_of = n_pose + 3 * np.arange(P)  # each point's first column
     rows_r = np.arange(2 * M).reshape(M, 2)
 
     def jacobian(x):
@@ -505,8 +519,13 @@ def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
             data.append(dz_dxi[dm].reshape(-1))
             rows.append(np.repeat(r_idx[dm], 6))
             cols.append((6 * pose_col[depth_rows][dm][:, None] + np.arange(6)).reshape(-1))
+        if len(prior_points):
+            r_idx = 2 * M + len(depth_rows) + 3 * np.arange(len(prior_points))
+            data.append(prior_L.reshape(-1))
+            rows.append(np.repeat(r_idx[:, None] + np.arange(3), 3, axis=1).reshape(-1))
+            cols.append(np.tile(point_col_of[prior_points][:, None] + np.arange(3), (1, 3)).reshape(-1))
         return scipy.sparse.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
-                                       shape=(2 * M + len(depth_rows), n_pose + 3 * P))
+                                       shape=(2 * M + len(depth_rows) + 3 * len(prior_points), n_pose + 3 * P))
 
     x0 = np.concatenate([np.zeros(n_pose), problem.points.reshape(-1)])
     solution = least_squares(residuals, x0, jac=jacobian, loss="huber", f_scale=problem.huber_px, method="trf",
@@ -550,7 +569,12 @@ def _total_cost(problem: BundleProblem, poses: np.ndarray, points: np.ndarray) -
     has_depth = np.isfinite(problem.obs_depth)
     z = problem.obs_depth[has_depth]
     d = np.abs(pc[has_depth, 2] - z) / (problem.depth_sigma_per_m2 * z**2)
-    return float(cost + np.where(d <= 3.0, 0.5 * d**2, 3.0 * (d - 1.5)).sum())
+    cost = cost + np.where(d <= 3.0, 0.5 * d**2, 3.0 * (d - 1.5)).sum()
+    if problem.point_priors is not None:
+        p0, info = problem.point_priors
+        dp = points - p0
+        cost = cost + 0.5 * float(np.einsum("pi,pij,pj->", dp, info, dp))
+    return float(cost)
 
 
 def _summing(index: np.ndarray, count: int) -> scipy.sparse.csr_matrix:
@@ -594,6 +618,10 @@ def _solve_lm(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, 
         WJc = Jc * w[:, :, None]
         V = _summed(by_point, np.matmul(Jl.transpose(0, 2, 1), WJl))
         gl = _summed(by_point, np.matmul(WJl.transpose(0, 2, 1), r[:, :, None])[:, :, 0])
+        if problem.point_priors is not None:
+            p0, info = problem.point_priors
+            V = V + info
+            gl = gl + np.einsum("pij,pj->pi", info, points - p0)
         U = np.zeros((max(F, 0), 6, 6))
         gc = np.zeros((max(F, 0), 6))
         Wm = np.matmul(WJc.transpose(0, 2, 1), Jl)  # (M,6,3) pose-point coupling
@@ -661,6 +689,11 @@ def _solve_gtsam(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
         noise = gtsam.noiseModel.Isotropic.Sigma(1, problem.depth_sigma_per_m2 * z * z)
         graph.add(gtsam.RangeFactor3D(X(int(problem.obs_pose[m])), L(int(problem.obs_point[m])),
                                       z * float(np.linalg.norm(np.append(problem.obs_xy[m], 1.0))), noise))
+    if problem.point_priors is not None:
+        p0, information = problem.point_priors
+        for p in np.flatnonzero(np.abs(information).reshape(len(problem.points), 9).max(axis=1) > 0):
+            graph.add(gtsam.PriorFactorPoint3(L(int(p)), gtsam.Point3(*p0[p]),
+                                              gtsam.noiseModel.Gaussian.Information(information[p])))
     params = gtsam.LevenbergMarquardtParams()
     params.setMaxIterations(max_iterations)
     result = gtsam.LevenbergMarquardtOptimizer(graph, values, params).optimize()

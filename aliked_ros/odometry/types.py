@@ -87,6 +87,10 @@ class OdometryConfig:
     ba_max_iterations: int = 15
     ba_huber_px: float = 1.5
     ba_solver: str = "auto"  # "auto", "scipy" or "gtsam" (see aliked_ros.odometry.optimizer)
+    ba_single_view_prior: float = 0.0  # monocular: the landmarks only the newest keyframe observes join its bundle
+    #                                    adjustment with a Gaussian prior at their position, this fraction of their
+    #                                    depth along their ray (0: left out, the default; see LocalMapper)
+    ba_single_view_prior_across_px: float = 5.0  # ... and this many px across it
     background_mapping: bool = False  # bundle adjustment in a worker thread (the node) or inline (offline)
     # lost tracking
     max_lost_frames: int = 15  # consecutive LOST frames (relocalisation failing) before a new map

@@ -139,7 +139,8 @@ class VoNode(Node):
             nms_radius=p("nms_radius"), device=p("device"), weights=p("weights") or None))
         self.vo = VisualOdometry(extractor, OdometryConfig(background_mapping=p("background_mapping"),
                                                            require_stereo=self.stereo,
-                                                           rolling_shutter_readout_s=p("rolling_shutter_readout")))
+                                                           rolling_shutter_readout_s=p("rolling_shutter_readout"),
+                                                           ba_single_view_prior=p("ba_single_view_prior")))
         if p("rolling_shutter_readout") > 0 and not p("use_depth"):
             self.get_logger().warning("rolling_shutter_readout applies to RGB-D (use_depth:=true) only: monocular and "
                                       "stereo frames are processed as global shutter")
@@ -230,6 +231,9 @@ class VoNode(Node):
                 "camera optical frame in base_frame: x y z [qx qy qz qw]; 3 values = REP 103 optical rotation")
         declare("camera_frame", "", "camera optical frame: when set, base_frame -> camera_frame (camera_mount) is "
                 "published once on /tf_static (latched); empty = the robot description publishes it")
+        declare("ba_single_view_prior", 0.0, "monocular: landmarks only the newest keyframe observes join its bundle "
+                "adjustment with a prior of this fraction of their depth (0 = left out; 0.2 held a forward-driving "
+                "clip's scale steady)", floating=(0.0, 1.0))
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "
                 "false: inline, deterministic (the same poses as aliked-vo eval)")
         declare("pipelined", True, "two worker threads: extraction of the next frame overlaps pose estimation and "

@@ -119,6 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rolling-shutter", type=float, default=0.0, metavar="SECONDS",
                         help="RGB-D: the colour camera's rows are read out over SECONDS (rolling shutter, stamp = "
                              "centre row; the node's rolling_shutter_readout); 0 = global shutter")
+    parser.add_argument("--single-view-prior", type=float, default=0.0, metavar="FRACTION",
+                        help="monocular: landmarks only the newest keyframe observes join its bundle adjustment with "
+                             "a prior of FRACTION of their depth (the node's ba_single_view_prior); 0 = left out")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None)
     parser.add_argument("--camera-info-topic", default=None)
@@ -175,11 +178,15 @@ def run(args: argparse.Namespace) -> int:
         if args.rolling_shutter < 0:
             print(f"error: --rolling-shutter must be >= 0 s, got {args.rolling_shutter}", file=sys.stderr)
             return 2
+        if not 0 <= args.single_view_prior <= 1:
+            print(f"error: --single-view-prior must be in [0, 1], got {args.single_view_prior}", file=sys.stderr)
+            return 2
         if args.rolling_shutter > 0 and not (sequence.has_depth and args.depth):
             print("warning: --rolling-shutter applies to RGB-D only: monocular and stereo frames are processed as "
                   "global shutter", file=sys.stderr)
         vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo,
-                                                      rolling_shutter_readout_s=args.rolling_shutter))
+                                                      rolling_shutter_readout_s=args.rolling_shutter,
+                                                      ba_single_view_prior=args.single_view_prior))
         outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
@@ -200,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
         "rejected": outcome.rejected, "stereo": sequence.has_stereo,
         "rolling_shutter_s": None if args.score else args.rolling_shutter,
+        "single_view_prior": None if args.score else args.single_view_prior,
         "stereo_matches": float(np.median(outcome.stereo_matches)) if sequence.has_stereo and
         outcome.stereo_matches is not None and len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),

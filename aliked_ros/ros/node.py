@@ -141,6 +141,9 @@ class VoNode(Node):
                                                            require_stereo=self.stereo,
                                                            rolling_shutter_readout_s=p("rolling_shutter_readout"),
                                                            ba_single_view_prior=p("ba_single_view_prior")))
+        if p("ba_single_view_prior") > 0 and (p("use_depth") or self.stereo):
+            self.get_logger().warning("ba_single_view_prior applies to monocular maps only: with use_depth or stereo "
+                                      "it has no effect (metric landmarks carry their depth)")
         if p("rolling_shutter_readout") > 0 and not p("use_depth"):
             self.get_logger().warning("rolling_shutter_readout applies to RGB-D (use_depth:=true) only: monocular and "
                                       "stereo frames are processed as global shutter")

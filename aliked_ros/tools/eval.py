@@ -181,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.single_view_prior <= 1:
             print(f"error: --single-view-prior must be in [0, 1], got {args.single_view_prior}", file=sys.stderr)
             return 2
+        if args.single_view_prior > 0 and (sequence.has_stereo or (sequence.has_depth and args.depth)):
+            print("warning: --single-view-prior applies to monocular maps only: no effect on RGB-D or stereo",
+                  file=sys.stderr)
         if args.rolling_shutter > 0 and not (sequence.has_depth and args.depth):
             print("warning: --rolling-shutter applies to RGB-D only: monocular and stereo frames are processed as "
                   "global shutter", file=sys.stderr)

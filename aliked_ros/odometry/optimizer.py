@@ -453,6 +453,13 @@ def _reprojection(problem: BundleProblem, poses: np.ndarray, points: np.ndarray)
     return (pc[:, :2] / z[:, None] - problem.obs_xy) * problem.focal_px, pc
 
 
+def _prior_points(problem: BundleProblem) -> np.ndarray:
+    """Indices of the points with a prior (non-zero information)."""
+    if problem.point_priors is None:
+        return np.zeros(0, int)
+    return np.flatnonzero(np.abs(problem.point_priors[1]).reshape(len(problem.points), 9).max(axis=1) > 0)
+
+
 def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarray, np.ndarray]:
     K, P = len(problem.poses), len(problem.points)
     free = K - problem.fixed
@@ -468,10 +475,9 @@ def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
         return poses, x[n_pose:].reshape(P, 3)
 
     # priors as residual rows L' (p - p0), information = L L'
-    prior_points = np.zeros(0, int)
-    if problem.point_priors is not None:
+    prior_points = _prior_points(problem)
+    if len(prior_points):
         p0, information = problem.point_priors
-        prior_points = np.flatnonzero(np.abs(information).reshape(P, 9).max(axis=1) > 0)
         prior_L = np.linalg.cholesky(information[prior_points]).transpose(0, 2, 1)  # (Q,3,3) = L'
 
     def residuals(x):
@@ -689,11 +695,10 @@ def _solve_gtsam(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
         noise = gtsam.noiseModel.Isotropic.Sigma(1, problem.depth_sigma_per_m2 * z * z)
         graph.add(gtsam.RangeFactor3D(X(int(problem.obs_pose[m])), L(int(problem.obs_point[m])),
                                       z * float(np.linalg.norm(np.append(problem.obs_xy[m], 1.0))), noise))
-    if problem.point_priors is not None:
+    for p in _prior_points(problem):
         p0, information = problem.point_priors
-        for p in np.flatnonzero(np.abs(information).reshape(len(problem.points), 9).max(axis=1) > 0):
-            graph.add(gtsam.PriorFactorPoint3(L(int(p)), gtsam.Point3(*p0[p]),
-                                              gtsam.noiseModel.Gaussian.Information(information[p])))
+        graph.add(gtsam.PriorFactorPoint3(L(int(p)), gtsam.Point3(*p0[p]),
+                                          gtsam.noiseModel.Gaussian.Information(information[p])))
     params = gtsam.LevenbergMarquardtParams()
     params.setMaxIterations(max_iterations)
     result = gtsam.LevenbergMarquardtOptimizer(graph, values, params).optimize()

@@ -281,12 +281,11 @@ def test_bundle_adjustment_point_priors(scene, solver):
         obs_point=np.concatenate([problem.obs_point, len(points) + np.arange(30)]),
         obs_xy=np.vstack([problem.obs_xy, observed]), obs_depth=np.concatenate([problem.obs_depth, np.full(30, np.nan)]),
         point_priors=(all_points.copy(), information))
-    result = bundle_adjust(with_priors, solver, 20)
+    result = bundle_adjust(with_priors, solver, 300 if solver == "scipy" else 20)  # scipy: slow (README)
     assert result.cost_after < result.cost_before
     moved = np.linalg.norm(result.points[len(points):] - placed, axis=1)
     assert np.all(moved < 3 * 0.2 * depth)  # within the prior's reach along the ray
-    if solver != "scipy":  # measured: scipy's trust region converges slowly (README); it must still descend
-        assert np.linalg.norm(invert(result.poses[newest])[:3, 3] - T_odom_new[:3, 3]) < 0.01
+    assert np.linalg.norm(invert(result.poses[newest])[:3, 3] - T_odom_new[:3, 3]) < 0.01
     # the prior's cost is counted: at the true poses, a point moved along its ray by one sigma from its prior
     # (its projection unchanged) costs exactly 0.5 more
     shifted = all_points.copy()
@@ -301,12 +300,11 @@ def test_bundle_adjustment_recovers_poses_and_points(scene, solver, metric):
     if solver == "gtsam":
         assert gtsam_available(), "the test extra installs gtsam (pip install '.[test]')"
     problem, poses, points = _bundle(scene, metric)
-    result = bundle_adjust(problem, solver, 20)
+    # scipy's trust region with LSMR converges slowly (README: ~15 % lower cost in 20 evaluations where lm and
+    # gtsam reach the minimum); given 300 it gets there too
+    result = bundle_adjust(problem, solver, 300 if solver == "scipy" else 20)
     assert result.solver == solver
     assert np.array_equal(result.poses[:problem.fixed], problem.poses[:problem.fixed])  # the gauge stays put
-    if solver == "scipy":  # measured: trust-region + LSMR converges slowly (README); it must still descend
-        assert result.cost_after < result.cost_before
-        return
     assert result.cost_after < 0.2 * result.cost_before
     for k in (2, 3):
         assert np.linalg.norm(invert(result.poses[k])[:3, 3] - invert(poses[k])[:3, 3]) < 0.01

@@ -534,8 +534,10 @@ def _solve_scipy(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
                                        shape=(2 * M + len(depth_rows) + 3 * len(prior_points), n_pose + 3 * P))
 
     x0 = np.concatenate([np.zeros(n_pose), problem.points.reshape(-1)])
+    # ftol 1e-12: max_iterations bounds the work. With 1e-6 a metric problem stopped after ~20 evaluations at 88 %
+    # of its initial cost, its poses not moved (LSMR's small steps each lower the cost by less than that)
     solution = least_squares(residuals, x0, jac=jacobian, loss="huber", f_scale=problem.huber_px, method="trf",
-                             x_scale="jac", tr_solver="lsmr", max_nfev=max_iterations, xtol=1e-10, ftol=1e-6)
+                             x_scale="jac", tr_solver="lsmr", max_nfev=max_iterations, xtol=1e-10, ftol=1e-12)
     return unpack(solution.x)
 
 

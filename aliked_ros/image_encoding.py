@@ -27,7 +27,15 @@ class SizeMismatchError(CalibrationError):
 
 _COLOUR = {"rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8), "bgra8": (4, np.uint8),
            "mono8": (1, np.uint8), "8uc1": (1, np.uint8), "mono16": (1, np.uint16), "16uc1": (1, np.uint16),
-           "8uc3": (3, np.uint8)}
+           "8uc3": (3, np.uint8), "bayer_rggb8": (1, np.uint8), "bayer_bggr8": (1, np.uint8),
+           "bayer_gbrg8": (1, np.uint8), "bayer_grbg8": (1, np.uint8), "yuv422": (2, np.uint8),
+           "yuv422_yuy2": (2, np.uint8)}
+# to RGB: ROS names a Bayer pattern by its top-left 2x2 block, OpenCV by the block one pixel down and right
+# (cv_bridge's table); ROS "yuv422" is UYVY, "yuv422_yuy2" YUYV
+_TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "8uc3": cv2.COLOR_BGR2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
+           "bayer_rggb8": cv2.COLOR_BayerBG2RGB, "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+           "bayer_gbrg8": cv2.COLOR_BayerGR2RGB, "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+           "yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
 _DEPTH = {"16uc1": np.uint16, "mono16": np.uint16, "32fc1": np.float32}
 MAX_PIXELS = 64 * 1024 * 1024  # 64 Mpx: refused before decoding (an 8K camera has 33 Mpx)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,6 +61,13 @@ def _view(encoding: str, height: int, width: int, step: int, data, channels: int
     return pixels.astype(pixels.dtype.newbyteorder("="), copy=False)
 
 
+def to_8_bit(pixels: np.ndarray) -> np.ndarray:
+    """16-bit intensities to 8 bits: the top 8 of the bits in use (a 10- or 12-bit sensor's mono16 fills the low
+    bits: >> 8 alone made it nearly black). Full-range data (values >= 32768) is shifted by 8 as before."""
+    shift = max(int(pixels.max(initial=0)).bit_length() - 8, 0)
+    return (pixels >> shift).astype(np.uint8)
+
+
 def decode_image(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False) -> np.ndarray:
     """An 8-bit RGB (H,W,3) or gray (H,W) image from raw Image fields."""
     key = encoding.lower()
@@ -61,13 +76,11 @@ def decode_image(encoding: str, height: int, width: int, step: int, data, big_en
     channels, dtype = _COLOUR[key]
     pixels = _view(encoding, height, width, step, data, channels, dtype, big_endian)
     if dtype == np.uint16:
-        return (pixels >> 8).astype(np.uint8)
-    if key in ("bgr8", "8uc3"):
-        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        return to_8_bit(pixels)
+    if key in _TO_RGB:
+        return cv2.cvtColor(pixels, _TO_RGB[key])
     if key == "rgba8":
         return np.ascontiguousarray(pixels[:, :, :3])
-    if key == "bgra8":
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
     return pixels
 
 
@@ -126,7 +139,7 @@ def decode_compressed(format_: str, data, expected_size: tuple[int, int] | None 
     if image is None or image.ndim not in (2, 3) or image.shape[1::-1] != size:
         raise EncodingError(f"cannot decode compressed image (format {format_!r}, {len(data)} bytes)")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = to_8_bit(image)
     if image.ndim == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     return image

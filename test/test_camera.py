@@ -63,3 +63,51 @@ def test_equidistant_with_zero_coefficients_is_still_a_fisheye():
     fisheye = CameraModel.from_camera_info({"width": 640, "height": 480, "k": [300, 0, 320, 0, 300, 240, 0, 0, 1],
                                             "d": [0, 0, 0, 0], "distortion_model": "equidistant"})
     assert fisheye.is_distorted and np.allclose(fisheye.undistort(pixel), [[1.0, 0.0]], atol=1e-6)
+
+
+def test_binning_and_region_of_interest_describe_the_published_image(shared_dir):
+    """REP 104: K and D are given on the full-resolution sensor; a driver that bins and crops publishes smaller
+    images. A pixel of the binned, cropped image has the same ray as the full-resolution pixel it covers, with
+    fr1's real distortion (image_geometry's convention: u_full = 2 u + x_offset)."""
+    full = CameraModel.from_yaml(shared_dir / "data/tum_fr1_rpy_rgbd/camera_info.yaml")
+    assert full.is_distorted
+    info = {"width": 640, "height": 480, "k": full.K.reshape(-1).tolist(), "d": list(full.distortion),
+            "distortion_model": full.distortion_model, "binning_x": 2, "binning_y": 2,
+            "roi": {"x_offset": 100, "y_offset": 60, "width": 400, "height": 300}}
+    binned = CameraModel.from_camera_info(info)
+    assert (binned.width, binned.height) == (200, 150)
+    pixels = np.random.default_rng(0).uniform([0, 0], [200, 150], (50, 2))
+    np.testing.assert_allclose(binned.undistort(pixels), full.undistort(2 * pixels + [100, 60]), atol=1e-9)
+    unbinned = CameraModel.from_camera_info({**info, "binning_x": 0, "binning_y": 0,
+                                             "roi": {"x_offset": 0, "y_offset": 0, "width": 0, "height": 0}})
+    assert unbinned == full  # 0 = no binning, an all-zero ROI = the whole sensor
+
+
+def test_rectified_images_take_the_projection_matrix():
+    """image_rect: its intrinsics are P's and it has no distortion (K and D describe the raw image); a message
+    without P cannot describe a rectified image."""
+    info = {"width": 640, "height": 480, "k": [520.0, 0, 320.0, 0, 521.0, 240.0, 0, 0, 1],
+            "d": [0.2, -0.5, 0.001, 0.002, 0.4], "distortion_model": "plumb_bob",
+            "p": [500.0, 0, 318.0, 0, 0, 500.0, 242.0, 0, 0, 0, 1, 0]}
+    raw, rectified = CameraModel.from_camera_info(info), CameraModel.from_camera_info(info, rectified=True)
+    assert raw.is_distorted and (raw.fx, raw.cx) == (520.0, 320.0)
+    assert not rectified.is_distorted and (rectified.fx, rectified.fy, rectified.cx, rectified.cy) == (500, 500, 318, 242)
+    with pytest.raises(CalibrationError, match="p must have 12 elements"):
+        CameraModel.from_camera_info({**info, "p": []}, rectified=True)
+
+
+def test_camera_info_messages_with_binning_roi_and_rectification():
+    """The node's path: sensor_msgs/CameraInfo messages (fields as attributes, roi a RegionOfInterest) through
+    its CameraCache, raw and rectified."""
+    from sensor_msgs.msg import CameraInfo
+
+    from aliked_ros.ros.decoding import CameraCache
+
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob", d=[0.1, -0.2, 0.0, 0.0, 0.0],
+                      k=[520.0, 0, 320.0, 0, 521.0, 240.0, 0, 0, 1], p=[500.0, 0, 318.0, 0, 0, 500.0, 242.0, 0, 0, 0, 1, 0],
+                      binning_x=2, binning_y=2)
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 40, 20, 600, 400
+    raw = CameraCache().model(info)
+    assert (raw.width, raw.height, raw.fx, raw.cx, raw.cy) == (300, 200, 260.0, 140.0, 110.0) and raw.is_distorted
+    rectified = CameraCache(rectified=True).model(info)
+    assert (rectified.fx, rectified.cx, rectified.cy) == (250.0, 139.0, 111.0) and not rectified.is_distorted

@@ -31,6 +31,47 @@ def test_decode_every_encoding_with_row_padding(encoding, pixels, expected):
     np.testing.assert_array_equal(decode_image(encoding, 6, 5, step, data), expected)
 
 
+@pytest.mark.parametrize("encoding, pattern", [("bayer_rggb8", "RGGB"), ("bayer_bggr8", "BGGR"),
+                                               ("bayer_gbrg8", "GBRG"), ("bayer_grbg8", "GRBG")])
+def test_bayer_mosaics_are_demosaiced_in_their_own_pattern(encoding, pattern):
+    """A raw camera (Spinnaker, Arena): a flat colour mosaicked by the pattern the encoding names (its top-left
+    2x2 block) comes back as that colour, with row padding."""
+    colour = np.array([200, 120, 40], np.uint8)  # R, G, B
+    channel = {"R": 0, "G": 1, "B": 2}
+    mosaic = np.zeros((8, 10), np.uint8)
+    for k, letter in enumerate(pattern):
+        mosaic[k // 2::2, k % 2::2] = colour[channel[letter]]
+    data, step = padded(mosaic)
+    decoded = decode_image(encoding, 8, 10, step, data)
+    assert decoded.shape == (8, 10, 3)
+    np.testing.assert_array_equal(decoded[2:-2, 2:-2], np.broadcast_to(colour, (4, 6, 3)))
+
+
+@pytest.mark.parametrize("encoding, order", [("yuv422", "UYVY"), ("yuv422_yuy2", "YUYV")])
+def test_yuv422_is_decoded_in_its_byte_order(encoding, order):
+    """usb_cam's yuv422 (UYVY) and yuv422_yuy2 (YUYV): 2 bytes per pixel, chroma shared by pixel pairs. Without
+    chroma (U = V = 128) every pixel is grey at its own luma (BT.601 video range: Y 16..235 -> 0..255); read in
+    the other byte order, the lumas would become chroma and the 128s the lumas."""
+    luma = np.random.default_rng(1).integers(16, 236, (6, 8)).astype(np.uint8)
+    chroma = np.full((6, 8), 128, np.uint8)
+    packed = np.dstack([chroma, luma] if order == "UYVY" else [luma, chroma])
+    data, step = padded(packed)
+    decoded = decode_image(encoding, 6, 8, step, data).astype(int)
+    assert decoded.shape == (6, 8, 3)
+    expected = (luma.astype(float) - 16) * 255 / 219
+    assert np.abs(decoded - expected[..., None]).max() <= 1.0
+
+
+def test_mono16_from_a_12_bit_sensor_keeps_its_contrast():
+    """A 12-bit camera publishes mono16 with values 0..4095: its top 8 bits, not a nearly black image."""
+    twelve_bit = RGB[:, :, 0].astype(np.uint16) * 16 + 5  # 0..4085
+    twelve_bit[0, 0] = 4095
+    data, step = padded(twelve_bit)
+    decoded = decode_image("mono16", 6, 5, step, data)
+    np.testing.assert_array_equal(decoded[1:], RGB[1:, :, 0])
+    assert decoded[0, 0] == 255
+
+
 def test_big_endian_mono16_and_depth():
     mono = RGB[:, :, 0].astype(np.uint16) * 256
     np.testing.assert_array_equal(decode_image("mono16", 6, 5, 10, mono.astype(">u2").tobytes(), True), RGB[:, :, 0])
@@ -43,7 +84,7 @@ def test_big_endian_mono16_and_depth():
 
 
 @pytest.mark.parametrize("args,message", [
-    (("yuv422", 6, 5, 10, bytes(60)), "unsupported image encoding"),
+    (("yuv420", 6, 5, 10, bytes(60)), "unsupported image encoding"),
     (("rgb8", 6, 5, 10, bytes(90)), "step 10 is smaller"),
     (("rgb8", 6, 5, 15, bytes(40)), "40 bytes of data"),
     (("rgb8", 0, 5, 15, b""), "empty image"),

@@ -65,11 +65,17 @@ class CameraModel:
         return 0.5 * (self.fx + self.fy)
 
     @classmethod
-    def from_camera_info(cls, info) -> "CameraModel":
-        """From a sensor_msgs/CameraInfo message or a mapping with its fields (width, height, k, d, distortion_model)."""
-        def get(key: str, default=None):
+    def from_camera_info(cls, info, rectified: bool = False) -> "CameraModel":
+        """From a sensor_msgs/CameraInfo message or a mapping with its fields (width, height, k, d, distortion_model;
+        p, binning_x, binning_y, roi where present): the model of the image as published.
+
+        ``rectified``: the image is the rectified one (image_proc's ``image_rect``): the intrinsics are P's, without
+        distortion (K and D describe the raw image). Binning and a region of interest (REP 104: both given on the
+        full-resolution sensor, the ROI applied first) are applied as image_geometry does: fx / binning,
+        (cx - roi.x_offset) / binning, the image roi.width / binning wide (all-zero ROI: the whole sensor)."""
+        def get(key: str, default=None, source=info):
             for name in (key, key.upper()):  # ROS 2 (k, d) and ROS 1 (K, D) field names
-                value = info.get(name) if isinstance(info, Mapping) else getattr(info, name, None)
+                value = source.get(name) if isinstance(source, Mapping) else getattr(source, name, None)
                 if value is not None:
                     return value
             return default
@@ -84,8 +90,24 @@ class CameraModel:
         d = [float(x) for x in np.asarray(get("d", []), dtype=float).reshape(-1)]
         if model != "equidistant" and d and not any(d):
             d = []
-        return cls(int(get("width", 0)), int(get("height", 0)), float(k[0]), float(k[4]), float(k[2]), float(k[5]), model,
-                   tuple(d))
+        fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
+        if rectified:
+            try:
+                p = np.asarray(get("p", []), dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                raise CalibrationError("camera_info p is not numeric") from None
+            if p.size != 12:
+                raise CalibrationError(f"camera_info p must have 12 elements for a rectified image, got {p.size}")
+            fx, fy, cx, cy, model, d = float(p[0]), float(p[5]), float(p[2]), float(p[6]), "plumb_bob", []
+        width, height = int(get("width", 0)), int(get("height", 0))
+        roi = get("roi")
+        if roi is not None and int(get("width", 0, roi) or 0) > 0 and int(get("height", 0, roi) or 0) > 0:
+            x0, y0 = int(get("x_offset", 0, roi) or 0), int(get("y_offset", 0, roi) or 0)
+            width, height, cx, cy = int(get("width", 0, roi)), int(get("height", 0, roi)), cx - x0, cy - y0
+        bx, by = max(int(get("binning_x", 0) or 0), 1), max(int(get("binning_y", 0) or 0), 1)
+        fx, cx, width = fx / bx, cx / bx, width // bx
+        fy, cy, height = fy / by, cy / by, height // by
+        return cls(width, height, fx, fy, cx, cy, model, tuple(d))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "CameraModel":

@@ -65,7 +65,8 @@ def is_compressed(message: Any) -> bool:
 class CameraCache:
     """The CameraModel of the camera_info message last used (rebuilt only when another message comes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rectified: bool = False) -> None:
+        self.rectified = rectified  # the images are rectified: intrinsics from P, no distortion
         self._message: Any = None
         self._model: CameraModel | None = None
         self._error: CameraInfoError | None = None
@@ -76,7 +77,7 @@ class CameraCache:
         if message is not self._message:
             self._message = message
             try:
-                self._model, self._error = CameraModel.from_camera_info(message), None
+                self._model, self._error = CameraModel.from_camera_info(message, self.rectified), None
             except CalibrationError as error:
                 self._model, self._error = None, CameraInfoError(str(error))
             except (TypeError, ValueError, OverflowError) as error:

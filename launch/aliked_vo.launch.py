@@ -12,6 +12,9 @@ then unused). The launch ends when the node exits: with code 0 after Ctrl-C, wit
 code 1 when the node failed (e.g. a parameter it refuses at start: its one-line reason is printed above).
 """
 import os
+import signal
+
+import yaml
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -35,6 +38,34 @@ PARAMETER_ARGUMENTS = {
     "base_frame": "robot base frame (TF child)",
     "camera_frame": "camera optical frame: set it to publish base_frame -> camera_frame (camera_mount) on /tf_static",
 }
+
+
+def _odom_frame(context) -> str:
+    """rviz's fixed frame: the odom_frame launch argument, else the params file's, else odom."""
+    given = context.launch_configurations.get("odom_frame", "")
+    if given:
+        return given
+    try:
+        with open(LaunchConfiguration("params_file").perform(context)) as file:
+            for section in (yaml.safe_load(file) or {}).values():
+                value = ((section or {}).get("ros__parameters") or {}).get("odom_frame")
+                if value:
+                    return str(value)
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass  # the node reports an unreadable params file
+    return "odom"
+
+
+def _rviz(context):
+    share = get_package_share_directory("aliked_ros")
+    return [Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", os.path.join(share, "config", "aliked_vo.rviz"), "-f", _odom_frame(context)],
+        parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )]
 
 
 def _node(context):
@@ -65,7 +96,7 @@ def _node(context):
 
 def _on_node_exit(event, context):
     """The launch ends with the node; a node that refused to start (or failed) makes `ros2 launch` exit non-zero."""
-    if event.returncode != 0:
+    if event.returncode not in (0, -signal.SIGINT, -signal.SIGTERM):  # stopped by a signal (Ctrl-C): no failure
         raise RuntimeError(f"aliked_vo exited with code {event.returncode} (its error is printed above)")
     return [Shutdown(reason="aliked_vo exited")]
 
@@ -90,12 +121,4 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with the package's view"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (empty: from params_file)")
          for name, text in PARAMETER_ARGUMENTS.items()]
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", os.path.join(share, "config", "aliked_vo.rviz")],
-        parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-    )
-    return LaunchDescription(arguments + [OpaqueFunction(function=_node), rviz])
+    return LaunchDescription(arguments + [OpaqueFunction(function=_node), OpaqueFunction(function=_rviz)])

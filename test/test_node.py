@@ -15,7 +15,7 @@ from aliked_ros.geometry.transforms import make_transform
 from aliked_ros.msg import TrackingStatus
 from aliked_ros.tools.eval import run_offline
 from scipy.spatial.transform import Rotation
-from vo_graph import VoGraph, node_command
+from vo_graph import VoGraph, node_command, stamp_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,9 @@ def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_proces
         g.pub_depth.publish(depth if depth is not None else image_msg(frames[1].depth.astype(np.float32), header, "32FC1"))
         image_message.header = header
         g.pub_image.publish(image_message)
-        g.spin_until(lambda: False, 0.5)
+        received = 1 + len(sent)  # frames[0] and these: each decided before the next is sent (none superseded)
+        assert g.spin_until(lambda: (d := g.latest_diagnostics()) and int(d.get("frames_received", 0)) == received
+                            and sum(frame_counts(d)) == received, 20), g.latest_diagnostics()
 
     wrong_encoding = image_msg(frames[1].image, Header(), "rgb8")
     wrong_encoding.encoding = "yuv422_weird"
@@ -198,9 +200,11 @@ def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_proces
     assert back.state == TrackingStatus.STATE_INITIALIZING and back.frame_index == 0
     g.spin_until(lambda: int(g.latest_diagnostics().get("resets", 0)) >= 1, 5)
     diagnostics = g.latest_diagnostics()
-    for kind in ("rejected_bad_encoding", "rejected_size_mismatch", "rejected_bad_camera_info", "warning_depth_all_invalid"):
-        assert int(diagnostics.get(kind, 0)) >= 1, (kind, diagnostics)
-    assert int(diagnostics["rejected_bad_encoding"]) >= 2  # unknown encoding and short step
+    # reliable QoS, one frame at a time: the counts are exact (unknown encoding and short step are bad encodings)
+    expected = {"rejected_bad_encoding": 2, "rejected_size_mismatch": 1, "rejected_bad_camera_info": 1,
+                "rejected_duplicate_stamp": 1, "warning_depth_all_invalid": 1}
+    assert {kind: int(diagnostics.get(kind, 0)) for kind in expected} == expected, diagnostics
+    assert frame_counts(diagnostics) == (len(g.status), 0, 5), diagnostics
     from diagnostic_msgs.msg import DiagnosticStatus
 
     assert diagnostics["_level"] == DiagnosticStatus.WARN and "bad inputs" in diagnostics["_message"]
@@ -256,7 +260,10 @@ def test_slow_processing_drops_old_frames(shared_dir, weights_dir, ros_process, 
     # a frame is counted when processed, then published: the last status may still be on its way
     assert g.spin_until(lambda: len(g.status) == processed, 10), (len(g.status), processed)
     assert g.status[-1].frames_dropped == dropped
-    assert g.status[-1].header.stamp == g.keypoints[-1].header.stamp  # the newest frame was processed last
+    # the newest frame is never dropped: it was processed, last, and the statuses came in time order
+    assert g.status[-1].header.stamp == g.keypoints[-1].header.stamp == stamp_of(frames[-1].stamp)
+    stamps = [s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for s in g.status]
+    assert stamps == sorted(stamps)
 
 
 def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_process, graph, ros_context):
@@ -264,16 +271,30 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     from rcl_interfaces.srv import SetParameters
     from std_srvs.srv import Trigger
 
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
     frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:4]
-    node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "qos:=reliable")
+    # float parameters given as whole numbers (ROS types them INTEGER / INTEGER_ARRAY) are taken as floats
+    node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "qos:=reliable",
+                      "-p", "next_frame_wait:=0", "-p", "camera_mount:=[0, 0, 1]")
     g = graph(reliable=True)
     g.wait_for_node(node)
+    getter = g.node.create_client(GetParameters, "/aliked_vo/get_parameters")
+    assert getter.wait_for_service(timeout_sec=10)
+    future = getter.call_async(GetParameters.Request(names=["next_frame_wait", "camera_mount"]))
+    assert g.spin_until(future.done, 10)
+    wait, mount = future.result().values
+    assert (wait.type, wait.double_value) == (ParameterType.PARAMETER_DOUBLE, 0.0)
+    assert (mount.type, list(mount.double_array_value)) == (ParameterType.PARAMETER_DOUBLE_ARRAY, [0.0, 0.0, 1.0])
     g.publish_and_wait(frames[0])
     from sensor_msgs.msg import Image
 
-    debug_images = []  # drawn only while subscribed: subscribe now, then one frame
-    g.node.create_subscription(Image, "/aliked_vo/debug_image", debug_images.append, 5)
-    g.spin_until(lambda: False, 1.0)
+    debug_images, matched = [], []  # drawn only while the node sees a subscriber: subscribe, wait for the match
+    g.node.create_subscription(Image, "/aliked_vo/debug_image", debug_images.append, 5, event_callbacks=
+                               SubscriptionEventCallbacks(matched=lambda info: matched.append(info.current_count)))
+    assert g.spin_until(lambda: matched and matched[-1] > 0, 10)
+    g.spin_until(lambda: False, 0.5)  # the node's side of the match
     assert g.publish_and_wait(frames[1]).frame_index == 1
     assert g.spin_until(lambda: debug_images, 5)
     assert (debug_images[0].encoding, debug_images[0].width, debug_images[0].height) == ("rgb8", 640, 480)
@@ -303,6 +324,21 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     assert set_parameter("next_frame_wait", 0.2).successful and not set_parameter("next_frame_wait", 1.5).successful
     assert g.publish_and_wait(frames[3]).frame_index == 1  # frames still go through
     assert node.running
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("camera_mount:=[0.1, 0, 0.3]", "camera_mount"),  # rcl cannot parse a list mixing integers and floats
+    ("odom_frame:=base_link", "name the same frame"),
+    ("base_frame:=/base_link", "no leading '/'"),
+    ("ba_solver:=ceres", "ba_solver = 'ceres' is invalid: it takes one of lm, gtsam, scipy"),
+], ids=["mixed_list", "same_frames", "leading_slash", "unknown_solver"])
+def test_bad_arguments_stop_the_node_with_one_line(argument, message, ros_process):
+    """Refused at start, before the model loads: one line naming the problem, exit code 2, no traceback."""
+    node = ros_process(node_command("-p", argument), name="vo_node_bad_argument")
+    assert node.wait(60) == 2
+    output = node.output()
+    errors = [line for line in output.splitlines() if line.startswith("aliked_vo: error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in output, output
 
 
 def test_launch_file_is_consistent():
@@ -343,6 +379,7 @@ def test_covariance_lost_tracking_reset_to_pose_and_tf(shared_dir, weights_dir, 
     the offline pipeline's results for the same frames: no -1, 1e6 where the core has none, never below the core's
     covariance, inflated after LOST and reset; nothing (or, when asked, a null odometry) while LOST; the new map
     continues from the requested pose; TF stamps strictly increase."""
+    from nav_msgs.msg import Path
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
 
@@ -359,6 +396,9 @@ def test_covariance_lost_tracking_reset_to_pose_and_tf(shared_dir, weights_dir, 
     g = graph(reliable=True)
     tf = []
     g.node.create_subscription(TFMessage, "/tf", tf.append, QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
+    paths = []
+    g.node.create_subscription(Path, "/aliked_vo/path", paths.append,
+                               QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
     g.wait_for_node(node)
     client = g.node.create_client(ResetToPose, "/aliked_vo/reset_to_pose")
     assert client.wait_for_service(timeout_sec=10)
@@ -442,18 +482,26 @@ def test_covariance_lost_tracking_reset_to_pose_and_tf(shared_dir, weights_dir, 
         assert np.allclose(np.diag(pose_cov), UNKNOWN_VARIANCE) and np.allclose(np.diag(twist_cov), UNKNOWN_VARIANCE)
         assert msg.twist.twist.linear.x == 0.0
 
-    # time going backwards: the pipeline resets and odometry goes on, but TF never goes back nor repeats a stamp
+    # time going backwards (a bag played again): the pipeline resets, odometry goes on, and a new run begins: its
+    # path starts empty and its transforms are sent from its first stamp on (tf2 listeners on sim time drop their
+    # buffers when the clock jumps back); within a run TF stamps strictly increase
+    assert g.spin_until(lambda: len(paths) == len(posed), 10) and len(paths[-1].poses) == len(posed)
     count = len(g.status)
     g.publish(frames[10])  # its stamp was seen before: wait for a new status, not by stamp
     assert g.spin_until(lambda: len(g.status) > count, 30)
     back = g.status[-1]
     assert back.frame_index == 0 and "time went backwards" in back.reset_reason
-    assert g.spin_until(lambda: g.latest_diagnostics().get("tf_stamps_skipped") == "1", 10), g.latest_diagnostics()
+    assert g.spin_until(lambda: len(tf) == len(posed) + 1 and len(paths) == len(posed) + 1, 10), (len(tf), len(paths))
+    assert [p.header.stamp for p in paths[-1].poses] == [back.header.stamp]
     stamps = [t.header.stamp.sec * 10**9 + t.header.stamp.nanosec for m in tf for t in m.transforms]
-    assert len(stamps) == len(posed) and stamps == sorted(set(stamps))
+    assert stamps[:-1] == sorted(set(stamps[:-1])) and stamps[-1] == stamp_of(frames[10].stamp).sec * 10**9 \
+        + stamp_of(frames[10].stamp).nanosec
+    assert g.spin_until(lambda: g.latest_diagnostics().get("resets") == "2"
+                        and g.latest_diagnostics().get("frames_processed") == str(len(statuses) + 3), 10)
     diagnostics = g.latest_diagnostics()
     assert diagnostics["odometry_null"] == "2" and int(diagnostics["resets"]) == 2
     assert frame_counts(diagnostics) == (len(statuses) + 3, 0, 0) and diagnostics["frames_in_flight"] == "0"
+    assert "tf_stamps_skipped" not in diagnostics
     assert "callback_error" not in diagnostics and node.running
 
 

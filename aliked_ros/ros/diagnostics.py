@@ -7,7 +7,7 @@ without depth are ``rejected_no_depth``, also shown as ``images_without_depth``;
 right image ``rejected_no_right`` / ``images_without_right``); ``stereo_matches``: the last stereo frame's
 keypoints with a right match; ``camera_infos_right``: right camera_infos received; ``warning_<kind>``: frames
 processed despite a problem; ``resets``, ``tf_stamps_skipped`` (transforms not sent because their stamp was
-not after the last one sent), ``odometry_null`` (null odometry sent while lost), the tracking state of the
+that of the last one sent), ``odometry_null`` (null odometry sent while lost), the tracking state of the
 last frame and its ``map_id``, input rate and latency.
 """
 from __future__ import annotations

@@ -189,8 +189,9 @@ class InputStage:
     def take(self, timeout: float | None = None) -> Work | None:
         """The newest complete frame (waits for one; None after ``close`` or ``timeout``), with its camera_info:
         the one stamped like the image, waiting up to ``camera_info_wait`` s for it while none has arrived or the
-        stamps have matched so far (drivers publish both together, callbacks run in either order), else the
-        newest. The frame counts as in flight until ``finish_processed`` / ``finish_rejected``."""
+        stamps have matched so far (drivers publish both together, callbacks run in either order) and none stamped
+        after the image has come (then the image's own was lost), else the newest. The frame counts as in flight
+        until ``finish_processed`` / ``finish_rejected``."""
         with self._lock:
             if not self._wait_for(lambda: self._slot is not None, timeout) or not self._wait_for_due_frame():
                 return None
@@ -237,11 +238,13 @@ class InputStage:
                 self._camera_info_stamped[stream] = True
                 return match
             remaining = deadline - time.monotonic()
-            if self._closed or remaining <= 0 or (infos and not self._camera_info_stamped[stream]):
+            lost = bool(infos) and infos[-1][0] > stamp_ns  # a newer one came: this image's was lost (best effort)
+            if self._closed or remaining <= 0 or lost or (infos and not self._camera_info_stamped[stream]):
                 break
             self._lock.wait(remaining)
         if infos:
-            self._camera_info_stamped[stream] = False
+            if not lost:  # stamps that do not match the images': from now on the newest, without waiting
+                self._camera_info_stamped[stream] = False
             return infos[-1][1]
         return None
 

@@ -21,7 +21,8 @@ Structure (each part testable on its own):
     worker, at lower latency (BENCHMARKS.md "The node at 30 Hz"). A worker that was busy and finds only an image
     that has waited takes the camera's next one instead when it is due within ``next_frame_wait`` of a frame
     period (``InputStage``; a node that keeps up never waits there).
-  - ``OutputSet`` (aliked_ros.ros.publishing): the publishers; TF never goes back in time or repeats a stamp.
+  - ``OutputSet`` (aliked_ros.ros.publishing): the publishers; TF never repeats a stamp, a new run (time went
+    backwards) empties the path.
   - diagnostics (aliked_ros.ros.diagnostics): built from one snapshot on the executor thread.
 
 Topics (relative names, remap or namespace them):
@@ -63,6 +64,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data, ReliabilityPolicy, HistoryPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -71,6 +73,7 @@ from aliked_ros.errors import AlikedRosError
 from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.geometry.transforms import make_transform
 from aliked_ros.odometry import OdometryConfig, TrackingState, VisualOdometry
+from aliked_ros.odometry.optimizer import gtsam_available
 from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_messages, rejection,
                                      stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
@@ -140,15 +143,13 @@ class VoNode(Node):
         self.vo = VisualOdometry(extractor, OdometryConfig(background_mapping=p("background_mapping"),
                                                            require_stereo=self.stereo,
                                                            rolling_shutter_readout_s=p("rolling_shutter_readout"),
-                                                           ba_single_view_prior=p("ba_single_view_prior")))
-        if p("ba_single_view_prior") > 0 and (p("use_depth") or self.stereo):
-            self.get_logger().warning("ba_single_view_prior applies to monocular maps only: with use_depth or stereo "
-                                      "it has no effect (metric landmarks carry their depth)")
+                                                           ba_single_view_prior=p("ba_single_view_prior"),
+                                                           ba_solver=p("ba_solver")))
         if p("rolling_shutter_readout") > 0 and not p("use_depth"):
             self.get_logger().warning("rolling_shutter_readout applies to RGB-D (use_depth:=true) only: monocular and "
                                       "stereo frames are processed as global shutter")
         self.get_logger().info(f"extractor {extractor.name} on {extractor.device}" + (", stereo" if self.stereo else ""))
-        self.cameras = CameraCache()
+        self.cameras = CameraCache(rectified=p("rectified"))
         self.stereo_cameras = StereoCameraCache()
         self.odometry = OdometryOutput(self.T_base_cam, p("covariance_recovery_factor"), p("covariance_recovery_frames"))
 
@@ -189,6 +190,19 @@ class VoNode(Node):
 
     # --- parameters ---------------------------------------------------------------------------------------------
 
+    def _whole_numbers_as_floats(self, name: str, default) -> None:
+        """A float parameter given as a whole number (``-p next_frame_wait:=0``, ``camera_mount: [0, 0, 0.1]``,
+        a launch argument ``0``: ROS types them INTEGER / INTEGER_ARRAY) is taken as that float."""
+        override = self._parameter_overrides.get(name)
+        if override is None:
+            return
+        value = override.value
+        if isinstance(default, float) and override.type_ == Parameter.Type.INTEGER:
+            self._parameter_overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(value))
+        elif isinstance(default, list) and default and all(isinstance(v, float) for v in default) \
+                and override.type_ == Parameter.Type.INTEGER_ARRAY:
+            self._parameter_overrides[name] = Parameter(name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in value])
+
     def _declare_parameters(self) -> None:
         def declare(name, default, description, read_only=True, **ranges):
             if read_only:
@@ -200,6 +214,7 @@ class VoNode(Node):
                 descriptor.integer_range = [IntegerRange(from_value=ranges["integer"][0], to_value=ranges["integer"][1], step=1)]
             if "floating" in ranges:
                 descriptor.floating_point_range = [FloatingPointRange(from_value=ranges["floating"][0], to_value=ranges["floating"][1], step=0.0)]
+            self._whole_numbers_as_floats(name, default)
             try:
                 self.declare_parameter(name, default, descriptor)
             except ParameterException as error:  # out of range, wrong type: one line, no traceback
@@ -217,6 +232,8 @@ class VoNode(Node):
         declare("threshold", 0.0, "ALIKED score threshold; <= 0 selects top-k mode", floating=(0.0, 1.0))
         declare("nms_radius", 2, "non-maximum suppression radius, px", integer=(1, 8))
         declare("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
+        declare("rectified", False, "the image is rectified (image_proc's image_rect): intrinsics from camera_info's "
+                "P, no distortion; false: the raw image, K and D (monocular and RGB-D; stereo always reads P)")
         declare("use_depth", False, "subscribe to a registered depth image (16UC1 mm or 32FC1 m) for metric pose")
         declare("depth_sync_tolerance", 0.02, "max stamp difference between image and depth, s", floating=(0.0, 1.0))
         declare("rolling_shutter_readout", 0.0, "RGB-D: the colour camera's rolling shutter reads its rows out over "
@@ -234,9 +251,11 @@ class VoNode(Node):
                 "camera optical frame in base_frame: x y z [qx qy qz qw]; 3 values = REP 103 optical rotation")
         declare("camera_frame", "", "camera optical frame: when set, base_frame -> camera_frame (camera_mount) is "
                 "published once on /tf_static (latched); empty = the robot description publishes it")
-        declare("ba_single_view_prior", 0.0, "monocular: landmarks only the newest keyframe observes join its bundle "
-                "adjustment with a prior of this fraction of their depth (0 = left out; 0.2 held a forward-driving "
-                "clip's scale steady)", floating=(0.0, 1.0))
+        declare("ba_single_view_prior", 0.2, "monocular: landmarks only the newest keyframe observes join its bundle "
+                "adjustment with a prior of this fraction of their depth (0 = left out); no effect with use_depth or "
+                "stereo", floating=(0.0, 1.0))
+        declare("ba_solver", "lm", "local bundle adjustment solver: lm (own Levenberg-Marquardt, numpy), gtsam "
+                "(pip install gtsam), scipy (slow; for comparison)")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "
                 "false: inline, deterministic (the same poses as aliked-vo eval)")
         declare("pipelined", True, "two worker threads: extraction of the next frame overlaps pose estimation and "
@@ -261,6 +280,10 @@ class VoNode(Node):
                 integer=(0, 1000))
         self._check_choice("qos", ("sensor_data", "reliable"))
         self._check_choice("extractor", EXTRACTORS)
+        self._check_choice("ba_solver", ("lm", "gtsam", "scipy"))
+        if self._param("ba_solver") == "gtsam" and not gtsam_available():
+            raise ConfigurationError("parameter ba_solver = 'gtsam' but gtsam is not installed (pip install gtsam; or "
+                                     "ba_solver lm)")
         device = self._param("device")
         if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
             raise ConfigurationError(f"parameter device = {device!r} is invalid: it takes auto, cpu, cuda or cuda:N")
@@ -268,9 +291,15 @@ class VoNode(Node):
             self.T_base_cam = mount_transform(list(self._param("camera_mount")))
         except ValueError as error:
             raise ConfigurationError(f"parameter camera_mount = {list(self._param('camera_mount'))}: {error}") from error
-        for name in ("odom_frame", "base_frame"):
-            if not self._param(name):
+        for name in ("odom_frame", "base_frame", "camera_frame"):
+            if self._param(name).startswith("/"):  # tf2 refuses frame ids with a leading slash
+                raise ConfigurationError(f"parameter {name} = {self._param(name)!r}: a TF frame id has no leading '/'")
+            if name != "camera_frame" and not self._param(name):
                 raise ConfigurationError(f"parameter {name} is empty: it names a TF frame")
+        frames = [self._param(n) for n in ("odom_frame", "base_frame", "camera_frame") if self._param(n)]
+        if len(set(frames)) < len(frames):
+            raise ConfigurationError(f"parameters odom_frame, base_frame and camera_frame name the same frame "
+                                     f"({', '.join(frames)}): each transform needs two different frames")
         if self._param("stereo") and self._param("use_depth"):
             raise ConfigurationError("parameters stereo and use_depth are both true: a frame takes its metric depth "
                                      "from a stereo pair or from a depth image, not both")
@@ -472,9 +501,8 @@ class VoNode(Node):
             self.inputs.count("odometry_null")
         if odometry is not None and not self.outputs.publish_odometry(header, odometry):
             if self.inputs.count("tf_stamps_skipped"):
-                self.get_logger().warning("a transform not stamped after the last one sent on /tf was not sent "
-                                          "(time went backwards): TF resumes once stamps pass the last one (counted "
-                                          "as 'tf_stamps_skipped' in /diagnostics)")
+                self.get_logger().warning("a transform stamped like the last one sent on /tf was not sent "
+                                          "(counted as 'tf_stamps_skipped' in /diagnostics)")
         self.outputs.publish_debug(header, result, image)
         self.outputs.publish_status(header, result, self.inputs.snapshot().dropped)
 
@@ -485,7 +513,12 @@ class VoNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as error:  # rcl cannot parse the arguments, e.g. "-p camera_mount:=[0.1, 0, 0.3]" (a list
+        #                            mixing integers and floats: write 0.0)
+        print(f"aliked_vo: error: {str(error).split(', at ')[0]}", file=sys.stderr, flush=True)
+        return 2
     node = None
     try:
         node = VoNode()

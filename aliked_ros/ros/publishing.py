@@ -64,9 +64,11 @@ class OutputSet:
     ``~/keypoints``, ``~/status``, ``~/odometry``, ``~/pose``, ``~/path``, ``/tf`` (odom -> base), ``/tf_static``
     (base -> camera, once), ``~/debug_image`` (drawn only while subscribed), ``/diagnostics``.
 
-    TF never goes back in time and never repeats a stamp: a transform not stamped after the last one sent is not
-    sent (``send_tf`` returns False; the node counts it). Parameters that change at run time (``publish_tf``,
-    ``path_max_length``) are read through ``param`` at each use.
+    Within a run TF stamps strictly increase: a transform not stamped after the last one sent is not sent
+    (``publish_odometry`` returns False; the node counts it). A pose stamped before the last one starts a new run
+    (time went backwards: a bag played again): ``~/path`` is emptied and TF starts again from that stamp.
+    Parameters that change at run time (``publish_tf``, ``path_max_length``) are read through ``param`` at each
+    use.
     """
 
     def __init__(self, node, param) -> None:
@@ -84,6 +86,7 @@ class OutputSet:
         self.history = TrackHistory()
         self.tf = TfOutput(node)
         self._last_tf_ns: int | None = None
+        self._last_pose_ns: int | None = None  # the newest ~/pose stamp: one before it starts a new run
 
     def send_static(self, T_base_cam, base_frame: str, camera_frame: str) -> None:
 
@@ -148,6 +151,13 @@ class OutputSet:
         if odom.null:
             return True
 
+        if self._last_pose_ns is not None and odom.stamp_ns < self._last_pose_ns:
+            # time went backwards (a bag played again, /clock restarted; the core has reset): a new run, whose
+            # path starts empty and whose transforms are sent from its first stamp on (tf2 listeners drop their
+            # buffers when sim time jumps back)
+            self.path.poses.clear()
+            self._last_tf_ns = None
+        self._last_pose_ns = odom.stamp_ns
         pose_stamped = PoseStamped()
         pose_stamped.header.stamp, pose_stamped.header.frame_id = header.stamp, odom_frame
         pose_stamped.pose = pose

@@ -38,7 +38,7 @@ class _Replayed:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", help="dataset folders or bags (see aliked-vo eval)")
     add_extractor_arguments(parser)
-    parser.add_argument("--solvers", default="scipy,gtsam", help="comma-separated: scipy, gtsam")
+    parser.add_argument("--solvers", default="lm", help="comma-separated: lm (the default solver), gtsam, scipy")
     parser.add_argument("--depth", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", action="store_true")
 

@@ -60,9 +60,10 @@ def test_colcon_build_in_temp_workspace(tmp_path: Path):
     assert Path(msg_file).is_relative_to(install), msg_file
     assert int(size) > 0 and version == "aliked_ros"
     assert os.access(install / "lib" / "aliked_ros" / "vo_node", os.X_OK)
-    if (VENV / "bin" / "ros2").exists():  # the ROS 2 tool kit (scripts/bootstrap.sh --test): ros2 launch finds it
-        launched = refused_launch(f"{activate} && . install/setup.sh && cd /", workspace)
-        assert f"cmd '{install}/lib/aliked_ros/vo_node" in launched, launched
+    # the ROS 2 tool kit (scripts/bootstrap.sh --test installs it): ros2 launch finds the installed node
+    assert (VENV / "bin" / "ros2").exists(), "ros2 missing: run scripts/bootstrap.sh --test"
+    launched = refused_launch(f"{activate} && . install/setup.sh && cd /", workspace)
+    assert f"cmd '{install}/lib/aliked_ros/vo_node" in launched, launched
 
 
 def refused_launch(setup: str, cwd: Path) -> str:

@@ -100,7 +100,10 @@ def test_camera_info_resolution_change(ros_process, graph):
     assert switched.frame_index == 0 and switched.map_id == g.status[29].map_id + 1 and switched.reset_reason, (
         f"no reset at the resolution change: frame_index {switched.frame_index}, map {g.status[29].map_id} -> "
         f"{switched.map_id}, reason {switched.reset_reason!r}; states after: {[s.state for s in g.status[30:]]}")
-    assert any(s.state == TRACKING for s in g.status[40:]), [s.state for s in g.status[30:]]
+    # the new map initialises (measured: 19 frames of slow motion at 160x120) and then tracks to the end
+    states = [s.state for s in g.status[30:]]
+    first = states.index(TRACKING) if TRACKING in states else len(states)
+    assert first <= 30 and states[first:] == [TRACKING] * (40 - first), states
     g.spin_until(lambda: False, 0.3)
     assert not tf.backward_steps(), tf.backward_steps()
 

@@ -180,7 +180,7 @@ def test_replay_bags_with_clock(ros1, tmp_path, ros_process, ros_context):
     listener.close()
 
 
-def test_replay_errors_and_ctrl_c(tmp_path, shared_dir, ros_process):
+def test_replay_errors_and_ctrl_c(tmp_path, shared_dir, ros_process, ros_context):
     garbage = tmp_path / "broken.bag"
     garbage.write_bytes(b"#ROSBAG V2.0\n" + bytes(500))
     result = subprocess.run(cli("replay", str(garbage)), capture_output=True, text=True, timeout=60)
@@ -198,8 +198,11 @@ def test_replay_errors_and_ctrl_c(tmp_path, shared_dir, ros_process):
                             timeout=60)
     assert result.returncode == 1 and "topic /missing is not in the bag" in result.stderr
     # Ctrl-C in the middle of a real-time replay: prompt, clean exit
-    replay = ros_process(cli("replay", str(bag), "--rate", "0.5", "--wait-subscribers", "0", "--quiet"), name="replay")
-    time.sleep(4)
+    listener = Listener(ros_context)
+    replay = ros_process(cli("replay", str(bag), "--rate", "0.5", "--wait-subscribers", "30", "--quiet"),
+                         name="replay")
+    assert listener.spin_until(lambda: listener.images, 60), replay.output()  # publishing: mid-replay from here
+    listener.close()
     assert replay.running
     import os
 
@@ -218,7 +221,8 @@ def test_demo_short_run(extractor, frames, depth, weights_dir, tmp_path, ros_env
     assert report["frames_published"] == report["frames_processed"] == report["odometry_received"] == frames
     assert report["frames_dropped"] == 0 and report["node_exit_code"] == 0
     assert report["alignment"] == ("se3" if depth else "sim3")
-    assert report["ate_rmse_m"] < (0.005 if depth else 0.02) and report["rot_err_deg"]["median"] < 0.5
+    # measured 2026-11-30: aliked-t16 monocular 0.82 mm, SIFT RGB-D 1.17 mm, rotation medians 0.015 deg
+    assert report["ate_rmse_m"] < 0.003 and report["rot_err_deg"]["median"] < 0.05
     for path in report["files"].values():
         assert path and (tmp_path / path.split("/")[-1]).is_file()
 

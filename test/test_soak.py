@@ -11,8 +11,10 @@ check with meaning, and what they cannot:
   Asserted: below 20 MB / 1000 frames, which a leak of anything per frame bigger than ~20 kB (an image is
   230 kB, a keypoints message ~70 kB) exceeds, and less than 10 MB of growth in all;
 - latency drift: 50 frames per window on a shared 2-core machine make a p99 (the 1-2 largest samples) swing by
-  more than 20 % between windows without any drift. Asserted: the node keeps up (the end window's median within
-  1.5x the start's plus one frame period; a backlog would grow it by a frame period per frame behind).
+  more than 20 % between windows without any drift, and a median moves with the load other jobs put on the
+  machine: no timed assertion (the benchmarks measure latency). Asserted: the node keeps up (more than 90 % of
+  the frames processed: the node drops the older of two waiting frames, so a node that fell behind would drop
+  every other one) and reports its latency in both windows.
 """
 from __future__ import annotations
 
@@ -39,6 +41,5 @@ def test_short_soak(ros_domain, tmp_path):
     assert report.open_files["end"] <= report.open_files["start"], summary
     assert report.rss_slope_mb_per_1000_frames is not None and report.rss_slope_mb_per_1000_frames < 20.0, summary
     assert report.rss_mb["end"] - report.rss_mb["start"] < 10.0, summary
-    start, end = report.latency_median_ms["start"], report.latency_median_ms["end"]
-    assert start is not None and end is not None and end <= 1.5 * start + 1000 / RATE_HZ, summary
+    assert report.latency_median_ms["start"] is not None and report.latency_median_ms["end"] is not None
     assert report.latency_p99_ms["start"] is not None and report.latency_p99_ms["end"] is not None

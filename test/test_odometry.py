@@ -32,10 +32,13 @@ def aliked_runs(shared_dir, extractor_cache):
 def test_fr2_desk_monocular_targets(aliked_runs):
     sequence, run = aliked_runs["tum_fr2_desk"]
     assert run.frames == 20 and len(run.trajectory) == 20 and run.lost == 0
-    metrics = evaluate(run.trajectory, sequence.groundtruth, "sim3")
+    # scored as `aliked-vo eval` scores it (the README's figure): the frame posed before the map's initialisation
+    # (rotation only) is not aligned with the others
+    assert run.initialized.tolist() == [True, False] + [True] * 18
+    metrics = evaluate(run.trajectory, sequence.groundtruth, "sim3", 0.02, run.map_ids, run.initialized)
     assert metrics.rot_err_deg["median"] <= 0.30
     assert metrics.tdir_err_deg["median"] <= 8.0
-    assert metrics.ate_rmse_m <= 0.010
+    assert metrics.ate_rmse_m <= 0.0045  # measured 4.05 mm (README "Results"); the issue's target 3.5 mm
 
 
 def test_fr1_rpy_rgbd_metric_targets(aliked_runs):
@@ -56,19 +59,37 @@ def test_fr1_rpy_rgbd_with_orb_keeps_its_depth_landmarks(shared_dir, extractor_c
     assert evaluate(run.trajectory, sequence.groundtruth, "se3").ate_rmse_m <= 0.010
 
 
-def test_kitti_single_view_priors_hold_the_scale_when_other_settings_change(shared_dir, extractor_cache):
-    """Monocular KITTI 01 (highway, 51.8 m): without ``ba_single_view_prior`` a reprojection threshold of 1.98 px
-    instead of 2 or a keyframe parallax of 19.5 px instead of 20 took the ATE from 0.21 to 1.38 / 0.66 m (the
-    adjustment moved a keyframe from under the landmarks only it observes). With the priors all three stay within
-    the issue's 0.25 m."""
+class _Window:
+    """Frames ``a:b`` of a sequence, as a sequence for ``run_offline``."""
+
+    def __init__(self, sequence, frames: list, window: slice) -> None:
+        self.frames, self.name = frames[window], f"{sequence.name}[{window.start}:{window.stop}]"
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames)
+
+
+def test_kitti_holds_its_scale_across_settings_and_windows(shared_dir, extractor_cache):
+    """Monocular KITTI 01 (highway, 51.8 m) with the default ``ba_single_view_prior`` (0.2): within the issue's
+    0.25 m on the whole clip, under two nearby settings and on two windows of it. Without the priors (0) the same
+    runs gave 0.21 / 1.38 / 0.66 m and 0.47 / 0.38 m (2026-11-30, DEVELOPERS.md "Single-view landmarks"): the
+    adjustment moved a keyframe from under the landmarks only it observes."""
     sequence = open_sequence(shared_dir / "data/kitti01_000_050")
+    frames = list(sequence)
     extractor = extractor_cache("aliked-t16")
-    features = [extractor.extract(frame.image) for frame in sequence]  # once, replayed to each run
-    for setting in ({}, {"reprojection_threshold_px": 1.98}, {"keyframe_parallax_px": 19.5}):
-        vo = VisualOdometry(_Replayed(extractor, features), OdometryConfig(ba_single_view_prior=0.2, **setting))
-        run = run_offline(sequence, vo, progress=False)
+    features = [extractor.extract(frame.image) for frame in frames]  # once, replayed to each run
+    whole = slice(0, len(frames))
+    for setting, window in (({}, whole), ({"reprojection_threshold_px": 1.98}, whole),
+                            ({"keyframe_parallax_px": 19.5}, whole), ({}, slice(15, 51)), ({}, slice(7, 43))):
+        vo = VisualOdometry(_Replayed(extractor, features[window]), OdometryConfig(**setting))
+        assert vo.config.ba_single_view_prior == 0.2
+        run = run_offline(_Window(sequence, frames, window), vo, progress=False)
         metrics = evaluate(run.trajectory, sequence.groundtruth, "sim3", 0.02, run.map_ids, run.initialized)
-        assert run.resets == 0 and metrics.ate_rmse_m <= 0.25, (setting, metrics.ate_rmse_m)
+        assert run.resets == 0 and len(run.trajectory) == window.stop - window.start, (setting, window)
+        assert metrics.ate_rmse_m <= 0.25, (setting, window, metrics.ate_rmse_m)
 
 
 def test_euroc_static_camera_does_not_drift(aliked_runs):
@@ -113,6 +134,11 @@ def test_black_frame_is_lost_then_recovers(shared_dir, extractor_cache):
     recovered = vo.process(frames[3])
     assert recovered.state == TrackingState.TRACKING and recovered.T_odom_camera is not None
     assert recovered.num_inliers > 100
+    # the LOST frame changed nothing the pose depends on: the same pose as a run that never saw it
+    unbroken = VisualOdometry(extractor_cache("aliked-t16"))
+    for frame in (frames[0], frames[1], frames[3]):
+        expected = unbroken.process(frame)
+    np.testing.assert_allclose(recovered.T_odom_camera, expected.T_odom_camera, atol=1e-9)
 
 
 def test_a_first_frame_of_another_scene_neither_rotates_the_odometry_nor_holds_tracking(shared_dir, extractor_cache):
@@ -245,7 +271,25 @@ def test_eval_scores_another_systems_trajectory(shared_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["frames"] == 20 and report["poses"] == 19 and report["lost"] == 1 and report["extractor"] is None
-    assert report["alignment"] == "sim3" and 0.003 < report["ate_rmse_m"] < 0.0036
+    assert report["alignment"] == "sim3"
+    # the same score from evo itself (an independent implementation): its poses nearest to our frames' stamps,
+    # associated with the ground truth, Sim(3)-aligned, translation APE
+    from evo.core import metrics, sync
+    from evo.core.trajectory import PoseTrajectory3D
+    from evo.tools import file_interface
+
+    groundtruth = file_interface.read_tum_trajectory_file(str(source / "groundtruth.txt"))
+    estimate = file_interface.read_tum_trajectory_file(str(source / "orbslam2_estimate.txt"))
+    stamps = [float(line.split()[0]) for line in (source / "rgb.txt").read_text().splitlines() if line[:1] != "#"]
+    nearest = [int(np.argmin(np.abs(estimate.timestamps - t))) for t in stamps]
+    kept = sorted({i for i, t in zip(nearest, stamps) if abs(estimate.timestamps[i] - t) <= 0.02})
+    ours = PoseTrajectory3D(poses_se3=[estimate.poses_se3[i] for i in kept], timestamps=estimate.timestamps[kept])
+    reference, ours = sync.associate_trajectories(groundtruth, ours, max_diff=0.02)
+    ours.align(reference, correct_scale=True)
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((reference, ours))
+    assert len(kept) == 19
+    assert report["ate_rmse_m"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-9)
     broken = tmp_path / "broken.txt"
     broken.write_text("1311868169.16 1 2 3\n")
     result = run_eval(str(source), "--score", str(broken))

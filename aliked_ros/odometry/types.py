@@ -86,10 +86,11 @@ class OdometryConfig:
     ba_window: int = 6  # keyframes optimised on each new keyframe
     ba_max_iterations: int = 15
     ba_huber_px: float = 1.5
-    ba_solver: str = "auto"  # "auto", "scipy" or "gtsam" (see aliked_ros.odometry.optimizer)
-    ba_single_view_prior: float = 0.0  # monocular: the landmarks only the newest keyframe observes join its bundle
+    ba_solver: str = "auto"  # "auto" (= "lm"), "lm", "gtsam" or "scipy" (see aliked_ros.odometry.optimizer)
+    ba_single_view_prior: float = 0.2  # monocular: the landmarks only the newest keyframe observes join its bundle
     #                                    adjustment with a Gaussian prior at their position, this fraction of their
-    #                                    depth along their ray (0: left out, the default; see LocalMapper)
+    #                                    depth along their ray (0: left out; see LocalMapper). No effect on metric
+    #                                    (RGB-D, stereo) maps
     ba_single_view_prior_across_px: float = 5.0  # ... and this many px across it
     background_mapping: bool = False  # bundle adjustment in a worker thread (the node) or inline (offline)
     # lost tracking

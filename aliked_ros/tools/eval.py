@@ -119,9 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rolling-shutter", type=float, default=0.0, metavar="SECONDS",
                         help="RGB-D: the colour camera's rows are read out over SECONDS (rolling shutter, stamp = "
                              "centre row; the node's rolling_shutter_readout); 0 = global shutter")
-    parser.add_argument("--single-view-prior", type=float, default=0.0, metavar="FRACTION",
+    parser.add_argument("--single-view-prior", type=float, default=0.2, metavar="FRACTION",
                         help="monocular: landmarks only the newest keyframe observes join its bundle adjustment with "
-                             "a prior of FRACTION of their depth (the node's ba_single_view_prior); 0 = left out")
+                             "a prior of FRACTION of their depth (the node's ba_single_view_prior; default 0.2); 0 = "
+                             "left out; no effect on RGB-D or stereo")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None)
     parser.add_argument("--camera-info-topic", default=None)
@@ -181,9 +182,6 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.single_view_prior <= 1:
             print(f"error: --single-view-prior must be in [0, 1], got {args.single_view_prior}", file=sys.stderr)
             return 2
-        if args.single_view_prior > 0 and (sequence.has_stereo or (sequence.has_depth and args.depth)):
-            print("warning: --single-view-prior applies to monocular maps only: no effect on RGB-D or stereo",
-                  file=sys.stderr)
         if args.rolling_shutter > 0 and not (sequence.has_depth and args.depth):
             print("warning: --rolling-shutter applies to RGB-D only: monocular and stereo frames are processed as "
                   "global shutter", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Trajectories (stamped poses T_world_camera) and the TUM text format: ``timestamp tx ty tz qx qy qz qw``."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def read_tum(path: str | Path) -> Trajectory:
     if rows.size and rows.shape[1] != 8:
         raise TrajectoryError(f"{path}: TUM rows need 8 columns (timestamp tx ty tz qx qy qz qw), got {rows.shape[1]}")
     rows = rows[np.argsort(rows[:, 0], kind="stable")] if rows.size else np.zeros((0, 8))
+    unusable = ~np.isfinite(rows).all(axis=1) | (np.linalg.norm(rows[:, 4:8], axis=1) < 1e-9)
+    if unusable.any():  # NaN or inf (a tracker's "lost", a gap in motion capture), or a zero quaternion: no pose
+        first = int(np.flatnonzero(unusable)[0])
+        warnings.warn(f"{path}: {int(unusable.sum())} of {len(rows)} rows have no pose (NaN / inf or a zero quaternion; "
+                      f"the first at {rows[first, 0]!r} s): left out", stacklevel=2)
+        rows = rows[~unusable]
     return Trajectory(rows[:, 0], np.array([from_tum(r[1:]) for r in rows]).reshape(-1, 4, 4))
 
 

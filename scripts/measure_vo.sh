@@ -66,11 +66,11 @@ for path in sys.argv[1:]:
     ate, true = r["ate_rmse_m"], r["true_path_length_m"]
     ratio = f"{r['path_length_m'] / true:.3f}" if true and true > 1e-3 else "-"
     share = f"{100 * ate / true:.2f} %" if true and true > 1e-3 else "-"
-    drift = f"{r['rpe_trans_pct']:.2f} % / {r['rpe_segment_m']:.2g} m" if r["rpe_trans_pct"] == r["rpe_trans_pct"] else "-"
+    drift = "-" if r["rpe_trans_pct"] is None else f"{r['rpe_trans_pct']:.2f} % / {r['rpe_segment_m']:.2g} m"
     tdir = r["tdir_err_deg"]["median"]
     nees = "-" if r.get("nees_ratio") is None else f"{r['nees_ratio']:.2f}"
     print(f"| {name} | {r['extractor']} | {r['poses']} / {r['frames']} | {len(r['segments'])} | {r['alignment']} | "
           f"{ate * 1000:.2f} mm | {share} | {ratio} | {r['rot_err_deg']['median']:.3f} | "
-          f"{'-' if tdir != tdir else f'{tdir:.2f}'} | {r['missed_motion_pairs']} | {drift} | "
+          f"{'-' if tdir is None else f'{tdir:.2f}'} | {r['missed_motion_pairs']} | {drift} | "
           f"{nees} | {r['frame_ms_median']:.0f} |")
 PY

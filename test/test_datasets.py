@@ -124,3 +124,94 @@ def test_prefetched_reads_ahead_and_passes_errors_on(shared_dir, tmp_path):
     while any(t.name.startswith("prefetch") for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name.startswith("prefetch") for t in threading.enumerate())
+
+
+def test_bag_with_a_corrupt_image_two_depth_topics_and_its_own_groundtruth(shared_dir, tmp_path, capsys):
+    """A RealSense-like ROS 2 bag: JPEG colour images (one corrupt), two depth topics, groundtruth.txt inside the
+    bag's folder. The corrupt image is skipped, counted and named; the depth registered to the colour camera is
+    chosen; the ground truth is found; with the other depth topic named, it is used."""
+    import shutil
+
+    import cv2
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from aliked_ros.datasets.bag_writer import _header, camera_info_message
+
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:6]
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    Image, Compressed = store.types["sensor_msgs/msg/Image"], store.types["sensor_msgs/msg/CompressedImage"]
+    path = tmp_path / "realsense"
+    with Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        colour = writer.add_connection("/cam/color/image_raw/compressed", Compressed.__msgtype__, typestore=store)
+        info = writer.add_connection("/cam/color/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+        depths = [writer.add_connection(t, Image.__msgtype__, typestore=store)
+                  for t in ("/cam/depth/image_rect_raw", "/cam/aligned_depth_to_color/image_raw")]
+        for i, frame in enumerate(frames):
+            header, t_ns = _header(store, frame.stamp, "cam", False), int(round(frame.stamp * 1e9))
+            jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))[1].reshape(-1)
+            if i == 3:
+                jpeg = jpeg[:200]  # cut short in transport
+            writer.write(colour, t_ns, store.serialize_cdr(Compressed(header=header, format="jpeg", data=jpeg),
+                                                            Compressed.__msgtype__))
+            message = camera_info_message(store, frame.camera, header, False)
+            writer.write(info, t_ns, store.serialize_cdr(message, message.__msgtype__))
+            for k, connection in enumerate(depths):
+                depth = np.full(frame.image.shape[:2], 1000 * (k + 1), np.uint16)
+                writer.write(connection, t_ns, store.serialize_cdr(Image(
+                    header=header, height=depth.shape[0], width=depth.shape[1], encoding="16UC1", is_bigendian=0,
+                    step=depth.shape[1] * 2, data=depth.view(np.uint8).reshape(-1)), Image.__msgtype__))
+    shutil.copy(shared_dir / "data/tum_fr2_desk/groundtruth.txt", path / "groundtruth.txt")
+    bag = open_sequence(path)
+    assert bag.depth_topic == "/cam/aligned_depth_to_color/image_raw" and bag.groundtruth is not None
+    read = list(bag)
+    assert [f.stamp for f in read] == pytest.approx([f.stamp for f in frames[:3] + frames[4:]])
+    assert bag.skipped_messages == 1 and np.allclose(read[0].depth, 2.0)  # 16UC1: millimetres
+    assert "/cam/color/image_raw/compressed message stamped" in capsys.readouterr().err
+    other = open_sequence(path, depth_topic="/cam/depth/image_rect_raw")
+    assert np.allclose(next(iter(other)).depth, 1.0)
+
+
+def test_kitti_folder_with_some_of_the_frames_takes_their_numbered_rows(shared_dir, tmp_path, capsys):
+    """Every second image of the KITTI clip, with the clip's full times.txt and poses.txt (rows per frame number):
+    each image gets its own stamp and pose; without times.txt, 0.1 s per frame number, said on stderr."""
+    import shutil
+
+    source = shared_dir / "data/kitti01_000_050"
+    full = KittiSequence(source)
+    folder = tmp_path / "every_second"
+    (folder / "image_0").mkdir(parents=True)
+    for image in sorted((source / "image_0").glob("*.png"))[::2]:
+        shutil.copy(image, folder / "image_0" / image.name)
+    for name in ("calib.txt", "times.txt", "poses.txt"):
+        shutil.copy(source / name, folder / name)
+    subset = KittiSequence(folder)
+    assert len(subset) == 26
+    np.testing.assert_array_equal(subset.stamps, full.stamps[::2])
+    np.testing.assert_array_equal(subset.groundtruth.poses, full.groundtruth.poses[::2])
+    (folder / "times.txt").unlink()
+    untimed = KittiSequence(folder)
+    np.testing.assert_allclose(untimed.stamps, np.arange(0, 51, 2) * 0.1)
+    np.testing.assert_array_equal(untimed.groundtruth.poses, full.groundtruth.poses[::2])
+    assert "has no times.txt" in capsys.readouterr().err
+
+
+def test_tum_lists_depth_first_associations_and_bad_lines(shared_dir, tmp_path):
+    """associations.txt with depth listed first (ICL-NUIM's order) reads as colour + depth; a list line without
+    a path or with a non-numeric stamp is a DatasetError naming the line, not a traceback."""
+    import shutil
+
+    source = shared_dir / "data/tum_fr1_rpy_rgbd"
+    folder = tmp_path / "depth_first"
+    shutil.copytree(source, folder)
+    rows = [line.split() for line in (source / "associations.txt").read_text().splitlines()[:5]]
+    (folder / "associations.txt").write_text("".join(f"{d} {dp} {c} {cp}\n" for c, cp, d, dp in rows))
+    frames = list(TumSequence(folder))
+    expected = list(TumSequence(source))[:5]
+    assert len(frames) == 5
+    for got, want in zip(frames, expected):
+        assert got.stamp == want.stamp and np.array_equal(got.image, want.image)
+        assert np.array_equal(got.depth, want.depth, equal_nan=True)
+    (folder / "associations.txt").write_text("  # a comment, indented\n1305031235.993673\n")
+    with pytest.raises(DatasetError, match=r"associations.txt:2: expected 'timestamp path'"):
+        TumSequence(folder)

@@ -263,6 +263,19 @@ def test_bench_vo_replays_the_features_to_the_same_result_as_eval(shared_dir):
     assert row["ate_rmse_m"] == pytest.approx(json.loads(evaluated.stdout)["ate_rmse_m"], rel=1e-6)
 
 
+def test_eval_json_is_strict_when_a_metric_has_nothing_to_measure(shared_dir):
+    """A camera at rest has no motion direction to score: null in the JSON (strict JSON has no NaN)."""
+    result = run_eval(str(shared_dir / "data/euroc_v101_static_stereo"), "--extractor", "orb", "--no-stereo",
+                      "--max-frames", "10")
+    assert result.returncode == 0, result.stderr
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    report = json.loads(result.stdout, parse_constant=refuse)
+    assert report["tdir_err_deg"] == {"median": None, "mean": None} and report["frames"] == 10
+
+
 def test_eval_scores_another_systems_trajectory(shared_dir, tmp_path):
     """ORB-SLAM2's estimate of fr2_desk (shared/) scored on our 20 frames, as our runs are: its 3.5 mm over all its
     frames is the VO issue's reference; 19 of the 20 stamps have one of its poses within 20 ms."""
@@ -290,6 +303,16 @@ def test_eval_scores_another_systems_trajectory(shared_dir, tmp_path):
     ape.process_data((reference, ours))
     assert len(kept) == 19
     assert report["ate_rmse_m"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-9)
+    metric = json.loads(run_eval(str(source), "--score", str(source / "orbslam2_estimate.txt"), "--alignment",
+                                 "se3").stdout)  # without the scale: never closer than the sim3 fit
+    assert metric["alignment"] == "se3" and metric["ate_rmse_m"] > report["ate_rmse_m"]
+    lines = (source / "orbslam2_estimate.txt").read_text().splitlines()
+    lost = tmp_path / "with_lost_rows.txt"  # a tracker that wrote NaN while lost, and a zero quaternion
+    lost.write_text("\n".join(lines[:5] + [lines[5].split()[0] + " nan nan nan 0 0 0 1",
+                                          lines[6].split()[0] + " 1 2 3 0 0 0 0"] + lines[7:]) + "\n")
+    result = run_eval(str(source), "--score", str(lost))
+    assert result.returncode == 0 and "2 of" in result.stderr and "left out" in result.stderr, result.stderr
+    assert json.loads(result.stdout)["ate_rmse_m"] > 0
     broken = tmp_path / "broken.txt"
     broken.write_text("1311868169.16 1 2 3\n")
     result = run_eval(str(source), "--score", str(broken))

@@ -180,6 +180,29 @@ def test_replay_bags_with_clock(ros1, tmp_path, ros_process, ros_context):
     listener.close()
 
 
+def test_replay_of_a_source_without_depth_waits_for_its_own_topics_only(shared_dir, ros_process, ros_context):
+    """A monocular source: the replay advertises no depth topic, so a monocular node's image and camera_info
+    subscriptions are all it waits for (it waited the whole --wait-subscribers for a depth subscriber)."""
+    node = rclpy.create_node("image_only", context=ros_context)
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    images = []
+    node.create_subscription(Image, "/camera/image", images.append, qos)
+    node.create_subscription(CameraInfo, "/camera/camera_info", lambda message: None, qos)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    try:
+        replay = ros_process(cli("replay", str(shared_dir / "data/tum_fr2_desk"), "--rate", "0", "--max-frames", "3",
+                                 "--wait-subscribers", "120", "--quiet"), name="replay_mono")
+        deadline = time.monotonic() + 90
+        while len(images) < 3 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert len(images) == 3, replay.output()
+        assert replay.wait(30) == 0 and "no subscriber" not in replay.output(), replay.output()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+
+
 def test_replay_errors_and_ctrl_c(tmp_path, shared_dir, ros_process, ros_context):
     garbage = tmp_path / "broken.bag"
     garbage.write_bytes(b"#ROSBAG V2.0\n" + bytes(500))

@@ -9,6 +9,7 @@ yielded without it (a stereo pipeline refuses it: ``require_stereo``).
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,10 +42,17 @@ class KittiSequence(Sequence):
         self.images = sorted((self.root / "image_0").glob("*.png"))
         if not self.images:
             raise DatasetError(f"KITTI folder {self.root} has no image_0/*.png")
+        # times.txt and poses.txt have a row per frame number; a folder may hold only some of the frames (every
+        # second one, a clip from 000100 on): rows are then taken by the number in each image's name
+        numbers = [int(p.stem) if p.stem.isdigit() else -1 for p in self.images]
+        self._numbers = np.array(numbers) if min(numbers) >= 0 else None
         times = self.root / "times.txt"
-        self.stamps = np.loadtxt(times, ndmin=1) if times.is_file() else np.arange(len(self.images)) * 0.1
-        if len(self.stamps) != len(self.images):
-            raise DatasetError(f"{times}: {len(self.stamps)} stamps for {len(self.images)} images")
+        if times.is_file():
+            self.stamps = self._rows_of(np.loadtxt(times, ndmin=1), times, "stamps")
+        else:
+            self.stamps = (self._numbers if self._numbers is not None else np.arange(len(self.images))) * 0.1
+            print(f"warning: {self.root} has no times.txt: frames stamped 0.1 s apart by frame number",
+                  file=sys.stderr)
         first = read_image(self.images[0])
         calib = read_calib(self.root / "calib.txt")
         has_right = (self.root / "image_1").is_dir() and "P1" in calib
@@ -78,9 +86,21 @@ class KittiSequence(Sequence):
         self.groundtruth = None
         if poses_file is not None:
             rows = np.loadtxt(poses_file, ndmin=2)
+            if len(rows) > len(self.images) and self._numbers is not None and len(rows) > self._numbers.max():
+                rows = rows[self._numbers]  # the full sequence's poses for the frames this folder holds
             poses = np.tile(np.eye(4), (len(rows), 1, 1))
             poses[:, :3, :] = rows.reshape(-1, 3, 4)
-            self.groundtruth = Trajectory(self.stamps[: len(rows)], poses)
+            self.groundtruth = Trajectory(self.stamps[: len(rows)], poses[: len(self.stamps)])
+
+    def _rows_of(self, rows: np.ndarray, path: Path, what: str) -> np.ndarray:
+        """One row per image: all of them when there are as many rows as images, else the rows numbered like the
+        images (a folder holding some of the sequence's frames)."""
+        if len(rows) == len(self.images):
+            return rows
+        if self._numbers is not None and len(rows) > self._numbers.max():
+            return rows[self._numbers]
+        raise DatasetError(f"{path}: {len(rows)} {what} for {len(self.images)} images"
+                           + ("" if self._numbers is None else f" numbered up to {self._numbers.max()}"))
 
     def __len__(self) -> int:
         return len(self.images)

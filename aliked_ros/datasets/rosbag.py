@@ -5,7 +5,7 @@ Topics: ``image_topic`` (sensor_msgs/Image or CompressedImage), ``camera_info_to
 (/camera/rgb/image_color, /camera/rgb/camera_info, /camera/depth/image) when present, else the only image
 topic, the camera_info beside it and the only image topic with "depth" in its name. Frames carry the
 images' header stamps; each image is paired with the depth image nearest in stamp (within 20 ms).
-Ground truth: a TUM-format ``groundtruth.txt`` beside the bag, if present.
+Ground truth: a TUM-format ``groundtruth.txt`` in a ROS 2 bag's folder or beside the bag, if present.
 
 Stereo (``stereo=True``, or ``None``: when the bag has one): two image topics, the left one and the same name
 with "left" replaced by "right" (``image_topic`` / ``right_image_topic`` name them), each with the camera_info
@@ -20,6 +20,7 @@ dropped and counted in ``unpaired_right``.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,16 +123,23 @@ class BagSequence(Sequence):
         self.depth_topic = None
         if use_depth:
             depth_candidates = [t for t in images if "depth" in t and topics[t] == IMAGE_TYPES[0]]
-            if depth_topic is not None or TUM_TOPICS[2] in topics or len(depth_candidates) == 1:
-                self.depth_topic = self._choose(depth_topic, TUM_TOPICS[2], depth_candidates, "depth", listing, topics, IMAGE_TYPES[:1])
+            if depth_topic is not None or TUM_TOPICS[2] in topics or depth_candidates:
+                # a RealSense bag has several: the one registered to the colour camera, else the caller names one
+                registered = next((t for t in depth_candidates if "aligned_depth_to_color" in t), TUM_TOPICS[2])
+                preferred = TUM_TOPICS[2] if TUM_TOPICS[2] in topics else registered
+                self.depth_topic = self._choose(depth_topic, preferred, depth_candidates, "depth", listing, topics,
+                                                IMAGE_TYPES[:1])
         self.has_depth = self.depth_topic is not None
         self.image_type = topics[self.image_topic]
         self._count = counts[self.image_topic]
         self.stereo: StereoCamera | None = None
         self.rectification: StereoRectification | None = None
         self.unpaired = self.unpaired_right = 0
-        gt = self.path.parent / "groundtruth.txt"
-        self.groundtruth = read_tum(gt) if gt.is_file() else None
+        self.skipped_messages = 0  # image or depth messages that could not be decoded (named on stderr)
+        # ground truth beside the bag: in a ROS 2 bag's folder, else in the folder that holds the bag
+        gt = next((p for p in (self.path / "groundtruth.txt", self.path.parent / "groundtruth.txt") if p.is_file()),
+                  None)
+        self.groundtruth = read_tum(gt) if gt is not None else None
         if self.has_stereo:
             default_right_info = self.right_image_topic.rsplit("/", 1)[0] + "/camera_info"
             self.right_camera_info_topic = self._choose(right_camera_info_topic, default_right_info, [],
@@ -163,8 +171,9 @@ class BagSequence(Sequence):
             return preferred
         if len(candidates) == 1:
             return candidates[0]
+        calibration = " or give the calibration as a file (--camera-info FILE)" if what == "camera_info" else ""
         raise DatasetError(f"cannot tell which topic is the {what} topic (candidates: {candidates or 'none'}); "
-                           f"name it (--{what.replace('_', '-')}-topic). The bag has: {listing}")
+                           f"name it (--{what.replace('_', '-')}-topic){calibration}. The bag has: {listing}")
 
     def _first_message(self, topic: str):
         with self._open() as reader:
@@ -207,14 +216,22 @@ class BagSequence(Sequence):
             connections = [c for c in reader.connections if c.topic in wanted]
             for connection, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, connection.msgtype)
+                try:
+                    decoded = decode_image_message(msg, connection.msgtype) if connection.topic == self.image_topic \
+                        else decode_depth_message(msg)
+                except EncodingError as error:  # one bad message (a corrupt JPEG) is skipped, counted and named
+                    self.skipped_messages += 1
+                    print(f"warning: {self.path}: {connection.topic} message stamped {stamp_of(msg):.6f} s skipped: "
+                          f"{error}", file=sys.stderr)
+                    continue
                 if connection.topic == self.image_topic:
-                    image = decode_image_message(msg, connection.msgtype)
+                    image = decoded
                     if self.depth_topic is None:
                         yield Frame(image=image, stamp=stamp_of(msg), camera=self.camera)
                     else:
                         pending.append((stamp_of(msg), image))
                 else:
-                    depths.append((stamp_of(msg), decode_depth_message(msg)))
+                    depths.append((stamp_of(msg), decoded))
                     depths = depths[-8:]
                     while pending and pending[0][0] + DEPTH_TOLERANCE_S < depths[-1][0]:
                         yield self._pair(*pending.pop(0), depths)

@@ -16,9 +16,30 @@ from aliked_ros.trajectory import read_tum
 TUM_DEPTH_SCALE = 5000.0  # depth PNG units per metre
 
 
-def _read_list(path: Path) -> list[list[str]]:
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+def _read_list(path: Path, columns: int = 2) -> list[list[str]]:
+    """The rows of a TUM list (``timestamp path ...``; ``#`` comments, blank lines), each checked: at least
+    ``columns`` columns and a numeric stamp, else a DatasetError naming the line."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        row = line.split()
+        if not row or row[0].startswith("#"):
+            continue
+        try:
+            float(row[0])
+        except ValueError:
+            row = []
+        if len(row) < columns:
+            raise DatasetError(f"{path}:{number}: expected 'timestamp path' ({columns} columns), got {line.strip()!r}")
+        rows.append(row)
     return rows
+
+
+def _colour_first(row: list[str]) -> list[str]:
+    """An associations row as ``rgb_stamp rgb_path depth_stamp depth_path``: TUM's associate.py writes the files in
+    the order it was given, and some datasets (ICL-NUIM) list depth first; told apart by the folder names."""
+    if len(row) >= 4 and "depth" in Path(row[1]).parts[0] and "depth" not in Path(row[3]).parts[0]:
+        return [row[2], row[3], row[0], row[1], *row[4:]]
+    return row
 
 
 class TumSequence(Sequence):
@@ -31,6 +52,7 @@ class TumSequence(Sequence):
         associations = self.root / "associations.txt"
         if associations.is_file():
             for row in _read_list(associations):
+                row = _colour_first(row)
                 depth = self.root / row[3] if use_depth and len(row) >= 4 else None
                 self.entries.append((float(row[0]), self.root / row[1], depth))
         else:

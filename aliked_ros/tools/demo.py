@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from aliked_ros.datasets import Prefetched, open_sequence
-from aliked_ros.evaluation import evaluate, report_fields
+from aliked_ros.evaluation import evaluate, json_safe, report_fields
 from aliked_ros.features import ALIKED_MODELS, EXTRACTORS
 from aliked_ros.features.weights import resolve_weights
 from aliked_ros.synth import SynthConfig, SyntheticSequence
@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         sequence = open_sequence(args.source, use_depth=args.depth, stereo=stereo)
         if stereo and not sequence.has_stereo:
             raise SystemExit(f"aliked-vo demo: --stereo: {args.source} has no second camera")
+        if args.depth and not sequence.has_depth:  # the node would wait for depth that never comes
+            raise SystemExit(f"aliked-vo demo: --depth: {args.source} has no depth images (use --no-depth)")
         stereo = sequence.has_stereo
     else:
         sequence = SyntheticSequence(SynthConfig(frames=args.frames, seed=args.seed,
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         compressed=False, frame_id="camera_optical_frame", clock=False, qos="reliable", loop=False,
         wait_for="/aliked_vo/status", wait_timeout=60.0, rate=0.0, max_frames=args.frames)
     try:
-        replayer = Replayer(client, replay_args, stereo=stereo)
+        replayer = Replayer(client, replay_args, stereo=stereo, depth=sequence.has_depth)
         deadline = time.monotonic() + args.timeout
         while not (replayer.subscribed() and all(sub.get_publisher_count() > 0 for sub in outputs)):
             if node_process.poll() is not None or time.monotonic() > deadline:
@@ -215,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                   "tracks_image": tracks_path and str(tracks_path), "node_log": str(log_path)},
     }
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(json_safe(report), allow_nan=False))
     else:
         print(f"demo: {report['frames_published']} frames published, {report['frames_processed']} processed, "
               f"{report['frames_dropped']} dropped, {report['odometry_received']} odometry messages")

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aliked_ros.datasets import Sequence, open_sequence
-from aliked_ros.evaluation import Metrics, evaluate, report_fields
+from aliked_ros.evaluation import Metrics, evaluate, json_safe, report_fields
 from aliked_ros.features import create_extractor
 from aliked_ros.odometry import FrameError, FrameResult, OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
@@ -60,6 +60,8 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             rejected += 1
             print(f"warning: frame at {frame.stamp:.6f} s skipped: {error}", file=sys.stderr)
             continue
+        if result.reset_reason:  # a new map with its own scale: said, not only counted
+            print(f"warning: frame at {frame.stamp:.6f} s: pipeline reset ({result.reset_reason})", file=sys.stderr)
         frame_ms.append(result.timings_ms["total"])
         stereo_matches.append(result.stereo_matches)
         tracking_ms.append(result.timings_ms["match"] + result.timings_ms["pose"])
@@ -134,9 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, help="write a PNG of estimate vs ground truth")
     parser.add_argument("--max-time-difference", type=float, default=0.02,
                         help="association tolerance to the ground truth, s")
+    parser.add_argument("--alignment", choices=("auto", "sim3", "se3"), default="auto",
+                        help="how the estimate is aligned to the ground truth (auto: se3 with depth or stereo, else "
+                             "sim3; a monocular TRAJECTORY given to --score on an RGB-D source needs sim3)")
     parser.add_argument("--score", default=None, metavar="TRAJECTORY",
                         help="score this TUM trajectory (another system's estimate) at the source's frame stamps "
-                             "instead of running the VO; --depth/--stereo choose the alignment as for a run")
+                             "instead of running the VO; aligned as a run on the source would be, or by --alignment")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -160,6 +165,10 @@ def scored_run(sequence: Sequence, path: str, max_difference: float,
 
 
 def run(args: argparse.Namespace) -> int:
+    for option, path in (("--output-trajectory", args.output_trajectory), ("--plot", args.plot)):
+        if path and not Path(path).resolve().parent.is_dir():  # said now, not after the whole run
+            print(f"error: {option} {path}: the folder {Path(path).resolve().parent} does not exist", file=sys.stderr)
+            return 2
     sequence = open_sequence(args.source, camera_info=args.camera_info, use_depth=args.depth,
                              image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                              depth_topic=args.depth_topic,
@@ -191,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
-    alignment = "se3" if sequence.has_stereo or (sequence.has_depth and args.depth) else "sim3"
+    alignment = args.alignment if args.alignment != "auto" else \
+        "se3" if sequence.has_stereo or (sequence.has_depth and args.depth) else "sim3"
     metrics = None
     note = None
     if sequence.groundtruth is None:
@@ -201,12 +211,18 @@ def run(args: argparse.Namespace) -> int:
                            outcome.map_ids, outcome.initialized, outcome.motion_covariances)
         if metrics is None:
             note = "fewer than 2 poses match ground-truth stamps: metrics unavailable"
+            if len(outcome.trajectory) and len(sequence.groundtruth):
+                note += (f" (poses stamped {outcome.trajectory.stamps[0]:.6f}..{outcome.trajectory.stamps[-1]:.6f} s, "
+                         f"ground truth {sequence.groundtruth.stamps[0]:.6f}..{sequence.groundtruth.stamps[-1]:.6f} s: "
+                         "both in seconds?)")
+            print(f"warning: {note}", file=sys.stderr)
     if metrics is not None and args.plot:
         plot_trajectory(metrics, args.plot, sequence.name)
     report = {
         "source": str(args.source), "extractor": extractor_name, "device": device, "scored": args.score,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
-        "rejected": outcome.rejected, "stereo": sequence.has_stereo,
+        "rejected": outcome.rejected, "skipped_messages": getattr(sequence, "skipped_messages", 0),
+        "stereo": sequence.has_stereo,
         "rolling_shutter_s": None if args.score else args.rolling_shutter,
         "single_view_prior": None if args.score else args.single_view_prior,
         "stereo_matches": float(np.median(outcome.stereo_matches)) if sequence.has_stereo and
@@ -217,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         "note": note,
     }
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(json_safe(report), allow_nan=False))
     else:
         what = f"scored {args.score}" if args.score else \
             f"{extractor_name} on {device}, median {report['frame_ms_median'] or 0:.0f} ms/frame"

@@ -72,9 +72,10 @@ class ReplaySummary:
 
 class Replayer:
     """Publishes frames of a sequence; owns one rclpy node (the caller owns rclpy.init). ``stereo``: publish the
-    left and right cameras (topics in the module docstring)."""
+    left and right cameras (topics in the module docstring); ``depth``: the sequence has depth images (a depth
+    topic is advertised, and waited for, only then)."""
 
-    def __init__(self, node, args: argparse.Namespace, stereo: bool = False) -> None:
+    def __init__(self, node, args: argparse.Namespace, stereo: bool = False, depth: bool = True) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -92,7 +93,7 @@ class Replayer:
         self.pub_image = image_publisher(image_topic)
         self.pub_info = node.create_publisher(CameraInfo, args.camera_info_topic or
                                               (f"{ns}/left/camera_info" if stereo else f"{ns}/camera_info"), qos)
-        self.pub_depth = None if args.no_depth or stereo else \
+        self.pub_depth = None if args.no_depth or stereo or not depth else \
             node.create_publisher(Image, args.depth_topic or f"{ns}/depth", qos)
         self.pub_right_image = self.pub_right_info = None
         if stereo:
@@ -129,6 +130,11 @@ class Replayer:
 
     def wait_for_subscribers(self, timeout: float) -> bool:
         return self._spin(timeout, self.subscribed)
+
+    def unsubscribed(self) -> list[str]:
+        """The topics we publish that nobody subscribes to (yet)."""
+        publishers = [self.pub_image, self.pub_info, self.pub_depth, self.pub_right_image, self.pub_right_info]
+        return [p.topic_name for p in publishers if p is not None and p.get_subscription_count() == 0]
 
     def play(self, sequence: Sequence, progress: bool = True, on_frame=None) -> ReplaySummary:
         """Publish the sequence (see the module docstring); ``on_frame(index, frame)`` is called after each frame
@@ -211,10 +217,10 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init()
     node = rclpy.create_node("aliked_replay")
     try:
-        replayer = Replayer(node, args, stereo=sequence.has_stereo)
+        replayer = Replayer(node, args, stereo=sequence.has_stereo, depth=sequence.has_depth)
         if args.wait_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_subscribers):
-            print(f"replay: no subscriber on the image topic after {args.wait_subscribers:.0f} s; publishing anyway",
-                  file=sys.stderr)
+            print(f"replay: no subscriber on {', '.join(replayer.unsubscribed())} after {args.wait_subscribers:.0f} s; "
+                  "publishing anyway", file=sys.stderr)
         summary = replayer.play(Prefetched(sequence), progress=not args.quiet)  # read ahead while publishing
         replayer._spin(0.5)  # let reliable publishers deliver the tail
     except KeyboardInterrupt:

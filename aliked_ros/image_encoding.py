@@ -78,7 +78,14 @@ def decode_image(encoding: str, height: int, width: int, step: int, data, big_en
     if dtype == np.uint16:
         return to_8_bit(pixels)
     if key in _TO_RGB:
-        return cv2.cvtColor(pixels, _TO_RGB[key])
+        if key.startswith("yuv422") and width % 2:
+            raise EncodingError(f"{encoding} image {width} px wide: its pixels come in pairs (an even width)")
+        if key.startswith("bayer") and (width < 2 or height < 2):
+            raise EncodingError(f"{encoding} image of {width}x{height} px: a Bayer mosaic needs 2x2 px at least")
+        try:
+            return cv2.cvtColor(pixels, _TO_RGB[key])
+        except cv2.error as error:  # anything else OpenCV refuses: the image's fault, not a crash
+            raise EncodingError(f"cannot convert {encoding} {width}x{height} px: {error.err}") from None
     if key == "rgba8":
         return np.ascontiguousarray(pixels[:, :, :3])
     return pixels

@@ -88,6 +88,8 @@ def test_big_endian_mono16_and_depth():
     (("rgb8", 6, 5, 10, bytes(90)), "step 10 is smaller"),
     (("rgb8", 6, 5, 15, bytes(40)), "40 bytes of data"),
     (("rgb8", 0, 5, 15, b""), "empty image"),
+    (("yuv422", 6, 5, 10, bytes(60)), "an even width"),  # OpenCV would raise its own error (a crash before)
+    (("bayer_rggb8", 1, 5, 5, bytes(5)), "2x2 px at least"),
 ])
 def test_bad_image_data(args, message):
     with pytest.raises(EncodingError, match=message):

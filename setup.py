@@ -22,7 +22,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 PACKAGE = "aliked_ros"
 # Executables in <prefix>/lib/aliked_ros (the package's "libexec" directory of the ament index): name -> module.
-EXECUTABLES = {"vo_node": "aliked_ros.ros.node", "aliked-vo": "aliked_ros.cli"}
+EXECUTABLES = {"vo_node": "aliked_ros.ros.entry", "aliked-vo": "aliked_ros.cli"}
 # Wheels cannot rewrite shebangs of data files, and the interpreter that builds the wheel (an isolated build
 # environment) is not the one that runs it: a shell launcher finds the interpreter of the prefix it is installed in.
 LAUNCHER = """#!/bin/sh

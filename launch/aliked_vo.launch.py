@@ -96,7 +96,8 @@ def _node(context):
 
 def _on_node_exit(event, context):
     """The launch ends with the node; a node that refused to start (or failed) makes `ros2 launch` exit non-zero."""
-    if event.returncode not in (0, -signal.SIGINT, -signal.SIGTERM):  # stopped by a signal (Ctrl-C): no failure
+    # stopped by a signal (Ctrl-C; 130: interrupted while it started): no failure
+    if event.returncode not in (0, 130, -signal.SIGINT, -signal.SIGTERM):
         raise RuntimeError(f"aliked_vo exited with code {event.returncode} (its error is printed above)")
     return [Shutdown(reason="aliked_vo exited")]
 

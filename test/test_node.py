@@ -341,6 +341,21 @@ def test_bad_arguments_stop_the_node_with_one_line(argument, message, ros_proces
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in output, output
 
 
+def test_ctrl_c_while_the_node_starts_is_a_quiet_exit(ros_process):
+    """SIGINT while vo_node's imports load (torch, rclpy: the first ~2 s): exit 130 (interrupted) or, past them, 0,
+    never a KeyboardInterrupt traceback (``ros2 launch`` printed it and reported a failed node)."""
+    import os
+    import signal
+    import sys
+    import time
+
+    node = ros_process([sys.executable, "-m", "aliked_ros.ros.entry"], name="vo_node_interrupted")
+    time.sleep(0.3)
+    os.killpg(node.popen.pid, signal.SIGINT)
+    assert node.wait(60) in (0, 130), node.output()
+    assert "Traceback" not in node.output(), node.output()
+
+
 def test_launch_file_is_consistent():
     """Without launch_ros too: parse the launch file and check what it names exists and is installed (the launch
     itself is run by test_ros_tools.py)."""
@@ -352,7 +367,7 @@ def test_launch_file_is_consistent():
     for name in ("params.yaml", "aliked_vo.rviz"):
         assert (REPO_ROOT / "config" / name).is_file()
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
-    assert "install(DIRECTORY config launch" in cmake and '"vo_node:aliked_ros.ros.node:main"' in cmake
+    assert "install(DIRECTORY config launch" in cmake and '"vo_node:aliked_ros.ros.entry:main"' in cmake
     import yaml
 
     params = yaml.safe_load((REPO_ROOT / "config/params.yaml").read_text())["/**"]["ros__parameters"]

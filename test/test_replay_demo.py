@@ -250,6 +250,24 @@ def test_demo_short_run(extractor, frames, depth, weights_dir, tmp_path, ros_env
         assert path and (tmp_path / path.split("/")[-1]).is_file()
 
 
+def test_demo_on_a_source_calibrated_by_a_file(shared_dir, tmp_path, ros_env):
+    """A TUM folder without camera_info.yaml: the demo refuses it clearly, and runs it with --camera-info."""
+    import shutil
+
+    folder = tmp_path / "uncalibrated"
+    shutil.copytree(shared_dir / "data/tum_fr2_desk", folder)
+    (folder / "camera_info.yaml").unlink()
+    base = cli("demo", "--source", str(folder), "--frames", "4", "--extractor", "orb", "--output-dir",
+               str(tmp_path / "out"), "--json")
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=300, env=ros_env)
+    assert refused.returncode != 0 and "calibration" in refused.stderr and "Traceback" not in refused.stderr
+    result = subprocess.run(base + ["--camera-info", str(shared_dir / "data/tum_fr2_desk/camera_info.yaml")],
+                            capture_output=True, text=True, timeout=300, env=ros_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["frames_processed"] == report["odometry_received"] == 4
+
+
 def test_demo_with_a_missing_weights_file_fails_clearly(tmp_path, ros_env):
     env = {k: v for k, v in ros_env.items() if k != "ALIKED_WEIGHTS_DIR"}
     env["TORCH_HOME"] = str(tmp_path / "torch")

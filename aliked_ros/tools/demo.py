@@ -50,6 +50,8 @@ def _domain_id(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, help="replayable source instead of the synthetic sequence")
+    parser.add_argument("--camera-info", default=None, metavar="FILE",
+                        help="camera_info YAML for a --source without its own calibration (as for eval and replay)")
     parser.add_argument("--frames", type=int, default=40, help="frames of the synthetic sequence (or max of --source)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic sequence seed")
     parser.add_argument("--output-dir", default="aliked_demo", help="where the trajectory and pictures go")
@@ -113,10 +115,12 @@ def run(args: argparse.Namespace) -> int:
     stereo = args.stereo is not None
     if stereo and args.depth:
         raise SystemExit("aliked-vo demo: --stereo and --depth exclude each other (metric depth from one of them)")
+    if args.camera_info and not args.source:
+        raise SystemExit("aliked-vo demo: --camera-info calibrates a --source; the synthetic sequence has its own")
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if args.source:
-        sequence = open_sequence(args.source, use_depth=args.depth, stereo=stereo)
+        sequence = open_sequence(args.source, camera_info=args.camera_info, use_depth=args.depth, stereo=stereo)
         if stereo and not sequence.has_stereo:
             raise SystemExit(f"aliked-vo demo: --stereo: {args.source} has no second camera")
         if args.depth and not sequence.has_depth:  # the node would wait for depth that never comes

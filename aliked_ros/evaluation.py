@@ -104,9 +104,9 @@ def json_safe(value):
 
 
 def report_fields(metrics: Metrics | None, alignment: str) -> dict:
-    """The metric keys of the ``eval`` and ``demo`` JSON reports (None values when there are no metrics, and for
-    a metric with nothing to measure)."""
-    return json_safe({
+    """The metric keys of the ``eval`` and ``demo`` JSON reports (None values when there are no metrics; NaN for a
+    metric with nothing to measure, which ``json_safe`` turns into null where the report is written)."""
+    return {
         "alignment": alignment,
         "ate_rmse_m": metrics.ate_rmse_m if metrics else None,
         "rot_err_deg": {k: metrics.rot_err_deg[k] for k in ("median", "mean")} if metrics else None,
@@ -122,7 +122,7 @@ def report_fields(metrics: Metrics | None, alignment: str) -> dict:
         "nees_ratio": float(np.mean(metrics.nees)) / 6.0 if metrics and len(metrics.nees) else None,
         "nees_ratio_median": float(np.median(metrics.nees)) / 6.0 if metrics and len(metrics.nees) else None,
         "nees_pairs": len(metrics.nees) if metrics else None,
-    })
+    }
 
 
 def _summary(values: list[float]) -> dict[str, float]:

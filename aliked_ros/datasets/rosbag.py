@@ -205,6 +205,19 @@ class BagSequence(Sequence):
     def __len__(self) -> int:
         return self._count
 
+    def _decoded(self, connection, msg) -> np.ndarray | None:
+        """The image (or, on the depth topic, the depth) of a message; None for one that cannot be decoded (a
+        corrupt JPEG): skipped, counted in ``skipped_messages`` and named on stderr."""
+        try:
+            if connection.topic == self.depth_topic:
+                return decode_depth_message(msg)
+            return decode_image_message(msg, connection.msgtype)
+        except EncodingError as error:
+            self.skipped_messages += 1
+            print(f"warning: {self.path}: {connection.topic} message stamped {stamp_of(msg):.6f} s skipped: {error}",
+                  file=sys.stderr)
+            return None
+
     def __iter__(self) -> Iterator[Frame]:
         if self.has_stereo:
             yield from self._stereo_frames()
@@ -216,13 +229,8 @@ class BagSequence(Sequence):
             connections = [c for c in reader.connections if c.topic in wanted]
             for connection, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, connection.msgtype)
-                try:
-                    decoded = decode_image_message(msg, connection.msgtype) if connection.topic == self.image_topic \
-                        else decode_depth_message(msg)
-                except EncodingError as error:  # one bad message (a corrupt JPEG) is skipped, counted and named
-                    self.skipped_messages += 1
-                    print(f"warning: {self.path}: {connection.topic} message stamped {stamp_of(msg):.6f} s skipped: "
-                          f"{error}", file=sys.stderr)
+                decoded = self._decoded(connection, msg)
+                if decoded is None:
                     continue
                 if connection.topic == self.image_topic:
                     image = decoded
@@ -272,7 +280,9 @@ class BagSequence(Sequence):
             connections = [c for c in reader.connections if c.topic in (self.image_topic, self.right_image_topic)]
             for connection, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, connection.msgtype)
-                image = decode_image_message(msg, connection.msgtype)
+                image = self._decoded(connection, msg)
+                if image is None:
+                    continue
                 if connection.topic == self.image_topic:
                     lefts[stamp_ns(msg)] = (stamp_of(msg), image)
                 else:

@@ -80,24 +80,23 @@ class CameraModel:
                     return value
             return default
 
-        try:
-            k = np.asarray(get("k", []), dtype=float).reshape(-1)
-        except (TypeError, ValueError):
-            raise CalibrationError("camera_info k is not numeric") from None
-        if k.size != 9:
-            raise CalibrationError(f"camera_info k must have 9 elements, got {k.size}")
+        def matrix(key: str, size: int, purpose: str = "") -> np.ndarray:
+            try:
+                values = np.asarray(get(key, []), dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                raise CalibrationError(f"camera_info {key} is not numeric") from None
+            if values.size != size:
+                raise CalibrationError(f"camera_info {key} must have {size} elements{purpose}, got {values.size}")
+            return values
+
+        k = matrix("k", 9)
         model = ALIASES.get(str(get("distortion_model", "")).strip(), str(get("distortion_model", "")).strip())
         d = [float(x) for x in np.asarray(get("d", []), dtype=float).reshape(-1)]
         if model != "equidistant" and d and not any(d):
             d = []
         fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
         if rectified:
-            try:
-                p = np.asarray(get("p", []), dtype=float).reshape(-1)
-            except (TypeError, ValueError):
-                raise CalibrationError("camera_info p is not numeric") from None
-            if p.size != 12:
-                raise CalibrationError(f"camera_info p must have 12 elements for a rectified image, got {p.size}")
+            p = matrix("p", 12, " for a rectified image")
             fx, fy, cx, cy, model, d = float(p[0]), float(p[5]), float(p[2]), float(p[6]), "plumb_bob", []
         width, height = int(get("width", 0)), int(get("height", 0))
         roi = get("roi")

@@ -697,10 +697,11 @@ def _solve_gtsam(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
         noise = gtsam.noiseModel.Isotropic.Sigma(1, problem.depth_sigma_per_m2 * z * z)
         graph.add(gtsam.RangeFactor3D(X(int(problem.obs_pose[m])), L(int(problem.obs_point[m])),
                                       z * float(np.linalg.norm(np.append(problem.obs_xy[m], 1.0))), noise))
-    for p in _prior_points(problem):
+    if problem.point_priors is not None:
         p0, information = problem.point_priors
-        graph.add(gtsam.PriorFactorPoint3(L(int(p)), gtsam.Point3(*p0[p]),
-                                          gtsam.noiseModel.Gaussian.Information(information[p])))
+        for p in _prior_points(problem):
+            graph.add(gtsam.PriorFactorPoint3(L(int(p)), gtsam.Point3(*p0[p]),
+                                              gtsam.noiseModel.Gaussian.Information(information[p])))
     params = gtsam.LevenbergMarquardtParams()
     params.setMaxIterations(max_iterations)
     result = gtsam.LevenbergMarquardtOptimizer(graph, values, params).optimize()

@@ -121,10 +121,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rolling-shutter", type=float, default=0.0, metavar="SECONDS",
                         help="RGB-D: the colour camera's rows are read out over SECONDS (rolling shutter, stamp = "
                              "centre row; the node's rolling_shutter_readout); 0 = global shutter")
-    parser.add_argument("--single-view-prior", type=float, default=0.2, metavar="FRACTION",
+    parser.add_argument("--single-view-prior", type=float, default=OdometryConfig.ba_single_view_prior,
+                        metavar="FRACTION",
                         help="monocular: landmarks only the newest keyframe observes join its bundle adjustment with "
-                             "a prior of FRACTION of their depth (the node's ba_single_view_prior; default 0.2); 0 = "
-                             "left out; no effect on RGB-D or stereo")
+                             "a prior of FRACTION of their depth (the node's ba_single_view_prior; default "
+                             f"{OdometryConfig.ba_single_view_prior}); 0 = left out; no effect on RGB-D or stereo")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None)
     parser.add_argument("--camera-info-topic", default=None)

@@ -124,9 +124,7 @@ class Replayer:
     def subscribed(self) -> bool:
         """Every input we publish (image, camera_info, depth if any) has a subscriber: a frame sent earlier
         could lose its depth or camera_info to a subscription that is still being matched."""
-        publishers = [self.pub_image, self.pub_info] + ([self.pub_depth] if self.pub_depth is not None else []) + \
-            ([self.pub_right_image, self.pub_right_info] if self.pub_right_image is not None else [])
-        return all(p.get_subscription_count() > 0 for p in publishers)
+        return not self.unsubscribed()
 
     def wait_for_subscribers(self, timeout: float) -> bool:
         return self._spin(timeout, self.subscribed)

@@ -257,7 +257,7 @@ def test_cuda_and_cpu_agree(shared_dir, extractor_cache):
 
 def test_extractor_config_defaults():
     config = ExtractorConfig()
-    assert config.cuda_graph is False
+    assert config.cuda_graph is True and config.tf32 is False
     assert create_extractor("orb", config).device == "cpu"
 
 
@@ -272,3 +272,27 @@ def test_weighted_rows_both_ways():
     expected = (table[index] * weight[:, :, None]).sum(dim=1)
     for fused in (True, False):
         torch.testing.assert_close(_weighted_rows(table, index, weight, fused=fused), expected)
+
+
+def test_a_failing_compiler_falls_back_with_one_warning(shared_dir, weights_dir, caplog):
+    """``compile`` (CUDA only) runs the frame through torch.compile; when the compiler fails (no triton, no C
+    compiler, an unsupported operator), the frame runs as written and one warning says why. The failure is
+    forced here, where no CUDA is: the same fallback code."""
+    extractor = create_extractor("aliked-t16", ExtractorConfig(device="cpu", weights=str(weights_dir / "aliked-t16.pth")))
+    tensor = extractor._to_tensor(first_frame(shared_dir))
+    calls = []
+
+    def broken(t):
+        calls.append(t)
+        raise RuntimeError("InductorError: no working C++ compiler\nsecond line")
+
+    extractor._compiled = broken
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        first = extractor._device_frame(tensor)
+        second = extractor._device_frame(tensor)
+        plain = extractor._frame(tensor)
+    assert len(calls) == 1 and extractor._compiled is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "aliked-t16: torch.compile failed (RuntimeError: InductorError: no working C++ compiler); running without it"]
+    for a, b, c in zip(first, second, plain):
+        assert (a is None and c is None) or (torch.equal(a, c) and torch.equal(b, c))

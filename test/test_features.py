@@ -45,13 +45,16 @@ def extractor_for(extractor_cache, manifest, device="cpu"):
 def check_parity(extractor, manifest, reference, shared_dir):
     image = read_image(shared_dir / manifest["image"])
     features = extractor.extract(image)
-    with torch.inference_mode():
+    with torch.inference_mode(), extractor.numerics():
         tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(extractor.device)
         _, dense_score_map = extractor.net.dense_maps(tensor)  # the published network
         _, score_map = extractor.net.sparse_maps(tensor)  # the extractor's fast path
-    assert np.abs(dense_score_map[0, 0].cpu().numpy() - reference["score_map"]).max() <= 1e-4
-    assert np.abs(score_map[0, 0].cpu().numpy() - reference["score_map"]).max() <= 1e-4
+    dense_error = np.abs(dense_score_map[0, 0].cpu().numpy() - reference["score_map"]).max()
+    fast_error = np.abs(score_map[0, 0].cpu().numpy() - reference["score_map"]).max()
     near, same_descriptor, common = parity(features, reference)
+    assert dense_error <= 1e-4 and fast_error <= 1e-4, (
+        f"score map off by {dense_error:.2e} (network) / {fast_error:.2e} (fast path); keypoints {near:.3%}, "
+        f"descriptors {same_descriptor:.3%}")
     assert near >= 0.99, f"only {near:.3%} of keypoints match the official ones"
     assert same_descriptor >= 0.99, f"only {same_descriptor:.3%} of common descriptors have cosine >= 0.999"
     if manifest["top_k"] > 0:
@@ -77,8 +80,9 @@ def test_aliked_matches_official_reference_cuda(name, shared_dir, extractor_cach
 @pytest.mark.parametrize("crop", [None, (470, 630)], ids=["640x480", "padded"])
 def test_sparse_feature_map_equals_dense(crop, shared_dir, extractor_cache):
     """The fast path (score head on the small maps, features evaluated at the sampled pixels only) gives the
-    published network's feature map, score map and descriptors up to float rounding; also when padding is needed."""
-    from aliked_ros.features.aliked_net import max_filter
+    published network's feature map, score map and descriptors up to float rounding; also when padding is needed,
+    and also in the CUDA path's form (the map built densely, looked up by rows)."""
+    from aliked_ros.features.aliked_net import SparseFeatureMap, max_filter
 
     image = read_image(sorted((shared_dir / "data/tum_fr2_desk/rgb").glob("*.png"))[5])
     if crop is not None:
@@ -97,6 +101,12 @@ def test_sparse_feature_map_equals_dense(crop, shared_dir, extractor_cache):
         keypoints = net.detect(score_map[0]).keypoints
         cosine = (net.describe(sparse, keypoints) * net.describe(feature_map, keypoints)).sum(dim=1)
         assert len(keypoints) == 1024 and cosine.min() > 0.99999
+        # the CUDA form (``dense``: the whole normalised map as rows, built from the same scales)
+        dense_rows = SparseFeatureMap(sparse.scales, sparse.pad, sparse.size, dense=True)
+        torch.testing.assert_close(dense_rows.at(rows[every_7th], cols[every_7th]), dense_features[every_7th],
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.describe(dense_rows, keypoints), net.describe(feature_map, keypoints),
+                                   atol=1e-5, rtol=0)
         scores = torch.rand(1, 1, 61, 83)
         for radius in (1, 2, 4):
             assert torch.equal(max_filter(scores, radius),

@@ -4,10 +4,12 @@ On CUDA a frame runs without waiting for the device until its results are copied
 per frame): the image goes up from pinned memory without blocking, top-k detection keeps a static shape (all
 ``max_keypoints`` rows and a validity mask, filtered on the host), and stage times come from CUDA events.
 ``ExtractorConfig.cuda_graph`` additionally captures the whole frame (upload to descriptors) as one CUDA graph
-per image size and replays it (top-k mode only).
+per image size and replays it (top-k mode only). cuDNN's TF32 convolutions are off for the frame
+(``ExtractorConfig.tf32``), so that CUDA gives the official network's fp32 outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -62,8 +64,27 @@ class AlikedExtractor(Extractor):
         self._cuda = self._device.type == "cuda"
         self._pinned: dict[tuple, torch.Tensor] = {}
         self._graphs: dict[tuple, _CudaGraph] = {}
+        self._compiled = torch.compile(self._frame, dynamic=False) if self._cuda and config.compile else None
         if not self._cuda:
             self._prepare_cpu_kernels()
+
+    @contextlib.contextmanager
+    def numerics(self, cudnn_benchmark: bool | None = None):
+        """The settings the network runs under on CUDA (process-wide torch flags, set for the frame and restored
+        after it): cuDNN TF32 as ``config.tf32`` says; cuDNN's benchmark mode as given (None: as it is; it
+        gained nothing for ALIKED on an H200 and slows the first frame: BENCHMARKS.md)."""
+        if not self._cuda:
+            yield
+            return
+        cudnn = torch.backends.cudnn
+        before = cudnn.allow_tf32, cudnn.benchmark
+        cudnn.allow_tf32 = self.config.tf32
+        if cudnn_benchmark is not None:
+            cudnn.benchmark = cudnn_benchmark
+        try:
+            yield
+        finally:
+            cudnn.allow_tf32, cudnn.benchmark = before
 
     def _prepare_cpu_kernels(self) -> None:
         """Build the fused CPU kernels now (``cpu_kernels``: compiled on a machine's first use, ~30 s, then
@@ -115,6 +136,17 @@ class AlikedExtractor(Extractor):
         return (detections.keypoints, detections.scores, detections.valid,
                 self.net.describe(feature_map, detections.keypoints))
 
+    def _device_frame(self, tensor: torch.Tensor):
+        """``_frame`` on CUDA: compiled when ``config.compile`` asks and the compiler works, else as written."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(tensor)
+            except Exception as error:  # noqa: BLE001 - any compiler failure: the plain path still works
+                LOG.warning("%s: torch.compile failed (%s: %s); running without it", self.name,
+                            type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+                self._compiled = None
+        return self._frame(tensor)
+
     @torch.inference_mode()
     def _extract(self, image) -> Features:
         if self._cuda:
@@ -137,6 +169,10 @@ class AlikedExtractor(Extractor):
         )
 
     def _extract_cuda(self, image) -> Features:
+        with self.numerics():
+            return self._extract_cuda_frame(image)
+
+    def _extract_cuda_frame(self, image) -> Features:
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         events[0].record()
         use_graph = self.config.cuda_graph and self.config.threshold is None and not isinstance(image, torch.Tensor)
@@ -144,7 +180,7 @@ class AlikedExtractor(Extractor):
             array = as_uint8_image(np.asarray(image))
             key = array.shape
             if key not in self._graphs:
-                self._graphs[key] = _CudaGraph(lambda t: self._frame(self._as_float(t)), self._upload(array))
+                self._graphs[key] = _CudaGraph(lambda t: self._device_frame(self._as_float(t)), self._upload(array))
             keypoints, scores, valid, descriptors = self._graphs[key](self._upload(array))
             height, width = array.shape[:2]
             events[1].record()

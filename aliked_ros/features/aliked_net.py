@@ -199,10 +199,14 @@ class SparseFeatureMap:
     """
 
     def __init__(self, scales: tuple[torch.Tensor, ...], pad: tuple[int, int], size: tuple[int, int],
-                 small_table: torch.Tensor | None = None, kernels=None) -> None:
+                 small_table: torch.Tensor | None = None, kernels=None, dense: bool = False) -> None:
         self.scales, self.pad, self.size, self.kernels = scales, pad, size, kernels
         self.padded_size = tuple(scales[0].shape[-2:])
         self.dim = sum(f.shape[1] for f in scales)
+        # ``dense``: the whole map built once as (Hp*Wp, dim) rows before normalisation (``dense_rows``), each
+        # lookup one row normalised as it is read: the CUDA path, where the sparse form's per-pixel gathers of
+        # 48 small rows cost more than building the map (measured on an H200: BENCHMARKS.md)
+        self.dense_table = dense_rows(scales) if dense else None
         self.full_table = scales[0][0].permute(1, 2, 0).reshape(-1, scales[0].shape[1])  # a view if channels-last
         if small_table is None:
             small_table = torch.cat([f[0].permute(1, 2, 0).reshape(-1, f.shape[1]) for f in scales[1:]])
@@ -220,6 +224,9 @@ class SparseFeatureMap:
         (clamped to 1e-12 as F.normalize does)."""
         r = (rows.reshape(-1) + self.pad[0]).long()
         c = (cols.reshape(-1) + self.pad[1]).long()
+        if self.dense_table is not None:
+            features = self.dense_table.index_select(0, r * self.padded_size[1] + c)
+            return features, torch.linalg.vector_norm(features, dim=1).clamp_min_(1e-12)
         n = len(r)
         row_index, row_weight, col_index, col_weight = self.taps
         # per pixel (3 maps, 2 rows, 2 cols): rows of the small-map table and their bilinear weights
@@ -244,6 +251,14 @@ class SparseFeatureMap:
         sampler(self.full_table.numpy(), self.small_table.numpy(), *(t.numpy() for t in self.taps), flat.numpy(),
                 self.size[0], self.size[1], self.pad[0], self.pad[1], out.numpy())
         return out.view(*shape, self.dim)
+
+
+def dense_rows(scales: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The four scales (1, dim/4, h_i, w_i) of a padded image -> its feature map before the L2 normalisation
+    as rows (Hp*Wp, dim), row-major over pixels (the published network's ``x1234``, uncropped): a view of one
+    channels-last tensor when the scales are channels-last."""
+    x = torch.cat([scales[0]] + [_upsample(t, f) for t, f in zip(scales[1:], UPSAMPLING)], dim=1)
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def _weighted_rows(table: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
@@ -543,7 +558,8 @@ class InferencePath:
         c = self.projections[0].shape[1]
         sizes = [m.shape[-2] * m.shape[-1] for m in maps[1:]]
         full = torch.selu_(rows(x1) @ self.projections[0])
-        if torch.jit.is_tracing():  # exporters that trace (OpenVINO) have no matmul with out=
+        if torch.jit.is_tracing() or torch.is_autocast_enabled(image.device.type):
+            # exporters that trace (OpenVINO) have no matmul with out=; under autocast the products are half
             small_table = torch.cat([rows(m) @ p for m, p in zip(maps[1:], self.projections[1:])])
         else:
             small_table = image.new_empty((sum(sizes), c))
@@ -592,6 +608,9 @@ class AlikedNet(nn.Module):
         self.model_name = model_name
         c1, c2, c3, c4, dim, k, m = CONFIGS[model_name]
         self.descriptor_dim = dim
+        # sparse_maps: build the dense feature map for the descriptor head (True) or evaluate it at the sampled
+        # pixels only (False); None: dense on CUDA, sparse on the CPU (each the faster there)
+        self.dense_features: bool | None = None
         self.gate = nn.SELU(inplace=True)
         self.block1 = ConvBlock(3, c1, self.gate)
         self.block2 = ResBlock(c1, c2, self.gate, deformable=False)
@@ -658,7 +677,8 @@ class AlikedNet(nn.Module):
         scales, small_table, score_map = path(image, pads)
         fused = path.fused_cpu_forward() if FusedCpuForward.applies(image) else None
         return (SparseFeatureMap(scales, (pads[2], pads[0]), (int(h), int(w)), small_table,
-                                 kernels=fused.kernels if fused is not None else None),
+                                 kernels=fused.kernels if fused is not None else None,
+                                 dense=self.dense_features if self.dense_features is not None else image.is_cuda),
                 self._crop(score_map, pads, h, w))
 
     @staticmethod

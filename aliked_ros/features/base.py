@@ -40,7 +40,13 @@ class ExtractorConfig:
     ``device``: "auto" (CUDA when available, else CPU), "cuda", "cuda:N" or "cpu" (torch-based stages).
     ``weights``: ALIKED weights file; None resolves as in ``aliked_ros.features.weights``.
     ``cuda_graph``: ALIKED on CUDA, top-k mode: capture each image size's whole extraction as a CUDA graph on
-    first use and replay it (no effect on the CPU).
+    first use and replay it (on by default; no effect on the CPU or in threshold mode).
+    ``tf32``: ALIKED on CUDA: allow TF32 in cuDNN convolutions (torch's process-wide default is on). Off by
+    default: with it on, the score map differs from the official fp32 outputs by up to 3.6e-3 (H200, measured
+    with ``scripts/gpu_check.sh``), above the parity tests' 1e-4. Applied around each frame only.
+    ``compile``: ALIKED on CUDA with ``cuda_graph``: the captured frame through ``torch.compile`` (inductor, fused kernels),
+    compiled on the first frame of each image size (tens of seconds); a compiler that fails falls back to the
+    plain path with one warning. Off by default (see BENCHMARKS.md for what it gains).
     """
 
     max_keypoints: int = 1024
@@ -50,7 +56,9 @@ class ExtractorConfig:
     min_score: float = 0.02
     device: str = "auto"
     weights: str | None = None
-    cuda_graph: bool = False
+    cuda_graph: bool = True
+    tf32: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.max_keypoints < 1:

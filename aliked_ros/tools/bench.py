@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per image")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-kornia", action="store_true", help="skip the kornia reference")
-    parser.add_argument("--cuda-graph", action="store_true", help="extract: ALIKED on CUDA replays one CUDA graph per frame")
+    parser.add_argument("--compile", action="store_true",
+                        help="extract: ALIKED on CUDA through torch.compile (compiled during the warm-up)")
+    parser.add_argument("--no-cuda-graph", action="store_true",
+                        help="extract: ALIKED on CUDA launches each kernel (default: replays one CUDA graph per frame)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--modes", default="pipelined,single",
                         help="node: worker modes to compare, alternating (pipelined: pipelined:=true; single: false), "
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     for name in args.extractors.split(","):
         weights = f"{args.weights_dir}/{name}.pth" if args.weights_dir and name in ALIKED_MODELS else None
         extractor = create_extractor(name, ExtractorConfig(max_keypoints=args.max_keypoints, device=args.device,
-                                                           weights=weights, cuda_graph=args.cuda_graph))
+                                                           weights=weights, cuda_graph=not args.no_cuda_graph,
+                                                           compile=args.compile))
         reference, reference_note = None, None
         if name in ALIKED_MODELS and not args.no_kornia:
             try:

@@ -37,6 +37,7 @@ class OfflineRun:
     last_result: FrameResult | None
     motion_covariances: np.ndarray | None = None  # (len(trajectory),6,6) of each pose's motion, NaN if unknown
     stereo_matches: np.ndarray | None = None  # (processed frames,) left keypoints with a right match (stereo)
+    stage_ms: dict[str, list[float]] | None = None  # per frame: extract, match, pose, map (``FrameResult.timings_ms``)
 
 
 def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None = None,
@@ -46,6 +47,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
     stamps, poses, frame_ms, tracking_ms, map_ids, initialized = [], [], [], [], [], []
     motion_covariances = []
     stereo_matches = []
+    stage_ms: dict[str, list[float]] = {"extract": [], "match": [], "pose": [], "map": []}
     lost = frames = rejected = 0
     result = None
     total = min(len(sequence), max_frames) if max_frames else len(sequence)
@@ -65,6 +67,8 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
         frame_ms.append(result.timings_ms["total"])
         stereo_matches.append(result.stereo_matches)
         tracking_ms.append(result.timings_ms["match"] + result.timings_ms["pose"])
+        for stage, samples in stage_ms.items():
+            samples.append(result.timings_ms[stage])
         if result.state == TrackingState.LOST:
             lost += 1
         if result.T_odom_camera is not None:
@@ -77,7 +81,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
     return OfflineRun(trajectory, np.array(map_ids, int), np.array(initialized, bool), frames, lost, vo.resets,
                       rejected, frame_ms, tracking_ms, result, np.array(motion_covariances).reshape(-1, 6, 6),
-                      stereo_matches=np.array(stereo_matches, int))
+                      stereo_matches=np.array(stereo_matches, int), stage_ms=stage_ms)
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
@@ -230,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
         outcome.stereo_matches is not None and len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),
         "frame_ms_median": float(np.median(outcome.frame_ms)) if outcome.frame_ms else None,
+        "stage_ms_median": {stage: float(np.median(samples)) for stage, samples in (outcome.stage_ms or {}).items()
+                            if samples},
         "output_trajectory": args.output_trajectory, "plot": args.plot if metrics else None,
         "note": note,
     }

@@ -18,11 +18,13 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score threshold: threshold mode, at most --max-keypoints keypoints")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cuda, cuda:N or cpu")
     parser.add_argument("--weights", default=None, help="ALIKED weights file (default: $ALIKED_WEIGHTS_DIR, cache, download)")
+    parser.add_argument("--compile", action="store_true",
+                        help="ALIKED on CUDA: torch.compile the frame (compiled on the first frame, about a minute)")
 
 
 def extractor_config(args: argparse.Namespace) -> ExtractorConfig:
     return ExtractorConfig(max_keypoints=args.max_keypoints, threshold=args.threshold, device=args.device,
-                           weights=args.weights)
+                           weights=args.weights, compile=args.compile)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,12 +8,12 @@
 #                                       that machine lacks, plus weights, reference outputs and one sequence,
 #                                       into .gpu/ (git-ignored; ~45 MB, under the device tool's 64 MiB carry)
 #   scripts/gpu_check.sh run            there: installs the wheels into a temporary folder (no network), runs
-#                                       the checks; device tool: run(command="scripts/gpu_check.sh run",
-#                                       carry=[".gpu"], timeout_s=540)
+#                                       the checks (90-220 s on an H200); device tool: run(command=
+#                                       "STEP_TIMEOUT=150 scripts/gpu_check.sh run", carry=[".gpu"], timeout_s=400)
 #   scripts/gpu_check.sh run --cpu      the same steps on the CPU (a dry run of this script where no GPU is)
 #
 # Environment: PYTHON (default python3), GPU_DIR (default .gpu), SHARED (default ../shared), PY_VERSION
-# (wheels' Python, default 3.12). The run step skips the wheel install when PYTHON already imports them all.
+# (wheels' Python, default 3.12), STEP_TIMEOUT (seconds per step, default 300). The run step skips the wheel install when PYTHON already imports them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU_DIR=${GPU_DIR:-.gpu}

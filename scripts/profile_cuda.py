@@ -1,6 +1,6 @@
 """ALIKED extraction on CUDA looked at closely, for ``scripts/gpu_check.sh``: where a frame's GPU time goes
 (torch.profiler: the costliest operators, kernels launched per frame) and, for each numeric variant (fp32,
-TF32 convolutions, fp16 / bf16 autocast), layout (dense or sparse feature map, channels-last or NCHW) and
+TF32; fp16 / bf16 autocast were measured on 2026-12-01 with a branch since removed, BENCHMARKS.md), layout (dense or sparse feature map, channels-last or NCHW) and
 CUDA graph or not, the median wall time of
 ``extract()`` (upload to host arrays) and the parity with the official outputs (the measures of
 ``test/test_features.py``: keypoints within 0.05 px, their descriptors' cosine >= 0.999).
@@ -12,7 +12,6 @@ SHARED_DIR holds ``reference/aliked`` and the images it names. Prints a report; 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -25,16 +24,14 @@ import torch
 from aliked_ros.features import ExtractorConfig, create_extractor
 from aliked_ros.image_io import read_image
 
-VARIANTS = {  # name: (ExtractorConfig fields, autocast dtype or None, change or None)
-    "default": ({}, None, None),  # CUDA graph, dense feature map, channels-last, fp32 (no TF32)
-    "no_graph": ({"cuda_graph": False}, None, None),
-    "cudnn_benchmark": ({}, None, "cudnn_benchmark"),
-    "sparse_features": ({}, None, "sparse"),
-    "nchw": ({}, None, "nchw"),
-    "tf32": ({"tf32": True}, None, None),
-    "fp16": ({}, torch.float16, None),
-    "bf16": ({}, torch.bfloat16, None),
-    "compiled": ({"compile": True}, None, None),  # last: its compilation takes the longest
+VARIANTS = {  # name: (ExtractorConfig fields, change or None)
+    "default": ({}, None),  # CUDA graph, dense feature map, channels-last, fp32 (no TF32)
+    "no_graph": ({"cuda_graph": False}, None),
+    "cudnn_benchmark": ({}, "cudnn_benchmark"),
+    "sparse_features": ({}, "sparse"),
+    "nchw": ({}, "nchw"),
+    "tf32": ({"tf32": True}, None),
+    "compiled": ({"compile": True}, None),  # last: its compilation takes the longest
 }
 
 
@@ -103,33 +100,31 @@ def main() -> int:
     references = [(np.load(args.shared / "reference/aliked" / name), read_image(args.shared / entry["image"]))
                   for name, entry in sorted(manifest.items())
                   if entry["model"] == args.model and entry["top_k"] == 1024]
-    report: dict = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "torch": torch.__version__, "model": args.model,
-                    "variants": {}}
-    for name, (fields, autocast, setting) in VARIANTS.items():
-        numerics = (torch.autocast(args.device, dtype=autocast) if autocast is not None else contextlib.nullcontext())
+    report: dict = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+                    "torch": torch.__version__, "model": args.model, "variants": {}}
+    for name, (fields, setting) in VARIANTS.items():
         try:
             started = time.perf_counter()
             extractor = create_extractor(args.model, ExtractorConfig(max_keypoints=1024, device=args.device, **fields))
             change(extractor, setting)
-            with numerics:
-                found = [parity(extractor.extract(image), reference) for reference, image in references]
-                first_frames_s = time.perf_counter() - started  # creation, capture (and compilation)
-                image = references[0][1]
-                for _ in range(10):
-                    extractor.extract(image)
-                synchronize()
-                wall = []
-                for index in range(args.frames):
-                    start = time.perf_counter()
-                    extractor.extract(references[index % len(references)][1])
-                    wall.append((time.perf_counter() - start) * 1e3)
-                entry = {"wall_ms_median": statistics.median(wall), "wall_ms_p90": float(np.percentile(wall, 90)),
-                         "keypoints_near": min(f[0] for f in found), "descriptors_same": min(f[1] for f in found),
-                         "first_frames_s": first_frames_s}
-                if name in ("default", "compiled"):
-                    profiled = profile(extractor, image)
-                    entry["kernels_per_frame"] = profiled["kernels_per_frame"]
-                    report[f"profile_table_{name}"] = profiled["table"]
+            found = [parity(extractor.extract(image), reference) for reference, image in references]
+            first_frames_s = time.perf_counter() - started  # creation, capture (and compilation)
+            image = references[0][1]
+            for _ in range(10):
+                extractor.extract(image)
+            synchronize()
+            wall = []
+            for index in range(args.frames):
+                start = time.perf_counter()
+                extractor.extract(references[index % len(references)][1])
+                wall.append((time.perf_counter() - start) * 1e3)
+            entry = {"wall_ms_median": statistics.median(wall), "wall_ms_p90": float(np.percentile(wall, 90)),
+                     "keypoints_near": min(f[0] for f in found), "descriptors_same": min(f[1] for f in found),
+                     "first_frames_s": first_frames_s}
+            if name in ("default", "compiled"):
+                profiled = profile(extractor, image)
+                entry["kernels_per_frame"] = profiled["kernels_per_frame"]
+                report[f"profile_table_{name}"] = profiled["table"]
         except Exception as error:  # noqa: BLE001 - a variant that fails is reported, the others still run
             entry = {"error": repr(error)[:400]}
         report["variants"][name] = entry

@@ -275,10 +275,17 @@ def test_weighted_rows_both_ways():
 
 
 def test_a_failing_compiler_falls_back_with_one_warning(shared_dir, weights_dir, caplog):
-    """``compile`` (CUDA only) runs the frame through torch.compile; when the compiler fails (no triton, no C
-    compiler, an unsupported operator), the frame runs as written and one warning says why. The failure is
-    forced here, where no CUDA is: the same fallback code."""
-    extractor = create_extractor("aliked-t16", ExtractorConfig(device="cpu", weights=str(weights_dir / "aliked-t16.pth")))
+    """``compile`` (CUDA, CUDA graph, top-k) runs the frame through torch.compile; asked for where it does not
+    apply, one warning says so; when the compiler fails (no triton, no C compiler, an unsupported operator), the
+    frame runs as written and one warning says why. The failure is forced here, where no CUDA is: the same
+    fallback code."""
+    weights = str(weights_dir / "aliked-t16.pth")
+    with caplog.at_level(logging.WARNING):
+        create_extractor("aliked-t16", ExtractorConfig(device="cpu", weights=weights, compile=True))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "aliked-t16: compile applies to ALIKED on CUDA with the CUDA graph in top-k mode only; ignored here"]
+    caplog.clear()
+    extractor = create_extractor("aliked-t16", ExtractorConfig(device="cpu", weights=weights))
     tensor = extractor._to_tensor(first_frame(shared_dir))
     calls = []
 
@@ -292,7 +299,7 @@ def test_a_failing_compiler_falls_back_with_one_warning(shared_dir, weights_dir,
         second = extractor._device_frame(tensor)
         plain = extractor._frame(tensor)
     assert len(calls) == 1 and extractor._compiled is None
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "aliked-t16: torch.compile failed (RuntimeError: InductorError: no working C++ compiler); running without it"]
     for a, b, c in zip(first, second, plain):
         assert (a is None and c is None) or (torch.equal(a, c) and torch.equal(b, c))

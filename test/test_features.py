@@ -35,11 +35,11 @@ def parity(features: Features, reference) -> tuple[float, float, int]:
     return float(close.mean()), float((cosine >= 0.999).mean()), int(close.sum())
 
 
-def extractor_for(extractor_cache, manifest, device="cpu"):
+def extractor_for(extractor_cache, manifest, device="cpu", **options):
     if manifest["top_k"] > 0:
-        return extractor_cache(manifest["model"], max_keypoints=manifest["top_k"], device=device)
+        return extractor_cache(manifest["model"], max_keypoints=manifest["top_k"], device=device, **options)
     return extractor_cache(manifest["model"], threshold=manifest["scores_th"], max_keypoints=manifest["n_limit"],
-                           device=device)
+                           device=device, **options)
 
 
 def check_parity(extractor, manifest, reference, shared_dir):
@@ -73,8 +73,10 @@ def test_aliked_matches_official_reference_cpu(name, shared_dir, extractor_cache
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (GPU parity needs one)")
 @pytest.mark.parametrize("name", REFERENCE_FILES)
 def test_aliked_matches_official_reference_cuda(name, shared_dir, extractor_cache):
+    """The launched CUDA path (the CUDA graph, the default, has its own parity test in test_extraction_paths)."""
     manifest, reference = load_reference(shared_dir, name)
-    check_parity(extractor_for(extractor_cache, manifest, device="cuda"), manifest, reference, shared_dir)
+    check_parity(extractor_for(extractor_cache, manifest, device="cuda", cuda_graph=False), manifest, reference,
+                 shared_dir)
 
 
 @pytest.mark.parametrize("crop", [None, (470, 630)], ids=["640x480", "padded"])
@@ -101,11 +103,11 @@ def test_sparse_feature_map_equals_dense(crop, shared_dir, extractor_cache):
         keypoints = net.detect(score_map[0]).keypoints
         cosine = (net.describe(sparse, keypoints) * net.describe(feature_map, keypoints)).sum(dim=1)
         assert len(keypoints) == 1024 and cosine.min() > 0.99999
-        # the CUDA form (``dense``: the whole normalised map as rows, built from the same scales)
-        dense_rows = SparseFeatureMap(sparse.scales, sparse.pad, sparse.size, dense=True)
-        torch.testing.assert_close(dense_rows.at(rows[every_7th], cols[every_7th]), dense_features[every_7th],
+        # the CUDA form (``dense``: the whole map as rows, built from the same scales, normalised as read)
+        dense_form = SparseFeatureMap(sparse.scales, sparse.pad, sparse.size, dense=True)
+        torch.testing.assert_close(dense_form.at(rows[every_7th], cols[every_7th]), dense_features[every_7th],
                                    atol=1e-5, rtol=0)
-        torch.testing.assert_close(net.describe(dense_rows, keypoints), net.describe(feature_map, keypoints),
+        torch.testing.assert_close(net.describe(dense_form, keypoints), net.describe(feature_map, keypoints),
                                    atol=1e-5, rtol=0)
         scores = torch.rand(1, 1, 61, 83)
         for radius in (1, 2, 4):

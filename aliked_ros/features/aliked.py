@@ -64,27 +64,54 @@ class AlikedExtractor(Extractor):
         self._cuda = self._device.type == "cuda"
         self._pinned: dict[tuple, torch.Tensor] = {}
         self._graphs: dict[tuple, _CudaGraph] = {}
-        self._compiled = torch.compile(self._frame, dynamic=False) if self._cuda and config.compile else None
+        self._compiled = self._compile() if config.compile else None
         if not self._cuda:
             self._prepare_cpu_kernels()
+
+    def _compile(self):
+        """``torch.compile`` of ``_frame`` where it applies (CUDA, the CUDA graph, top-k mode), else None with
+        one warning; a torch that refuses to compile at all also gives None and a warning."""
+        config = self.config
+        if not (self._cuda and config.cuda_graph and config.threshold is None):
+            LOG.warning("%s: compile applies to ALIKED on CUDA with the CUDA graph in top-k mode only; ignored here",
+                        self.name)
+            return None
+        try:
+            return torch.compile(self._frame, dynamic=False)
+        except Exception as error:  # noqa: BLE001 - e.g. a torch without inductor for this Python
+            LOG.warning("%s: torch.compile unavailable (%s: %s); running without it", self.name,
+                        type(error).__name__, error)
+            return None
 
     @contextlib.contextmanager
     def numerics(self, cudnn_benchmark: bool | None = None):
         """The settings the network runs under on CUDA (process-wide torch flags, set for the frame and restored
-        after it): cuDNN TF32 as ``config.tf32`` says; cuDNN's benchmark mode as given (None: as it is; it
-        gained nothing for ALIKED on an H200 and slows the first frame: BENCHMARKS.md)."""
+        after it): TF32 in cuDNN's convolutions and in matrix products as ``config.tf32`` says (torch's own
+        default allows it in convolutions); cuDNN's benchmark mode as given, or on with ``config.compile`` (the
+        configuration measured, BENCHMARKS.md), else as it is (it gained nothing for the plain path on an H200
+        and slows the first frame)."""
         if not self._cuda:
             yield
             return
+        if cudnn_benchmark is None and self.config.compile:
+            cudnn_benchmark = True
         cudnn = torch.backends.cudnn
-        before = cudnn.allow_tf32, cudnn.benchmark
-        cudnn.allow_tf32 = self.config.tf32
+        precision = "tf32" if self.config.tf32 else "ieee"
+        new_api = hasattr(getattr(cudnn, "conv", None), "fp32_precision")  # torch >= 2.9: mixing the two raises
+        conv, matmul = (cudnn.conv, torch.backends.cuda.matmul) if new_api else (cudnn, torch.backends.cuda.matmul)
+        attribute = "fp32_precision" if new_api else "allow_tf32"
+        value = precision if new_api else self.config.tf32
+        before = getattr(conv, attribute), getattr(matmul, attribute), cudnn.benchmark
+        setattr(conv, attribute, value)
+        setattr(matmul, attribute, value)
         if cudnn_benchmark is not None:
             cudnn.benchmark = cudnn_benchmark
         try:
             yield
         finally:
-            cudnn.allow_tf32, cudnn.benchmark = before
+            setattr(conv, attribute, before[0])
+            setattr(matmul, attribute, before[1])
+            cudnn.benchmark = before[2]
 
     def _prepare_cpu_kernels(self) -> None:
         """Build the fused CPU kernels now (``cpu_kernels``: compiled on a machine's first use, ~30 s, then
@@ -137,14 +164,21 @@ class AlikedExtractor(Extractor):
                 self.net.describe(feature_map, detections.keypoints))
 
     def _device_frame(self, tensor: torch.Tensor):
-        """``_frame`` on CUDA: compiled when ``config.compile`` asks and the compiler works, else as written."""
-        if self._compiled is not None:
-            try:
-                return self._compiled(tensor)
-            except Exception as error:  # noqa: BLE001 - any compiler failure: the plain path still works
-                LOG.warning("%s: torch.compile failed (%s: %s); running without it", self.name,
-                            type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
-                self._compiled = None
+        """``_frame`` on CUDA: compiled when ``config.compile`` asks and the compiler works, else as written.
+        The choice is made in the CUDA graph's warm-up runs (the first call compiles); during the capture the
+        chosen function runs without a fallback, so that a graph never holds parts of both."""
+        if self._compiled is None:
+            return self._frame(tensor)
+        if tensor.is_cuda and torch.cuda.is_current_stream_capturing():
+            return self._compiled(tensor)
+        try:
+            return self._compiled(tensor)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any compiler failure: the plain path still works
+            LOG.warning("%s: torch.compile failed (%s: %s); running without it", self.name,
+                        type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+            self._compiled = None
         return self._frame(tensor)
 
     @torch.inference_mode()
@@ -229,7 +263,9 @@ class _CudaGraph:
                 fn(self.input)
         torch.cuda.current_stream(example.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: another thread's CUDA work during the capture (the node's pose stage matching on the
+        # GPU while a new image size is captured) is not an error
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = fn(self.input)
 
     def __call__(self, tensor: torch.Tensor):

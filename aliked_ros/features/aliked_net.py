@@ -558,8 +558,7 @@ class InferencePath:
         c = self.projections[0].shape[1]
         sizes = [m.shape[-2] * m.shape[-1] for m in maps[1:]]
         full = torch.selu_(rows(x1) @ self.projections[0])
-        if torch.jit.is_tracing() or torch.is_autocast_enabled(image.device.type):
-            # exporters that trace (OpenVINO) have no matmul with out=; under autocast the products are half
+        if torch.jit.is_tracing():  # exporters that trace (OpenVINO) have no matmul with out=
             small_table = torch.cat([rows(m) @ p for m, p in zip(maps[1:], self.projections[1:])])
         else:
             small_table = image.new_empty((sum(sizes), c))

@@ -175,7 +175,11 @@ def run(args: argparse.Namespace) -> int:
         picture_index = min(len(sequence), args.frames) // 2
         picture = {}  # the frame drawn in tracks.png, kept while it is published
         summary = replayer.play(sequence, on_frame=lambda i, f: picture.update(frame=f) if i == picture_index else None)
-        replayer._spin(1.0, lambda: len(odometry) >= len(status) and len(keypoints) >= len(status))
+        # the replayer's own status subscription saw each frame's status; this client's subscriptions may still
+        # hold the last ones (each callback runs in its own spin): wait for every answered frame's messages here too
+        answered = summary.frames_published - summary.status_missed
+        replayer._spin(5.0, lambda: len(status) >= answered and len(odometry) >= len(status)
+                       and len(keypoints) >= len(status))
     finally:
         client.destroy_node()
         rclpy.try_shutdown()

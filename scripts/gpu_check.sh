@@ -2,7 +2,8 @@
 # The CUDA checks in one command, for a GPU machine that has only Python 3.12 + torch + numpy + OpenCV (no
 # network, no ROS): CUDA parity tests, extraction benchmark against kornia on the same GPU (plain and CUDA
 # graph), a profile of the extraction and its numeric variants (scripts/profile_cuda.py), the offline eval
-# pipeline's ms/frame; one JSON summary on stdout (and in $OUT/gpu_check.json).
+# pipeline's ms/frame, the node's worker without ROS fed at 200 Hz (bench pipeline); one JSON summary on stdout
+# (and in $OUT/gpu_check.json).
 #
 #   scripts/gpu_check.sh prepare        here, with network: Python 3.12 wheels of what the checks import and
 #                                       that machine lacks, plus weights, reference outputs and one sequence,
@@ -107,13 +108,22 @@ run() {
     --json > "$work/eval.json" 2> "$work/eval.err"
   local eval_rc=$?
   if [ -n "${OUT:-}" ]; then cp "$work/eval.json" "$OUT/eval.json" 2>/dev/null || true; fi
+  # the node's worker without ROS, fed at 200 Hz (2 s of a synthetic 200 Hz camera; 0.3 s in the CPU dry run)
+  local synth_frames=400
+  if [ "$device" = cpu ]; then synth_frames=60; fi
+  echo "gpu_check: $(date -u +%T) bench pipeline at 200 Hz" >&2
+  timeout "${STEP_TIMEOUT:-300}" "$PYTHON" -m aliked_ros.cli synth "$work/synth200" --rate 200 --frames "$synth_frames" \
+    > /dev/null 2> "$work/pipeline.err" &&
+  timeout "${STEP_TIMEOUT:-300}" "$PYTHON" -m aliked_ros.cli bench pipeline "$work/synth200" --rate 200 \
+    --extractors aliked-t16 --device "$device" --json > "$work/pipeline.json" 2>> "$work/pipeline.err"
+  local pipeline_rc=$?
   set -e
-  "$PYTHON" - "$work" "$device" "$pytest_rc" "$bench_rc" "$graph_rc" "$eval_rc" <<'EOF'
+  "$PYTHON" - "$work" "$device" "$pytest_rc" "$bench_rc" "$graph_rc" "$eval_rc" "$pipeline_rc" <<'EOF'
 import json, os, sys, xml.etree.ElementTree as ET
 from pathlib import Path
 
 work, device = Path(sys.argv[1]), sys.argv[2]
-rcs = dict(zip(("pytest", "bench", "bench_graph", "eval"), map(int, sys.argv[3:7])))
+rcs = dict(zip(("pytest", "bench", "bench_graph", "eval", "pipeline"), map(int, sys.argv[3:8])))
 
 def load(name):
     try:
@@ -149,6 +159,10 @@ eval_report = load("eval.json")
 summary["eval"] = {k: v for k, v in eval_report.items()
                    if k in ("frames", "frames_posed", "frame_ms_median", "ate_mm", "alignment", "error")
                    or k.endswith("_ms_median") or k.startswith("ate")}
+pipeline_report = load("pipeline.json")
+summary["pipeline_200hz"] = [{k: run.get(k) for k in ("mode", "frames_fed", "frames_processed", "frames_dropped",
+                                                    "throughput_hz", "latency_ms", "extract_ms_median", "error")}
+                             for run in pipeline_report.get("runs", [pipeline_report])]
 extract_ms = min(filter(None, [summary.get("extract", {}).get("total"),
                                summary.get("extract_cuda_graph", {}).get("total")]), default=None)
 ratio = min(filter(None, [summary.get("extract", {}).get("ratio_total_vs_kornia"),
@@ -158,6 +172,9 @@ summary["targets"] = {
     "speedup_vs_kornia_ge_3": ratio is not None and ratio <= 1 / 3,
     "eval_ms_per_frame_le_5": (eval_report.get("frame_ms_median") or 1e9) <= 5,
 }
+# keeps up: the pipelined worker drops nothing of a 200 Hz camera (no DDS in this measure)
+pipelined = [r for r in summary["pipeline_200hz"] if r.get("mode") == "pipelined"]
+summary["targets"]["pipeline_keeps_up_200hz_no_ros"] = bool(pipelined) and pipelined[0].get("frames_dropped") == 0
 text = json.dumps(summary)
 print(text)
 if os.environ.get("OUT"):

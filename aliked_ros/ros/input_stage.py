@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,6 +38,36 @@ PACING_WEIGHT = 0.2  # weight of the newest sample in the pipelined stages' movi
 def moving_average(average: float | None, sample: float) -> float:
     """The pipelined stages' time per item: exponential moving average (``PACING_WEIGHT``), the first sample as is."""
     return sample if average is None else average + PACING_WEIGHT * (sample - average)
+
+
+# --- the worker's loops (the node runs them on its threads; ``aliked-vo bench pipeline`` without ROS) ---------------
+
+def run_single_stage(inputs: "InputStage", process: Callable[["Work"], None]) -> None:
+    """One worker: each frame taken and handed to ``process``, which finishes it (processed or rejected)."""
+    while (work := inputs.take()) is not None:
+        process(work)
+
+
+def run_extraction_stage(inputs: "InputStage", extract: Callable[["Work"], Any | None]) -> None:
+    """Pipelined, stage 1: the newest frame taken just in time for the second stage (``wait_to_extract``),
+    ``extract(work)`` -> the item handed over, or None for a frame it refused (and finished); a reset request the
+    refused frame carried applies to the next one."""
+    extract_s = None  # time per frame here (moving average)
+    while inputs.wait_to_extract(extract_s or 0.0) and (work := inputs.take()) is not None:
+        start = time.monotonic()
+        extracted = extract(work)
+        if extracted is None:
+            inputs.restore_reset(work.reset)
+        else:
+            inputs.hand_over(work.frame, extracted, work.reset)
+        extract_s = moving_average(extract_s, time.monotonic() - start)
+
+
+def run_pose_stage(inputs: "InputStage", pose: Callable[["InputFrame", Any, "ResetRequest | None"], None]) -> None:
+    """Pipelined, stage 2: the newest handed-over item to ``pose(frame, item, reset)``, which finishes the frame."""
+    while (handed := inputs.take_handed_over()) is not None:
+        pose(*handed)
+        inputs.stage2_finished()
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,6 @@ import functools
 import os
 import sys
 import threading
-import time
 import traceback
 
 import numpy as np
@@ -78,7 +77,8 @@ from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_
                                      stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
 from aliked_ros.ros.frames import mount_transform
-from aliked_ros.ros.input_stage import NS, InputFrame, InputStage, ResetRequest, Work, moving_average
+from aliked_ros.ros.input_stage import (NS, InputFrame, InputStage, ResetRequest, Work, run_extraction_stage,
+                                       run_pose_stage, run_single_stage)
 from aliked_ros.ros.odometry_output import OdometryOutput
 from aliked_ros.ros.publishing import OutputSet
 from aliked_ros.srv import ResetToPose
@@ -400,35 +400,32 @@ class VoNode(Node):
     def _work(self) -> None:
         """``pipelined:=false``: one thread, each frame decoded, processed and published back to back."""
         self._set_torch_threads()
-        while (work := self.inputs.take()) is not None:
-            if self._guard(self._apply_reset, work.reset) and (vo_frame := self._guard(self._decode, work)):
-                if (result := self._guard(self.vo.process, vo_frame)) is not None:
-                    self._processed(work.frame, vo_frame.image, result)
+        run_single_stage(self.inputs, self._process_work)
+
+    def _process_work(self, work: Work) -> None:
+        if self._guard(self._apply_reset, work.reset) and (vo_frame := self._guard(self._decode, work)):
+            if (result := self._guard(self.vo.process, vo_frame)) is not None:
+                self._processed(work.frame, vo_frame.image, result)
 
     def _extract_stage(self) -> None:
         """Pipelined, stage 1: the newest frame, decoded and extracted, handed to the pose stage; the next one
         taken just in time for the pose stage (``InputStage.wait_to_extract``)."""
         self._set_torch_threads()
-        extract_s = None  # time per frame here (moving average)
-        while self.inputs.wait_to_extract(extract_s or 0.0) and (work := self.inputs.take()) is not None:
-            start = time.monotonic()
-            vo_frame = self._guard(self._decode, work)
-            extracted = self._guard(self.vo.extract, vo_frame) if vo_frame is not None else None
-            if extracted is None:
-                self.inputs.restore_reset(work.reset)  # refused here: a reset it carried applies to the next frame
-            else:
-                self.inputs.hand_over(work.frame, extracted, work.reset)
-            extract_s = moving_average(extract_s, time.monotonic() - start)
+        run_extraction_stage(self.inputs, self._extract_work)
+
+    def _extract_work(self, work: Work):
+        vo_frame = self._guard(self._decode, work)
+        return self._guard(self.vo.extract, vo_frame) if vo_frame is not None else None
 
     def _pose_stage(self) -> None:
         """Pipelined, stage 2: the newest extracted frame posed (``process_extracted``) and published."""
         self._set_torch_threads()  # matching runs torch ops too
-        while (handed := self.inputs.take_handed_over()) is not None:
-            frame, extracted, reset = handed
-            if self._guard(self._apply_reset, reset):
-                if (result := self._guard(self.vo.process_extracted, extracted)) is not None:
-                    self._processed(frame, extracted.frame.image, result)
-            self.inputs.stage2_finished()
+        run_pose_stage(self.inputs, self._pose_work)
+
+    def _pose_work(self, frame: InputFrame, extracted, reset: ResetRequest | None) -> None:
+        if self._guard(self._apply_reset, reset):
+            if (result := self._guard(self.vo.process_extracted, extracted)) is not None:
+                self._processed(frame, extracted.frame.image, result)
 
     def _set_torch_threads(self) -> None:
         if self._torch_threads:

@@ -8,6 +8,9 @@ published -> its status received, wall clock; p50, p99), throughput (processed f
 the node dropped to keep up, its median extraction time, and the load average before and after the run
 (``--threads N``: the node's ``torch_threads``).
 
+``aliked-vo bench pipeline SOURCE --rate R``: the node's worker (input stage, worker loops, ``VisualOdometry``)
+without ROS, fed at R frames per second (``aliked_ros.tools.bench_pipeline``): runs where ROS does not.
+
 ``aliked-vo bench soak [--frames N]``: N synthetic frames into the live node; memory, threads, open files, latency
 drift, exceptions and frame accounting (``aliked_ros.tools.soak``).
 
@@ -32,11 +35,12 @@ from aliked_ros.matching import match_mutual_nearest
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from aliked_ros.tools.soak import add_soak_arguments
 
-    parser.add_argument("what", choices=["extract", "node", "soak"], help="what to benchmark")
+    parser.add_argument("what", choices=["extract", "node", "pipeline", "soak"], help="what to benchmark")
     parser.add_argument("images", nargs="*", help="extract: image files (e.g. ../shared/data/tum_fr2_desk/rgb/*.png); "
-                        "node: one replayable source; soak: none (synthetic)")
+                        "node, pipeline: one source; soak: none (synthetic)")
     parser.add_argument("--rate", type=float, default=None,
-                        help="node: replay speed (default 1 = real time); soak: frames per second (default 12)")
+                        help="node: replay speed (default 1 = real time); pipeline: frames per second fed (default "
+                             "30); soak: frames per second (default 12)")
     parser.add_argument("--extractors", default="aliked-t16,sift,orb",
                         help=f"comma-separated, from {','.join(EXTRACTORS)}")
     parser.add_argument("--max-keypoints", type=int, default=1024)
@@ -46,14 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-kornia", action="store_true", help="skip the kornia reference")
     parser.add_argument("--compile", action="store_true",
-                        help="extract: ALIKED on CUDA through torch.compile (compiled during the warm-up)")
+                        help="extract, pipeline: ALIKED on CUDA through torch.compile (compiled during the warm-up)")
     parser.add_argument("--no-cuda-graph", action="store_true",
                         help="extract: ALIKED on CUDA launches each kernel (default: replays one CUDA graph per frame)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--modes", default="pipelined,single",
                         help="node: worker modes to compare, alternating (pipelined: pipelined:=true; single: false), "
-                             "each optionally with node parameters: pipelined+next_frame_wait=0.0")
-    parser.add_argument("--rounds", type=int, default=1, help="node: how many times to run every extractor and mode")
+                             "each optionally with node parameters: pipelined+next_frame_wait=0.0; pipeline: "
+                             "pipelined, single")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="node, pipeline: how many times to run every extractor and mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_soak_arguments(parser)
 
@@ -101,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
         return run_soak(args)
     if not args.images:
         raise SystemExit(f"aliked-vo bench {args.what}: give {'image files' if args.what == 'extract' else 'a source'}")
+    if args.what == "pipeline":
+        from aliked_ros.tools.bench_pipeline import run_pipeline_benchmark
+
+        args.rate = args.rate or 30.0
+        if args.extractor:
+            args.extractors = args.extractor
+        return run_pipeline_benchmark(args)
     if args.rate is None:
         args.rate = 1.0
     if args.extractor:

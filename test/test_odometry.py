@@ -355,3 +355,28 @@ def test_depth_size_mismatch_names_the_file(shared_dir, tmp_path):
     (folder / "camera_info.yaml").write_bytes((source / "camera_info.yaml").read_bytes())
     with pytest.raises(DatasetError, match=f"depth {folder / row[3]} is 320x240"):
         list(open_sequence(folder))
+
+
+def test_eval_fails_when_nothing_associates_with_the_ground_truth(shared_dir, tmp_path):
+    """Ground truth whose stamps miss the frames' (here: 1000 s later, as a wrong time base would): the report
+    and the trajectory are still written, the note says why, and the exit status is 1, so that a script does not
+    take a missing score for a result."""
+    import shutil
+
+    source = shared_dir / "data/tum_fr2_desk"
+    folder = tmp_path / "shifted"
+    shutil.copytree(source, folder)
+    rows = []
+    for line in (source / "groundtruth.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            rows.append(line)
+            continue
+        stamp, *rest = line.split()
+        rows.append(" ".join([f"{float(stamp) + 1000.0:.6f}", *rest]))
+    (folder / "groundtruth.txt").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "est.txt"
+    result = run_eval(str(folder), "--extractor", "orb", "--max-frames", "6", "--output-trajectory", str(out))
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ate_rmse_m"] is None and "fewer than 2 poses match ground-truth stamps" in report["note"]
+    assert "both in seconds?" in report["note"] and out.is_file() and len(out.read_text().splitlines()) >= 2

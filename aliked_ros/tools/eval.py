@@ -3,7 +3,8 @@
 second camera runs stereo by default (``--no-stereo``: the left camera alone): metric poses of the rectified
 left camera, scored with an SE(3) alignment (no scale fitted); ``stereo_matches`` is the median number of left
 keypoints per frame with a right-image match. ``--score FILE`` scores another system's TUM trajectory instead,
-at the source's frame stamps and under the same definitions (e.g. ORB-SLAM2's estimate of the same frames)."""
+at the source's frame stamps and under the same definitions (e.g. ORB-SLAM2's estimate of the same frames).
+Exit status 1 when the source has ground truth but fewer than two poses associate with it (the report says why)."""
 from __future__ import annotations
 
 import argparse
@@ -252,4 +253,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {metrics.describe()}")
         else:
             print(f"  {note}")
-    return 0
+    # ground truth given but nothing to score against it: the report (and any trajectory) is written, the exit
+    # status says the evaluation failed, so that scripts do not take a missing score for a result
+    return 1 if sequence.groundtruth is not None and metrics is None else 0

@@ -159,6 +159,7 @@ def test_bench_pipeline_runs_the_nodes_worker_without_ros(rate, mode, shared_dir
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = json.loads(result.stdout.strip().splitlines()[-1])["runs"]
     assert run["frames_fed"] == 20 and run["in_flight_at_end"] == 0 and run["frames_rejected"] == {}
+    assert run["worker_errors"] == []
     assert run["frames_processed"] + run["frames_dropped"] == 20
     assert run["pipelined"] is (mode == "pipelined") and run["latency_ms"]["p50"] > 0
     if rate == 5.0:  # 200 ms between frames, ORB's frame ~40 ms here (60 ms p50 latency measured, 2026-12-01)

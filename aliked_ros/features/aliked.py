@@ -181,6 +181,22 @@ class AlikedExtractor(Extractor):
             self._compiled = None
         return self._frame(tensor)
 
+    def _capture(self, array: np.ndarray) -> "_CudaGraph":
+        """The frame for ``array``'s size as a CUDA graph; a compiled frame whose capture fails is captured again
+        without torch.compile (one warning), so that the size does not fail on every later frame."""
+        capture = lambda: _CudaGraph(lambda t: self._device_frame(self._as_float(t)), self._upload(array))  # noqa: E731
+        try:
+            return capture()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            if self._compiled is None:
+                raise
+            LOG.warning("%s: capturing the compiled frame failed (%s: %s); capturing it without torch.compile",
+                        self.name, type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+            self._compiled = None
+            return capture()
+
     @torch.inference_mode()
     def _extract(self, image) -> Features:
         if self._cuda:
@@ -214,7 +230,7 @@ class AlikedExtractor(Extractor):
             array = as_uint8_image(np.asarray(image))
             key = array.shape
             if key not in self._graphs:
-                self._graphs[key] = _CudaGraph(lambda t: self._device_frame(self._as_float(t)), self._upload(array))
+                self._graphs[key] = self._capture(array)
             keypoints, scores, valid, descriptors = self._graphs[key](self._upload(array))
             height, width = array.shape[:2]
             events[1].record()

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "pipeline":
         from aliked_ros.tools.bench_pipeline import run_pipeline_benchmark
 
-        args.rate = args.rate or 30.0
+        args.rate = 30.0 if args.rate is None else args.rate
         if args.extractor:
             args.extractors = args.extractor
         return run_pipeline_benchmark(args)

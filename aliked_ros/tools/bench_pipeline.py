@@ -2,8 +2,10 @@
 
 The same input stage (``aliked_ros.ros.input_stage.InputStage``: newest-frame slot, drops counted) and the same
 worker loops as the node (``run_single_stage``, or ``run_extraction_stage`` + ``run_pose_stage`` on two threads
-for ``pipelined``) around ``VisualOdometry``, with the frames decoded beforehand and handed over in memory: what
-is left out is DDS (serialisation, transport) and the node's publishing. It runs where ROS does not (the GPU
+for ``pipelined``) around ``VisualOdometry``, with the node's defaults from the package's ``config/params.yaml``
+(``background_mapping``, ``ba_solver``, ``ba_single_view_prior``, ``next_frame_wait``) and the frames decoded
+beforehand and handed over in memory: what is left out is DDS (serialisation, transport) and the node's
+publishing. It runs where ROS does not (the GPU
 machines of ``scripts/gpu_check.sh``), so that the node's scheduling is measured at rates a 2-core CPU cannot
 reach. Per run: frames fed / processed / dropped / rejected, throughput (processed frames / s from the first
 arrival to the last finish), latency (arrival -> processed: p50, p99, max) and the extraction's median time.
@@ -28,11 +30,22 @@ NS = 1_000_000_000
 DRAIN_TIMEOUT_S = 60.0  # after the last frame: how long the worker may take to finish what it holds
 
 
+def node_defaults() -> dict:
+    """The node's parameters as the package ships them (``config/params.yaml``)."""
+    import yaml
+
+    from aliked_ros.resources import config_file
+
+    return yaml.safe_load(config_file("params.yaml").read_text())["/**"]["ros__parameters"]
+
+
 def run_pipeline_benchmark(args: argparse.Namespace) -> int:
     """Every extractor of ``--extractors`` in every mode of ``--modes`` (pipelined, single), ``--rounds`` times,
     alternating; one JSON object with ``--json``, else a line per run."""
     from aliked_ros.datasets import open_sequence
 
+    if args.rate <= 0:
+        raise SystemExit(f"aliked-vo bench pipeline: --rate must be > 0 frames per second, got {args.rate}")
     if args.threads:
         torch.set_num_threads(args.threads)
     frames = list(open_sequence(args.images[0], use_depth=False))  # decoded now: not part of the measurement
@@ -51,7 +64,11 @@ def run_pipeline_benchmark(args: argparse.Namespace) -> int:
                     _print(report)
     if args.json:
         print(json.dumps({"source": args.images[0], "rate": args.rate, "ros": False, "runs": runs}))
-    return 0
+    failed = [r for r in runs if r["worker_errors"] or r["in_flight_at_end"]]
+    for r in failed:
+        print(f"bench pipeline: {r['extractor']} {r['mode']}: {r['in_flight_at_end']} frames left in flight, "
+              f"worker errors: {r['worker_errors']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def pipeline_run(frames: list, extractor_name: str, pipelined: bool, args: argparse.Namespace) -> dict:
@@ -65,9 +82,14 @@ def pipeline_run(frames: list, extractor_name: str, pipelined: bool, args: argpa
         max_keypoints=args.max_keypoints, device=args.device, weights=weights, compile=args.compile))
     for _ in range(max(args.warmup, 1)):  # model, kernels, CUDA graph (and compilation) before the clock starts
         extractor.extract(frames[0].image)
-    vo = VisualOdometry(extractor, OdometryConfig())
-    inputs = InputStage(camera_info_wait=0.0)  # the frames carry their camera
+    node = node_defaults()
+    vo = VisualOdometry(extractor, OdometryConfig(background_mapping=node["background_mapping"],
+                                                  ba_solver=node["ba_solver"],
+                                                  ba_single_view_prior=node["ba_single_view_prior"]))
+    # the frames carry their camera: no camera_info to wait for
+    inputs = InputStage(camera_info_wait=0.0, next_frame_wait=node["next_frame_wait"])
     lock = threading.Lock()
+    worker_errors: list[str] = []
     finished: dict[int, float] = {}
     extract_ms: list[float] = []
     rejected: Counter = Counter()
@@ -108,8 +130,15 @@ def pipeline_run(frames: list, extractor_name: str, pipelined: bool, args: argpa
             return
         done(frame, result)
 
+    def guarded(loop, step) -> None:  # a worker that dies is reported, and the drain below stops waiting for it
+        try:
+            loop(inputs, step)
+        except Exception as error:  # noqa: BLE001
+            with lock:
+                worker_errors.append(repr(error))
+
     loops = [(run_extraction_stage, extract), (run_pose_stage, pose)] if pipelined else [(run_single_stage, process)]
-    workers = [threading.Thread(target=loop, args=(inputs, step), daemon=True) for loop, step in loops]
+    workers = [threading.Thread(target=guarded, args=(loop, step), daemon=True) for loop, step in loops]
     for worker in workers:
         worker.start()
     arrived: dict[int, float] = {}
@@ -122,20 +151,23 @@ def pipeline_run(frames: list, extractor_name: str, pipelined: bool, args: argpa
         arrived[stamp_ns] = time.monotonic()
         inputs.add_image(stamp_ns, frame)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while inputs.snapshot().in_flight and time.monotonic() < deadline:
+    while inputs.snapshot().in_flight and time.monotonic() < deadline and all(w.is_alive() for w in workers):
         time.sleep(0.005)
     feeding_s = max(arrived.values()) - start if arrived else 0.0
     inputs.close()
     for worker in workers:
         worker.join(5.0)
     snapshot = inputs.snapshot()
+    with lock:
+        finished = dict(finished)
+        errors = list(worker_errors)
     latencies = [(finished[k] - arrived[k]) * 1e3 for k in finished if k in arrived]
     span = max(finished.values()) - start if finished else 0.0
     return {
         "extractor": extractor_name, "device": extractor.device, "pipelined": pipelined, "rate": args.rate,
         "frames_fed": len(frames), "input_hz": round((len(frames) - 1) / feeding_s, 1) if feeding_s > 0 else None,
         "frames_processed": snapshot.processed, "frames_dropped": snapshot.dropped,
-        "frames_rejected": dict(rejected), "in_flight_at_end": snapshot.in_flight,
+        "frames_rejected": dict(rejected), "in_flight_at_end": snapshot.in_flight, "worker_errors": errors,
         "throughput_hz": round(snapshot.processed / span, 1) if span > 0 else None,
         "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 2),
                        "p99": round(float(np.percentile(latencies, 99)), 2),

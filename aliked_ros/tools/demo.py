@@ -177,9 +177,10 @@ def run(args: argparse.Namespace) -> int:
         summary = replayer.play(sequence, on_frame=lambda i, f: picture.update(frame=f) if i == picture_index else None)
         # the replayer's own status subscription saw each frame's status; this client's subscriptions may still
         # hold the last ones (each callback runs in its own spin): wait for every answered frame's messages here too
+        # (odometry for each frame that was not LOST: the node publishes none while lost, by default)
         answered = summary.frames_published - summary.status_missed
-        replayer._spin(5.0, lambda: len(status) >= answered and len(odometry) >= len(status)
-                       and len(keypoints) >= len(status))
+        replayer._spin(5.0, lambda: len(status) >= answered and len(keypoints) >= len(status)
+                       and len(odometry) >= sum(s.state != s.STATE_LOST for s in status))
     finally:
         client.destroy_node()
         rclpy.try_shutdown()

@@ -303,3 +303,21 @@ def test_a_failing_compiler_falls_back_with_one_warning(shared_dir, weights_dir,
         "aliked-t16: torch.compile failed (RuntimeError: InductorError: no working C++ compiler); running without it"]
     for a, b, c in zip(first, second, plain):
         assert (a is None and c is None) or (torch.equal(a, c) and torch.equal(b, c))
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_numerics_sets_the_tf32_flags_for_the_frame_and_restores_them(tf32, weights_dir):
+    """The CUDA frame's numerics (``AlikedExtractor.numerics``): TF32 for convolutions and matrix products as
+    configured, through torch's ``fp32_precision`` flags, restored after the frame, and the legacy getter still
+    readable (torch raises once the two APIs disagree). The flags are process-wide Python settings, checked here
+    without a GPU by marking the extractor as a CUDA one."""
+    extractor = create_extractor("aliked-t16", ExtractorConfig(device="cpu", tf32=tf32,
+                                                               weights=str(weights_dir / "aliked-t16.pth")))
+    extractor._cuda = True
+    conv, matmul, cudnn = torch.backends.cudnn.conv, torch.backends.cuda.matmul, torch.backends.cudnn
+    before = conv.fp32_precision, matmul.fp32_precision, cudnn.benchmark
+    with extractor.numerics():
+        assert conv.fp32_precision == matmul.fp32_precision == ("tf32" if tf32 else "ieee")
+        assert cudnn.benchmark == before[2]  # left as it is (benchmark mode only with compile)
+    assert (conv.fp32_precision, matmul.fp32_precision, cudnn.benchmark) == before
+    assert isinstance(cudnn.allow_tf32, bool)

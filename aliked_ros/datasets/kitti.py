@@ -86,8 +86,9 @@ class KittiSequence(Sequence):
         self.groundtruth = None
         if poses_file is not None:
             rows = np.loadtxt(poses_file, ndmin=2)
-            if len(rows) > len(self.images) and self._numbers is not None and len(rows) > self._numbers.max():
-                rows = rows[self._numbers]  # the full sequence's poses for the frames this folder holds
+            if len(rows) > len(self.images):  # the full sequence's poses: those of the frames this folder holds
+                numbered = self._numbered(rows)
+                rows = numbered if numbered is not None else rows
             poses = np.tile(np.eye(4), (len(rows), 1, 1))
             poses[:, :3, :] = rows.reshape(-1, 3, 4)
             self.groundtruth = Trajectory(self.stamps[: len(rows)], poses[: len(self.stamps)])
@@ -97,10 +98,17 @@ class KittiSequence(Sequence):
         images (a folder holding some of the sequence's frames)."""
         if len(rows) == len(self.images):
             return rows
-        if self._numbers is not None and len(rows) > self._numbers.max():
-            return rows[self._numbers]
+        if (numbered := self._numbered(rows)) is not None:
+            return numbered
         raise DatasetError(f"{path}: {len(rows)} {what} for {len(self.images)} images"
                            + ("" if self._numbers is None else f" numbered up to {self._numbers.max()}"))
+
+    def _numbered(self, rows: np.ndarray) -> np.ndarray | None:
+        """The rows numbered like the images (row n for image n), or None when the images are not numbered or the
+        rows do not reach the highest number."""
+        if self._numbers is None or len(rows) <= self._numbers.max():
+            return None
+        return rows[self._numbers]
 
     def __len__(self) -> int:
         return len(self.images)

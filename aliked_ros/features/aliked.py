@@ -98,7 +98,7 @@ class AlikedExtractor(Extractor):
         cudnn = torch.backends.cudnn
         precision = "tf32" if self.config.tf32 else "ieee"
         new_api = hasattr(getattr(cudnn, "conv", None), "fp32_precision")  # torch >= 2.9: mixing the two raises
-        conv, matmul = (cudnn.conv, torch.backends.cuda.matmul) if new_api else (cudnn, torch.backends.cuda.matmul)
+        conv, matmul = cudnn.conv if new_api else cudnn, torch.backends.cuda.matmul
         attribute = "fp32_precision" if new_api else "allow_tf32"
         value = precision if new_api else self.config.tf32
         before = getattr(conv, attribute), getattr(matmul, attribute), cudnn.benchmark
@@ -177,7 +177,7 @@ class AlikedExtractor(Extractor):
             raise
         except Exception as error:  # noqa: BLE001 - any compiler failure: the plain path still works
             LOG.warning("%s: torch.compile failed (%s: %s); running without it", self.name,
-                        type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+                        type(error).__name__, _first_line(error))
             self._compiled = None
         return self._frame(tensor)
 
@@ -193,7 +193,7 @@ class AlikedExtractor(Extractor):
             if self._compiled is None:
                 raise
             LOG.warning("%s: capturing the compiled frame failed (%s: %s); capturing it without torch.compile",
-                        self.name, type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+                        self.name, type(error).__name__, _first_line(error))
             self._compiled = None
             return capture()
 
@@ -263,6 +263,11 @@ class AlikedExtractor(Extractor):
             image_size=(int(width), int(height)), extractor=self.name, timings_ms=timings,
             device_descriptors=descriptors,
         )
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an error's message (compiler errors run to pages), at most 200 characters."""
+    return str(error).splitlines()[0][:200] if str(error) else ""
 
 
 class _CudaGraph:

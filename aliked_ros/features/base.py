@@ -44,8 +44,8 @@ class ExtractorConfig:
     ``tf32``: ALIKED on CUDA: allow TF32 in cuDNN convolutions (torch's process-wide default is on). Off by
     default: with it on, the score map differs from the official fp32 outputs by up to 3.6e-3 (H200, measured
     with ``scripts/gpu_check.sh``), above the parity tests' 1e-4. Applied around each frame only.
-    ``compile``: ALIKED on CUDA with ``cuda_graph``: the captured frame through ``torch.compile`` (inductor, fused kernels),
-    compiled on the first frame of each image size (51-56 s on an H200 host), with cuDNN's benchmark mode (the
+    ``compile``: ALIKED on CUDA with ``cuda_graph``: the captured frame through ``torch.compile`` (inductor, fused
+    kernels), compiled on the first frame of each image size (51-56 s on an H200 host), with cuDNN's benchmark mode (the
     configuration measured); a compiler that fails falls back to the plain path with one warning; asked for
     where it does not apply (CPU, no CUDA graph, threshold mode), one warning. Off by default (BENCHMARKS.md).
     """

@@ -254,9 +254,9 @@ class VoNode(Node):
                 "camera optical frame in base_frame: x y z [qx qy qz qw]; 3 values = REP 103 optical rotation")
         declare("camera_frame", "", "camera optical frame: when set, base_frame -> camera_frame (camera_mount) is "
                 "published once on /tf_static (latched); empty = the robot description publishes it")
-        declare("ba_single_view_prior", OdometryConfig.ba_single_view_prior, "monocular: landmarks only the newest keyframe observes join its bundle "
-                "adjustment with a prior of this fraction of their depth (0 = left out); no effect with use_depth or "
-                "stereo", floating=(0.0, 1.0))
+        declare("ba_single_view_prior", OdometryConfig.ba_single_view_prior,
+                "monocular: landmarks only the newest keyframe observes join its bundle adjustment with a prior of "
+                "this fraction of their depth (0 = left out); no effect with use_depth or stereo", floating=(0.0, 1.0))
         declare("ba_solver", "lm", "local bundle adjustment solver: lm (own Levenberg-Marquardt, numpy), gtsam "
                 "(pip install gtsam), scipy (slow; for comparison)")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "

@@ -107,17 +107,14 @@ def run(args: argparse.Namespace) -> int:
         return run_soak(args)
     if not args.images:
         raise SystemExit(f"aliked-vo bench {args.what}: give {'image files' if args.what == 'extract' else 'a source'}")
+    if args.extractor:
+        args.extractors = args.extractor
+    if args.rate is None:
+        args.rate = 30.0 if args.what == "pipeline" else 1.0
     if args.what == "pipeline":
         from aliked_ros.tools.bench_pipeline import run_pipeline_benchmark
 
-        args.rate = 30.0 if args.rate is None else args.rate
-        if args.extractor:
-            args.extractors = args.extractor
         return run_pipeline_benchmark(args)
-    if args.rate is None:
-        args.rate = 1.0
-    if args.extractor:
-        args.extractors = args.extractor
     if args.what == "node":
         return run_node_benchmark(args)
     if args.threads:

@@ -33,24 +33,31 @@ class OfflineRun:
     lost: int
     resets: int
     rejected: int  # frames the pipeline refused (duplicate stamp, bad depth), each warned about on stderr
-    frame_ms: list[float]
-    tracking_ms: list[float]  # matching + pose, per frame (the VO core without the network and the map)
+    # per processed frame: ``FrameResult.timings_ms`` (extract, match, pose, map, total; extract includes the frame
+    # checks and the mapping results taken up) and extractor (the extractor's own total); empty for a scored file
+    stage_ms: dict[str, list[float]]
     last_result: FrameResult | None
     motion_covariances: np.ndarray | None = None  # (len(trajectory),6,6) of each pose's motion, NaN if unknown
     stereo_matches: np.ndarray | None = None  # (processed frames,) left keypoints with a right match (stereo)
-    # per frame: extract, match, pose, map (``FrameResult.timings_ms``: the pipeline's stages; extract includes
-    # the frame checks and the mapping results taken up) and extractor (the extractor's own total)
-    stage_ms: dict[str, list[float]] | None = None
+
+    @property
+    def frame_ms(self) -> list[float]:
+        return self.stage_ms.get("total", [])
+
+    @property
+    def tracking_ms(self) -> list[float]:
+        """Matching + pose, per frame (the VO core without the network and the map)."""
+        return [m + p for m, p in zip(self.stage_ms.get("match", []), self.stage_ms.get("pose", []))]
 
 
 def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None = None,
                 progress: bool = True) -> OfflineRun:
     """Feed every frame of ``sequence`` to ``vo``; collect the poses. A frame the pipeline refuses
     (:class:`FrameError`) is counted, reported on stderr and skipped; other errors stop the run."""
-    stamps, poses, frame_ms, tracking_ms, map_ids, initialized = [], [], [], [], [], []
+    stamps, poses, map_ids, initialized = [], [], [], []
     motion_covariances = []
     stereo_matches = []
-    stage_ms: dict[str, list[float]] = {"extract": [], "extractor": [], "match": [], "pose": [], "map": []}
+    stage_ms: dict[str, list[float]] = {}
     lost = frames = rejected = 0
     result = None
     total = min(len(sequence), max_frames) if max_frames else len(sequence)
@@ -67,11 +74,9 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             continue
         if result.reset_reason:  # a new map with its own scale: said, not only counted
             print(f"warning: frame at {frame.stamp:.6f} s: pipeline reset ({result.reset_reason})", file=sys.stderr)
-        frame_ms.append(result.timings_ms["total"])
         stereo_matches.append(result.stereo_matches)
-        tracking_ms.append(result.timings_ms["match"] + result.timings_ms["pose"])
-        for stage, samples in stage_ms.items():
-            samples.append(result.features.timings_ms["total"] if stage == "extractor" else result.timings_ms[stage])
+        for stage, ms in {**result.timings_ms, "extractor": result.features.timings_ms["total"]}.items():
+            stage_ms.setdefault(stage, []).append(ms)
         if result.state == TrackingState.LOST:
             lost += 1
         if result.T_odom_camera is not None:
@@ -83,8 +88,8 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
             initialized.append(not (result.state == TrackingState.INITIALIZING and result.pose_source == "rotation_only"))
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
     return OfflineRun(trajectory, np.array(map_ids, int), np.array(initialized, bool), frames, lost, vo.resets,
-                      rejected, frame_ms, tracking_ms, result, np.array(motion_covariances).reshape(-1, 6, 6),
-                      stereo_matches=np.array(stereo_matches, int), stage_ms=stage_ms)
+                      rejected, stage_ms, result, np.array(motion_covariances).reshape(-1, 6, 6),
+                      stereo_matches=np.array(stereo_matches, int))
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
@@ -169,7 +174,7 @@ def scored_run(sequence: Sequence, path: str, max_difference: float,
     trajectory = Trajectory(estimate.stamps[found], estimate.poses[found])
     n = len(found)
     return OfflineRun(trajectory, np.zeros(n, int), np.ones(n, bool), len(stamps), int((nearest < 0).sum()), 0, 0,
-                      [], [], None, None)
+                      {}, None, None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,8 +242,8 @@ def run(args: argparse.Namespace) -> int:
         outcome.stereo_matches is not None and len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),
         "frame_ms_median": float(np.median(outcome.frame_ms)) if outcome.frame_ms else None,
-        "stage_ms_median": {stage: float(np.median(samples)) for stage, samples in (outcome.stage_ms or {}).items()
-                            if samples},
+        "stage_ms_median": {stage: float(np.median(samples)) for stage, samples in outcome.stage_ms.items()
+                            if stage != "total"},
         "output_trajectory": args.output_trajectory, "plot": args.plot if metrics else None,
         "note": note,
     }

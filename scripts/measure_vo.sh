@@ -52,7 +52,13 @@ synth_120hz --rate 120 --frames 120 --seed 1
 synth_120hz_area --rate 120 --frames 120 --seed 1 --pixel-samples 2
 synth_long --rate 30 --frames 1200 --path loop --ramp 2 --stops 2 --rotations 2
 synth_stereo --rate 30 --frames 300 --stereo 0.12
+synth_60hz_stops --rate 60 --frames 1200 --path loop --speed 0.15 --stops 3 --rotations 3 --seed 22
 SEQ
+  # the same 60 Hz run with stops and turns on the spot as RGB-D (metric; the folder linked under another name)
+  ln -sfn synth_60hz_stops "$OUT/synth_60hz_stops_rgbd"
+  $VO eval "$OUT/synth_60hz_stops_rgbd" --extractor aliked-t16 --depth --json --quiet \
+    > "$OUT/synth_60hz_stops_rgbd.aliked-t16.json"
+  runs+=("$OUT/synth_60hz_stops_rgbd.aliked-t16.json")
 fi
 .venv/bin/python - "${runs[@]}" <<'PY'
 import json, sys

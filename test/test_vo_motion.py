@@ -110,6 +110,9 @@ def test_slow_motion_120hz(extractor_cache):
                        sequence.groundtruth, "sim3", 0.001, None, initialized, covariances)
     tracked = sum(r.state == TrackingState.TRACKING for r in posed)
     assert len(metrics.nees) >= 0.9 * (tracked - 1), (len(metrics.nees), tracked)
+    # a slow camera is never taken for one at rest (0.3 s at 0.28 m/s is 80 mm, the pose's noise ~1 mm)
+    centres = np.array([r.T_odom_camera[:3, 3] for r in posed if r.state == TrackingState.TRACKING])
+    assert np.linalg.norm(np.diff(centres, axis=0), axis=1).min() > 0
     assert 0.5 <= np.mean(metrics.nees) / 6 <= 2.0 and 0.5 <= np.median(metrics.nees) / 6 <= 1.5, (
         np.mean(metrics.nees) / 6, np.median(metrics.nees) / 6)
 
@@ -162,8 +165,9 @@ def test_stops_and_turns_on_the_spot(extractor_cache):
     config = SynthConfig(frames=240, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5, path="loop", ramp_s=0.5,
                          stops=1, rotations=1)
     frames, sequence = rendered(config)
-    # path within 25 %, not 5 %: the pose jitter while standing still adds length (README "Results")
-    vo, results, _ = check_tracked_run(frames, sequence, extractor_cache("aliked-t16"), path_tolerance=0.25)
+    # path within the 5 % (measured 1-3 %): standing still, the camera is held where it rests instead of
+    # adding its pose noise to the path every frame (before the monocular rest test: within 25 %)
+    vo, results, _ = check_tracked_run(frames, sequence, extractor_cache("aliked-t16"), path_tolerance=0.05)
     steps = np.linalg.norm(np.diff(sequence.groundtruth.poses[:, :3, 3], axis=0), axis=1)
     still = steps == 0  # the stop and the turn: the camera centre does not move
     assert still.sum() > 60
@@ -175,6 +179,10 @@ def test_stops_and_turns_on_the_spot(extractor_cache):
         # it reads as standing still: no drift, and the jitter stays within one moving step's length
         assert np.linalg.norm(spell[-1] - spell[0]) < step, (start, end)
         assert np.linalg.norm(spell - spell.mean(axis=0), axis=1).max() < step, (start, end)
+        # held at one position once the rest test's window (stationary_window_s) has seen it: measured 27 of 33
+        # steps of the stop and 36 of 46 of the turn
+        held = np.linalg.norm(np.diff(spell, axis=0), axis=1) == 0
+        assert held.mean() >= 0.6, (start, end, held.sum(), len(held))
 
 
 def test_frozen_camera_invents_no_motion(extractor_cache):
@@ -190,13 +198,14 @@ def test_frozen_camera_invents_no_motion(extractor_cache):
     assert all(r.state == TrackingState.TRACKING and not r.is_keyframe for r in frozen)
     # the first repeat tracks the landmarks the last frame ended with (some found by projection there), and its
     # keyframe prior sees those tracks too: its pose may move once, within its own uncertainty (measured: 0.5
-    # sigma); from then on not at all
+    # sigma); from then on once more at most, by less, when the rest test holds it at the mean of the frames of
+    # its window (stationary_window_s)
     step = frozen[0].T_odom_camera[:3, 3] - last.T_odom_camera[:3, 3]
     t_cov = frozen[0].covariance[3:, 3:]
     R = frozen[0].T_odom_camera[:3, :3]  # the covariance is in the camera frame
     assert float(step @ R @ np.linalg.solve(t_cov, R.T @ step)) < 1.0
-    for r in frozen[1:]:
-        assert np.linalg.norm(r.T_odom_camera[:3, 3] - frozen[0].T_odom_camera[:3, 3]) < 1e-9
+    moves = np.linalg.norm(np.diff([r.T_odom_camera[:3, 3] for r in frozen], axis=0), axis=1)
+    assert np.count_nonzero(moves) <= 1 and moves.max() < np.linalg.norm(step), (moves, np.linalg.norm(step))
     assert (len(vo.map.keyframes), len(vo.map)) == (keyframes, landmarks)
 
 

@@ -109,6 +109,7 @@ class _Observed:
     depth_sigma_per_m2: float = 0.0  # depth noise of points_cam: sigma_z = this x z^2 (bundle adjustment)
     stereo_matches: int = 0
     stereo: bool = False  # points_cam from a right image, not a depth image
+    stamp: float = 0.0  # s
 
 
 @dataclass
@@ -130,6 +131,7 @@ class _Estimate:
     rejected: np.ndarray | None = None  # track ids of landmarks that were outliers of the pose refinement
     residuals: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, (n,2) px) of the refinement's inlier
     #                                                         landmarks at the final pose (motion covariance)
+    rest_centre: np.ndarray | None = None  # (3,) odom: the camera is at rest there (its centre is held there)
 
 
 @dataclass
@@ -203,6 +205,9 @@ class VisualOdometry:
         self._frame_index = 0
         self._camera: tuple | None = None  # (camera, stereo) of the last frame taken
         self._lost_in_a_row = 0
+        self._recent_centres: list[tuple[float, np.ndarray]] = []  # (stamp, camera centre in odom) of the posed
+        #                                   frames of the last stationary_window_s, oldest first (rest detection)
+        self._rest_centre: np.ndarray | None = None  # where the camera is held while at rest (_rest_centre_for)
         self._readout_motion: tuple[np.ndarray, np.ndarray] | None = None  # rolling shutter: the last posed
         #                                   frame's (angular velocity rad/s, linear velocity map units/s)
 
@@ -289,7 +294,7 @@ class VisualOdometry:
         if len(matches):
             track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
         observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera, depth_sigma,
-                             stereo_matches, right is not None)
+                             stereo_matches, right is not None, frame.stamp)
         t_match = time.perf_counter()
         # 4. pose
         estimate = self._estimate(observed)
@@ -565,9 +570,10 @@ class VisualOdometry:
             else:
                 points, rows, point_ids, revived = landmarks[has_landmark], lm_rows, obs.track_ids[lm_rows], None
         T_odom_cam, covariance = invert(refined.T_cam_odom), refined.covariance
-        held = obs.points_cam is not None and self._at_keyframe_position(refined, keyframe)
+        rest_centre = self._rest_centre_for(refined, keyframe, obs.points_cam is not None, obs.stamp)
+        held = rest_centre is not None
         if held:
-            T_odom_cam, covariance = self._held_at(keyframe, T_odom_cam, refined, points, obs.normalized[rows],
+            T_odom_cam, covariance = self._held_at(rest_centre, T_odom_cam, refined, points, obs.normalized[rows],
                                                    obs.camera.focal)
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers[:len(lm_rows)]
@@ -575,7 +581,8 @@ class VisualOdometry:
         # a held position is no measurement of this motion: its error is the refinement's whole
         residuals = None if held else (point_ids[refined.inliers], refined.residuals_px[refined.inliers])
         estimate = _Estimate(TrackingState.TRACKING, source, T_odom_cam, verified, covariance,
-                             int(refined.inliers.sum()), revived=revived, rejected=rejected, residuals=residuals)
+                             int(refined.inliers.sum()), revived=revived, rejected=rejected, residuals=residuals,
+                             rest_centre=rest_centre)
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))
         return estimate
 
@@ -663,41 +670,62 @@ class VisualOdometry:
         camera, stereo = self._camera
         return frame.camera != camera or (stereo is not None and frame.stereo is not None and frame.stereo != stereo)
 
-    def _held_at(self, keyframe: Keyframe, T_odom_cam: np.ndarray, refined: PoseRefinement, points_odom: np.ndarray,
+    def _held_at(self, centre: np.ndarray, T_odom_cam: np.ndarray, refined: PoseRefinement, points_odom: np.ndarray,
                  normalized: np.ndarray, focal_px: float) -> tuple[np.ndarray, np.ndarray]:
-        """The pose and covariance of a frame held at its keyframe's position: the rotation re-estimated with the
-        centre there (the jointly refined rotation carries the part of the translation's error it is correlated
-        with, and kept beside a held centre it made the motion's NEES 10-100 on turns in place); the covariance's
-        rotation block from that, its translation block the refinement's, no cross terms."""
+        """The pose and covariance of a frame held at ``centre`` (odom; the camera at rest): the rotation
+        re-estimated with the centre there (the jointly refined rotation carries the part of the translation's
+        error it is correlated with, and kept beside a held centre it made the motion's NEES 10-100 on turns in
+        place); the covariance's rotation block from that, its translation block the refinement's, no cross
+        terms."""
         T_odom_cam = T_odom_cam.copy()
-        T_odom_cam[:3, 3] = keyframe.T_odom_cam[:3, 3]
+        T_odom_cam[:3, 3] = centre
         held = refine_pose(invert(T_odom_cam), points_odom, normalized, focal_px,
                            self.config.reprojection_threshold_px, hold_centre=True)
         if held.covariance is None:
             return T_odom_cam, refined.covariance
         T_odom_cam = invert(held.T_cam_odom)
-        T_odom_cam[:3, 3] = keyframe.T_odom_cam[:3, 3]  # exactly (the left rotation keeps it to rounding)
+        T_odom_cam[:3, 3] = centre  # exactly (the left rotation keeps it to rounding)
         covariance = held.covariance.copy()
         covariance[3:, 3:] = refined.covariance[3:, 3:]
         return T_odom_cam, covariance
 
-    def _at_keyframe_position(self, refined: PoseRefinement, keyframe: Keyframe) -> bool:
-        """Zero-translation test: the frame's camera centre differs from the keyframe's by less than its
-        uncertainty (Mahalanobis distance, squared, of the translation of T_cur_kf under the frame's translation
-        covariance against the map, in which the keyframe is the reference) below ``stationary_chi2``.
-        A camera at rest or turning on the spot then keeps its position exactly (its rotation is still
-        estimated) instead of moving by its noise every frame and adding that jitter to the path; a moving one
-        leaves the test within a few frames, posed against the map as always (nothing is lost, only delayed).
-        Metric frames only (RGB-D, stereo: landmarks come from depth): a monocular map grows by triangulating
-        across the frames' baselines, which a held position would take away."""
-        if self.config.stationary_chi2 <= 0 or refined.covariance is None:
-            return False
-        t = (refined.T_cam_odom @ keyframe.T_odom_cam)[:3, 3]  # 0 when the centres coincide, whatever the rotation
+    def _rest_centre_for(self, refined: PoseRefinement, keyframe: Keyframe, metric: bool, stamp: float
+                         ) -> np.ndarray | None:
+        """Where to hold a frame that is at rest (or turning on the spot), or None when it moves. A frame's camera
+        centre "is at" a point when their difference is within the frame's uncertainty: its Mahalanobis distance
+        (squared) under the refinement's translation covariance is below ``stationary_chi2`` (99 % of 3 dof).
+        The camera comes to rest when the frame is at the centre of every posed frame of the last
+        ``stationary_window_s`` (it has not moved by more than its noise for that long; held at their mean), or,
+        metric frames (RGB-D, stereo), at its keyframe's centre; it stays at rest while each frame is within
+        ``stationary_release_chi2`` of that point. A camera at rest or turning on the spot thus keeps one
+        position instead of adding its pose noise to the path every frame (60 Hz runs with stops and turns:
+        DEVELOPERS.md); a moving one leaves the test within a few frames, posed against the map as always
+        (nothing is lost, only delayed). The window is long enough that a slow camera moves by more than its noise
+        in it: 2 cm/s for 0.2 s is 4 mm, four times the noise of a monocular pose at 4 m in the synthetic runs
+        (a camera creeping slower moves in steps of that size)."""
+        cfg = self.config
+        if cfg.stationary_chi2 <= 0 or refined.covariance is None:
+            return None
         try:
-            distance = float(t @ np.linalg.solve(refined.covariance[3:, 3:], t))
+            information = np.linalg.inv(refined.covariance[3:, 3:])
         except np.linalg.LinAlgError:
-            return False
-        return distance < self.config.stationary_chi2
+            return None
+
+        def at(centres: np.ndarray, bound: float = cfg.stationary_chi2) -> np.ndarray:
+            offsets = transform_points(refined.T_cam_odom, centres.reshape(-1, 3))  # 0 where the centres coincide
+            return np.einsum("ij,jk,ik->i", offsets, information, offsets) < bound
+
+        if self._rest_centre is not None and at(self._rest_centre, cfg.stationary_release_chi2)[0]:
+            return self._rest_centre
+        if metric and at(keyframe.T_odom_cam[:3, 3])[0]:
+            return keyframe.T_odom_cam[:3, 3].copy()
+        recent = [(s, c) for s, c in self._recent_centres if stamp - s <= cfg.stationary_window_s + 1e-3]
+        if cfg.stationary_window_s <= 0 or len(recent) < 2 or stamp - recent[0][0] < 0.75 * cfg.stationary_window_s:
+            return None  # the window is not covered by posed frames of this map (just started, or frames lost)
+        centres = np.array([c for _, c in recent])
+        if not at(centres).all():
+            return None
+        return np.vstack([centres, invert(refined.T_cam_odom)[:3, 3]]).mean(axis=0)
 
     def _keyframe_prior(self, obs: _Observed, keyframe: Keyframe, landmarks: np.ndarray, has_landmark: np.ndarray
                         ) -> tuple[np.ndarray | None, EpipolarTerms | None]:
@@ -836,6 +864,10 @@ class VisualOdometry:
             anchors.reference = (keyframe.index, estimate.T_odom_cam if estimate.keyframe else keyframe.T_odom_cam)
         self.tracker.commit(obs.features, tracks, next_id)
         self._previous, self._posed_frames = anchors, self._posed_frames + 1
+        self._rest_centre = estimate.rest_centre
+        window = self.config.stationary_window_s
+        self._recent_centres = [(s, c) for s, c in self._recent_centres if stamp - s <= 1.5 * window] \
+            + [(stamp, estimate.T_odom_cam[:3, 3].copy())]
         self._T_odom_last = estimate.T_odom_cam
         self._last_stamp = stamp
         self._frame_index += 1

@@ -110,7 +110,8 @@ def test_slow_motion_120hz(extractor_cache):
                        sequence.groundtruth, "sim3", 0.001, None, initialized, covariances)
     tracked = sum(r.state == TrackingState.TRACKING for r in posed)
     assert len(metrics.nees) >= 0.9 * (tracked - 1), (len(metrics.nees), tracked)
-    # a slow camera is never taken for one at rest (0.3 s at 0.28 m/s is 80 mm, the pose's noise ~1 mm)
+    # a slow camera is never held at rest (not for two frames in a row: 0.2 s at 0.28 m/s is 56 mm, the pose's
+    # noise ~1 mm)
     centres = np.array([r.T_odom_camera[:3, 3] for r in posed if r.state == TrackingState.TRACKING])
     assert np.linalg.norm(np.diff(centres, axis=0), axis=1).min() > 0
     assert 0.5 <= np.mean(metrics.nees) / 6 <= 2.0 and 0.5 <= np.median(metrics.nees) / 6 <= 1.5, (
@@ -181,7 +182,7 @@ def test_stops_and_turns_on_the_spot(extractor_cache):
         assert np.linalg.norm(spell - spell.mean(axis=0), axis=1).max() < step, (start, end)
         # held at one position once the rest test's window (stationary_window_s) has seen it: measured 27 of 33
         # steps of the stop and 36 of 46 of the turn
-        held = np.linalg.norm(np.diff(spell, axis=0), axis=1) == 0
+        held = np.linalg.norm(np.diff(spell, axis=0), axis=1) < 1e-12
         assert held.mean() >= 0.6, (start, end, held.sum(), len(held))
 
 
@@ -205,7 +206,7 @@ def test_frozen_camera_invents_no_motion(extractor_cache):
     R = frozen[0].T_odom_camera[:3, :3]  # the covariance is in the camera frame
     assert float(step @ R @ np.linalg.solve(t_cov, R.T @ step)) < 1.0
     moves = np.linalg.norm(np.diff([r.T_odom_camera[:3, 3] for r in frozen], axis=0), axis=1)
-    assert np.count_nonzero(moves) <= 1 and moves.max() < np.linalg.norm(step), (moves, np.linalg.norm(step))
+    assert np.count_nonzero(moves > 1e-12) <= 1 and moves.max() < np.linalg.norm(step), (moves, np.linalg.norm(step))
     assert (len(vo.map.keyframes), len(vo.map)) == (keyframes, landmarks)
 
 

@@ -19,6 +19,9 @@ Per frame (``VisualOdometry.process``), top to bottom:
          landmarks gives the pose and its covariance (PnP-RANSAC when that prior fails); then the map's
          landmarks that no track carries any more are searched for around their projections and the pose
          refined again with those found (``_search_landmarks``);
+       - at rest (its centre within its uncertainty of where the last ``stationary_window_s`` of frames were,
+         or, metric frames, of its keyframe's): the centre is held there and only the rotation estimated, so that a
+         camera standing still or turning on the spot does not walk by its pose noise (``_rest_centre_for``);
        - rolling shutter (RGB-D, ``rolling_shutter_readout_s`` > 0): keypoints and their depth points are first
          moved to the stamp with the previous frame's velocities; once posed, the frame's own angular and linear
          velocity during the readout are refined with its pose on the landmarks (priors: the frame-to-frame
@@ -106,10 +109,10 @@ class _Observed:
     matches: Matches
     track_ids: np.ndarray  # (N,) provisional: the previous frame's track for matched keypoints, NO_TRACK else
     camera: CameraModel
+    stamp: float  # s
     depth_sigma_per_m2: float = 0.0  # depth noise of points_cam: sigma_z = this x z^2 (bundle adjustment)
     stereo_matches: int = 0
     stereo: bool = False  # points_cam from a right image, not a depth image
-    stamp: float = 0.0  # s
 
 
 @dataclass
@@ -205,9 +208,11 @@ class VisualOdometry:
         self._frame_index = 0
         self._camera: tuple | None = None  # (camera, stereo) of the last frame taken
         self._lost_in_a_row = 0
-        self._recent_centres: list[tuple[float, np.ndarray]] = []  # (stamp, camera centre in odom) of the posed
-        #                                   frames of the last stationary_window_s, oldest first (rest detection)
-        self._rest_centre: np.ndarray | None = None  # where the camera is held while at rest (_rest_centre_for)
+        # rest detection (_rest_centre_for): points kept as (keyframe index, point in that keyframe's camera frame
+        # as the frame was posed against it), so that bundle adjustment's corrections of the keyframe carry them
+        self._recent_centres: list[tuple[float, int, np.ndarray]] = []  # (stamp, ...) the camera centres of the
+        #                                   tracked frames of the last stationary_window_s, oldest first
+        self._rest_point: tuple[int, np.ndarray] | None = None  # where the camera is held while at rest
         self._readout_motion: tuple[np.ndarray, np.ndarray] | None = None  # rolling shutter: the last posed
         #                                   frame's (angular velocity rad/s, linear velocity map units/s)
 
@@ -293,8 +298,8 @@ class VisualOdometry:
         track_ids = np.full(len(features), NO_TRACK, np.uint64)
         if len(matches):
             track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
-        observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera, depth_sigma,
-                             stereo_matches, right is not None, frame.stamp)
+        observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera, frame.stamp,
+                             depth_sigma, stereo_matches, right is not None)
         t_match = time.perf_counter()
         # 4. pose
         estimate = self._estimate(observed)
@@ -570,7 +575,7 @@ class VisualOdometry:
             else:
                 points, rows, point_ids, revived = landmarks[has_landmark], lm_rows, obs.track_ids[lm_rows], None
         T_odom_cam, covariance = invert(refined.T_cam_odom), refined.covariance
-        rest_centre = self._rest_centre_for(refined, keyframe, obs.points_cam is not None, obs.stamp)
+        rest_centre = self._rest_centre_for(refined, T_odom_cam, keyframe, obs.points_cam is not None, obs.stamp)
         held = rest_centre is not None
         if held:
             T_odom_cam, covariance = self._held_at(rest_centre, T_odom_cam, refined, points, obs.normalized[rows],
@@ -689,20 +694,23 @@ class VisualOdometry:
         covariance[3:, 3:] = refined.covariance[3:, 3:]
         return T_odom_cam, covariance
 
-    def _rest_centre_for(self, refined: PoseRefinement, keyframe: Keyframe, metric: bool, stamp: float
-                         ) -> np.ndarray | None:
-        """Where to hold a frame that is at rest (or turning on the spot), or None when it moves. A frame's camera
-        centre "is at" a point when their difference is within the frame's uncertainty: its Mahalanobis distance
-        (squared) under the refinement's translation covariance is below ``stationary_chi2`` (99 % of 3 dof).
-        The camera comes to rest when the frame is at the centre of every posed frame of the last
-        ``stationary_window_s`` (it has not moved by more than its noise for that long; held at their mean), or,
-        metric frames (RGB-D, stereo), at its keyframe's centre; it stays at rest while each frame is within
-        ``stationary_release_chi2`` of that point. A camera at rest or turning on the spot thus keeps one
-        position instead of adding its pose noise to the path every frame (60 Hz runs with stops and turns:
-        DEVELOPERS.md); a moving one leaves the test within a few frames, posed against the map as always
-        (nothing is lost, only delayed). The window is long enough that a slow camera moves by more than its noise
-        in it: 2 cm/s for 0.2 s is 4 mm, four times the noise of a monocular pose at 4 m in the synthetic runs
-        (a camera creeping slower moves in steps of that size)."""
+    def _rest_centre_for(self, refined: PoseRefinement, T_odom_cam: np.ndarray, keyframe: Keyframe, metric: bool,
+                         stamp: float) -> np.ndarray | None:
+        """Where to hold a frame (pose ``T_odom_cam`` from ``refined``) that is at rest or turning on the spot, or
+        None when it moves. A frame's camera centre "is at" a point when their difference is within the frame's
+        uncertainty: its Mahalanobis distance (squared) under the refinement's translation covariance is below
+        ``stationary_chi2`` (99 % of 3 dof). The camera comes to rest when the frame is at the centre of every
+        tracked frame of the last ``stationary_window_s`` (it has not moved by more than its noise for that long;
+        held at the mean of those centres and its own), or, metric frames (RGB-D, stereo), at its keyframe's
+        centre; it stays at rest while each frame is within ``stationary_release_chi2`` of that point. A camera
+        at rest or turning on the spot thus keeps one position instead of adding its pose noise to the path
+        every frame (60 Hz runs with stops and turns: DEVELOPERS.md); a moving one leaves the test within a few
+        frames, posed against the map as always (nothing is lost, only delayed). The window is long enough that a
+        slow camera moves by more than its noise in it: 2 cm/s for 0.2 s is 4 mm, 2.5-4 times the noise of a
+        monocular pose at 4 m in the synthetic runs (a camera creeping slower moves by steps of about
+        sqrt(``stationary_release_chi2``) sigma). The window counts only when frames cover it (its oldest at
+        least 3/4 of it back, no gap over half of it). The points are kept relative to the keyframe each frame
+        was posed against, so that they move with it when bundle adjustment corrects it."""
         cfg = self.config
         if cfg.stationary_chi2 <= 0 or refined.covariance is None:
             return None
@@ -715,17 +723,32 @@ class VisualOdometry:
             offsets = transform_points(refined.T_cam_odom, centres.reshape(-1, 3))  # 0 where the centres coincide
             return np.einsum("ij,jk,ik->i", offsets, information, offsets) < bound
 
-        if self._rest_centre is not None and at(self._rest_centre, cfg.stationary_release_chi2)[0]:
-            return self._rest_centre
+        rest_centre = self._in_map(*self._rest_point) if self._rest_point is not None else None
+        if rest_centre is not None and at(rest_centre, cfg.stationary_release_chi2)[0]:
+            return rest_centre
         if metric and at(keyframe.T_odom_cam[:3, 3])[0]:
             return keyframe.T_odom_cam[:3, 3].copy()
-        recent = [(s, c) for s, c in self._recent_centres if stamp - s <= cfg.stationary_window_s + 1e-3]
-        if cfg.stationary_window_s <= 0 or len(recent) < 2 or stamp - recent[0][0] < 0.75 * cfg.stationary_window_s:
-            return None  # the window is not covered by posed frames of this map (just started, or frames lost)
+        if cfg.stationary_window_s <= 0:
+            return None
+        recent = [(s, self._in_map(index, point)) for s, index, point in self._recent_centres
+                  if stamp - s <= cfg.stationary_window_s + 1e-3]
+        recent = [(s, c) for s, c in recent if c is not None]  # not those whose keyframe has left the map
+        stamps = np.array([s for s, _ in recent] + [stamp])
+        if len(recent) < 2 or stamp - stamps[0] < 0.75 * cfg.stationary_window_s \
+                or np.diff(stamps).max() > 0.5 * cfg.stationary_window_s:
+            return None  # the window is not covered by tracked frames (the map just started, or frames lost)
         centres = np.array([c for _, c in recent])
         if not at(centres).all():
             return None
-        return np.vstack([centres, invert(refined.T_cam_odom)[:3, 3]]).mean(axis=0)
+        return np.vstack([centres, T_odom_cam[:3, 3]]).mean(axis=0)
+
+    def _in_map(self, keyframe_index: int, point: np.ndarray) -> np.ndarray | None:
+        """A point kept in a keyframe's camera frame, in odom with the keyframe's current pose; None when that
+        keyframe has left the map."""
+        for keyframe in reversed(self.map.keyframes):
+            if keyframe.index == keyframe_index:
+                return keyframe.T_odom_cam[:3, :3] @ point + keyframe.T_odom_cam[:3, 3]
+        return None
 
     def _keyframe_prior(self, obs: _Observed, keyframe: Keyframe, landmarks: np.ndarray, has_landmark: np.ndarray
                         ) -> tuple[np.ndarray | None, EpipolarTerms | None]:
@@ -833,6 +856,7 @@ class VisualOdometry:
             return self._provisional_tracks(obs), 0.0
         if estimate.state == TrackingState.LOST:
             self._lost_in_a_row += 1
+            self._rest_point, self._recent_centres = None, []  # at rest only where every frame says so
             self._frame_index += 1
             self._last_stamp = stamp
             if self._lost_in_a_row >= self.config.max_lost_frames:
@@ -864,10 +888,21 @@ class VisualOdometry:
             anchors.reference = (keyframe.index, estimate.T_odom_cam if estimate.keyframe else keyframe.T_odom_cam)
         self.tracker.commit(obs.features, tracks, next_id)
         self._previous, self._posed_frames = anchors, self._posed_frames + 1
-        self._rest_centre = estimate.rest_centre
+        # rest detection's points, in the frame of the keyframe this frame was posed against (as it was then)
+        index, T_odom_reference = anchors.reference if anchors.reference is not None else (-1, np.eye(4))
+        T_reference_odom = invert(T_odom_reference)
+
+        def relative(centre: np.ndarray) -> np.ndarray:
+            return T_reference_odom[:3, :3] @ centre + T_reference_odom[:3, 3]
+
+        held_on = self._rest_point is not None and estimate.rest_centre is not None \
+            and np.array_equal(estimate.rest_centre, self._in_map(*self._rest_point))
+        if not held_on:  # (a point held on is kept as it is, not moved by the round trip's rounding)
+            self._rest_point = (index, relative(estimate.rest_centre)) if estimate.rest_centre is not None else None
         window = self.config.stationary_window_s
-        self._recent_centres = [(s, c) for s, c in self._recent_centres if stamp - s <= 1.5 * window] \
-            + [(stamp, estimate.T_odom_cam[:3, 3].copy())]
+        kept = [entry for entry in self._recent_centres if stamp - entry[0] <= 1.5 * window]
+        tracked = estimate.state == TrackingState.TRACKING  # not rotation-only frames, whose centres are not measured
+        self._recent_centres = kept + ([(stamp, index, relative(estimate.T_odom_cam[:3, 3]))] if tracked else [])
         self._T_odom_last = estimate.T_odom_cam
         self._last_stamp = stamp
         self._frame_index += 1

@@ -71,14 +71,14 @@ class OdometryConfig:
     init_min_landmarks: int = 50
     init_min_angle_deg: float = 1.0  # rays of an initial landmark meet at this angle or more
     triangulation_min_angle_deg: float = 2.0  # ... of a landmark added later
-    stationary_chi2: float = 11.3  # a frame whose camera centre is within this Mahalanobis distance (squared,
-    #                                3 dof: 11.3 = 99 %) of where the camera is at rest keeps that position (at
-    #                                rest, or turning on the spot; see VisualOdometry._rest_centre_for); 0: off
-    stationary_window_s: float = 0.2  # ... at rest: within that distance of every posed frame this long (s),
-    #                                   or (metric frames) of its keyframe's centre
-    stationary_release_chi2: float = 45.0  # ... and a camera at rest moves on when beyond this distance (4x the
-    #                                        entry bound: on turns on the spot the map's error, which the pose's
-    #                                        covariance leaves out, moves the centre by more than its 99 % bound)
+    stationary_chi2: float = 11.3  # a camera comes to rest (its centre held there, only its rotation estimated)
+    #                                when its centre is within this Mahalanobis distance (squared, 3 dof: 11.3 =
+    #                                99 %) of those of every tracked frame of the last stationary_window_s s, or
+    #                                (metric frames) of its keyframe's (VisualOdometry._rest_centre_for); 0: off
+    stationary_window_s: float = 0.2  # 0: only the keyframe test (metric frames)
+    stationary_release_chi2: float = 45.0  # ... and moves on when beyond this distance from where it rests (4x
+    #                                        the entry bound: on turns on the spot the map's error, which the
+    #                                        pose covariance leaves out, moves the centre past the entry bound)
     # keyframes
     keyframe_parallax_px: float = 20.0  # median parallax to the last keyframe that makes a new keyframe
     keyframe_min_tracked: float = 0.6  # new keyframe when fewer than this fraction of its landmarks are tracked

@@ -2,7 +2,8 @@
 # Regenerate the README's VO tables: the shared real sequences, and synthetic runs at full camera rate, in slow
 # motion and through stops and turns on the spot (exact ground truth). Prints Markdown tables; JSON reports and
 # the synthetic sequences stay in OUT (default /tmp/aliked_vo_measure).
-#   scripts/measure_vo.sh [--quick]      --quick: the shared sequences only (~2 min here)
+#   scripts/measure_vo.sh [--quick | --synthetic]   --quick: the shared sequences only (~12 min here);
+#                                                    --synthetic: the synthetic runs only
 # Needs the venv (scripts/bootstrap.sh) and $ALIKED_WEIGHTS_DIR (e.g. ../shared/models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ OUT="${OUT:-/tmp/aliked_vo_measure}"
 SHARED="${ALIKED_ROS_SHARED:-../shared}"
 mkdir -p "$OUT"
 runs=()
+if [ "${1:-}" != "--synthetic" ]; then
 for seq in tum_fr2_desk:--no-depth tum_fr1_rpy_rgbd:--depth euroc_v101_static_stereo:--no-stereo \
            euroc_v101_static_stereo:--stereo kitti01_000_050:--no-stereo; do
   name=${seq%%:*}; mode=${seq#*:}
@@ -27,6 +29,7 @@ for readout in 0.01 0.02 0.03; do
     runs+=("$OUT/tum_fr1_rpy_rgbd--rs$readout.$extractor.json")
   done
 done
+fi
 if [ "${1:-}" != "--quick" ]; then
   # a turn on the spot seen through a rolling shutter of 20 ms, and the same motion with a global shutter (RGB-D)
   for readout in 0.02 0; do

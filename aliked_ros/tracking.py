@@ -7,11 +7,16 @@ new id (age 0). A track ends when its keypoint is not matched, or its match is a
 may give its id back to a later keypoint (``revived``: relocalisation, or its landmark found again by projection;
 age 1, or one more than the previous frame's when the track was there).
 Ids are unique, increasing, and restart at 0 after ``reset``.
+
+``align_to_reference`` refines where a track's keypoint lies in a new image by aligning the image patch around it
+with the patch where a reference image (the pipeline's last keyframe) saw the same track (Lucas-Kanade, pixels,
+x right / y down, origin at the first pixel's centre like ``Features.keypoints``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from aliked_ros.features import Features
@@ -87,3 +92,33 @@ class Tracker:
     def commit(self, features: Features, tracks: TrackedKeypoints, next_id: int) -> None:
         """Make ``features`` with ``tracks`` (from ``assign``) the reference of the next match."""
         self.reference, self.reference_tracks, self._next_id = features, tracks, next_id
+
+
+def grey_image(image: np.ndarray) -> np.ndarray:
+    """(H,W) uint8 of an (H,W) or (H,W,3) RGB uint8 image (the copy a reference keeps)."""
+    return np.ascontiguousarray(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+
+
+def align_to_reference(reference: np.ndarray, reference_px: np.ndarray, image: np.ndarray, detected_px: np.ndarray,
+                       max_shift_px: float, window_px: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Where the points at ``reference_px`` (N,2) of the grey ``reference`` image lie in the grey ``image``,
+    starting from ``detected_px`` (N,2), the same tracks' keypoints there: pyramidal Lucas-Kanade on
+    ``window_px`` square patches (translation only). Returns (pixels (N,2) float32, aligned (N,) bool): a point is aligned
+    when the alignment converged within ``max_shift_px`` of its detection, else its detection is returned.
+
+    A detector places a keypoint anew in every image (aliked-t16 on the synthetic 120 Hz sequence: median 0.35 px
+    from the true projection, white from frame to frame); aligned to one reference, a track's positions err by
+    0.1-0.2 px and the error changes slowly, so poses posed against one keyframe jitter less (DEVELOPERS.md)."""
+    detected_px = np.asarray(detected_px, np.float32).reshape(-1, 2)
+    aligned = np.zeros(len(detected_px), bool)
+    if not len(detected_px):
+        return detected_px, aligned
+    guess = detected_px.reshape(-1, 1, 2).copy()
+    found, status, _ = cv2.calcOpticalFlowPyrLK(
+        reference, image, np.asarray(reference_px, np.float32).reshape(-1, 1, 2), guess,
+        winSize=(window_px, window_px), maxLevel=1, flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
+    found = found.reshape(-1, 2)
+    aligned = status.reshape(-1).astype(bool) & np.isfinite(found).all(axis=1) \
+        & (np.linalg.norm(found - detected_px, axis=1) <= max_shift_px)
+    return np.where(aligned[:, None], found, detected_px).astype(np.float32), aligned

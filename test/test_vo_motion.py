@@ -91,7 +91,8 @@ def test_landmarks_found_again_hold_a_monocular_orb_map(extractor_cache):
 def test_slow_motion_120hz(extractor_cache):
     """2 mm per frame, far below 1 px of parallax between consecutive frames: the motion is not lost (the old
     frame-to-frame VO read 0 m here). ATE within the VO issue's 1 %; the path within 20 %, not yet its 5 %: the
-    pose jitters by about 1 mm per frame on 2 mm steps (README "Results"). The tracks go on through
+    pose jitters by about 1 mm per frame on 2 mm steps (README "Results"; 14.2 % long, 9.8 % with the keyframe
+    alignment: ``test_keyframe_alignment_steadies_slow_motion``). The tracks go on through
     initialisation (the frames before it are posed rotation-only: testing their matches against the new pose
     ended 40 % of the tracks and orphaned new landmarks, 1.55 % ATE)."""
     frames, sequence = rendered(SynthConfig(frames=120, rate_hz=120.0, noise_sigma=2.0, blur_sigma=0.5, seed=1))
@@ -116,6 +117,28 @@ def test_slow_motion_120hz(extractor_cache):
     assert np.linalg.norm(np.diff(centres, axis=0), axis=1).min() > 0
     assert 0.5 <= np.mean(metrics.nees) / 6 <= 2.0 and 0.5 <= np.median(metrics.nees) / 6 <= 1.5, (
         np.mean(metrics.nees) / 6, np.median(metrics.nees) / 6)
+
+
+def test_keyframe_alignment_steadies_slow_motion(extractor_cache):
+    """The same 120 Hz features posed with the tracks aligned to their keyframe's patches (``keyframe_alignment_px``
+    1.5) and without (the default): aligned, the pose jitters less, so the path is shorter (closer to the true
+    one) and the ATE lower (measured: path 1.098 against 1.142 times the true one, ATE 1.11 against 1.60 mm), and
+    the published keypoints are the aligned ones. (Off by default: on real frames it did not help; README.)"""
+    frames, sequence = rendered(SynthConfig(frames=120, rate_hz=120.0, noise_sigma=2.0, blur_sigma=0.5, seed=1))
+    extractor = extractor_cache("aliked-t16")
+    extracted = [VisualOdometry(extractor).extract(frame) for frame in frames]
+    scores = {}
+    for px in (1.5, 0.0):
+        vo = VisualOdometry(extractor, OdometryConfig(keyframe_alignment_px=px))
+        results = [vo.process_extracted(e) for e in extracted]
+        moved = [not np.array_equal(r.features.keypoints, e.features.keypoints) for r, e in zip(results, extracted)]
+        assert any(moved) == (px > 0)
+        posed = [r for r in results if r.state == TrackingState.TRACKING]
+        metrics = evaluate(Trajectory(np.array([r.stamp for r in posed]), np.array([r.T_odom_camera for r in posed])),
+                           sequence.groundtruth, "sim3", 0.001)
+        scores[px] = (metrics.path_length_m / metrics.true_path_length_m, metrics.ate_rmse_m)
+    (path_aligned, ate_aligned), (path_detected, ate_detected) = scores[1.5], scores[0.0]
+    assert path_aligned - 1 < 0.8 * (path_detected - 1) and ate_aligned < 0.8 * ate_detected, scores
 
 
 def test_slow_motion_120hz_initialises_with_orb(extractor_cache):
@@ -145,7 +168,8 @@ def test_a_turn_on_the_spot_before_initialisation_starts_no_map(extractor_cache)
     nothing shows its depth. With ORB an essential matrix fitted to the narrow band of correspondences a wide
     turn leaves read 12.7 px of "parallax" into its own error: a map started at frame 9 on invented depths,
     tracked a translating camera and was lost at frame 57. Every frame is posed rotation-only, following the
-    turn (rotation error at most 2.4 deg with ORB, 0.72 with SIFT, frame to frame over 180 deg of turning)."""
+    turn: measured at most 0.06 deg with ORB, 0.03 with SIFT over 180 deg of turning (2.4 deg with ORB while an
+    essential matrix's rotation posed the frames whose noise it read as parallax)."""
     frames, sequence = rendered(SynthConfig(frames=90, rate_hz=30.0, speed_m_s=0.0, rotations=1, rotation_deg=45.0,
                                             rotation_s=3.0, noise_sigma=2.0, blur_sigma=0.5))
     assert np.ptp(sequence.groundtruth.poses[:, :3, 3], axis=0).max() == 0.0
@@ -158,7 +182,7 @@ def test_a_turn_on_the_spot_before_initialisation_starts_no_map(extractor_cache)
         assert all(np.array_equal(r.T_odom_camera[:3, 3], np.zeros(3)) for r in results), name
         errors = [np.degrees(rotation_angle(r.T_odom_camera[:3, :3].T @ (invert(start) @ truth)[:3, :3]))
                   for r, truth in zip(results, sequence.groundtruth.poses)]
-        assert max(errors) < 3.0, (name, max(errors))
+        assert max(errors) < 0.5, (name, max(errors))
         print(f"{name}: a 45 deg turn on the spot, rotation error max {max(errors):.2f} deg")
 
 

@@ -60,12 +60,26 @@ def relative_pose(norm_a: np.ndarray, norm_b: np.ndarray, focal_px: float, thres
     return PoseEstimate(make_transform(pose.R, pose.t), inliers, "essential", parallax_px)
 
 
-def rotation_only(norm_a: np.ndarray, norm_b: np.ndarray) -> np.ndarray:
-    """Least-squares rotation R with bearing_b ~ R bearing_a (Kabsch on unit bearings)."""
+def rotation_only(norm_a: np.ndarray, norm_b: np.ndarray, refits: int = 3) -> np.ndarray:
+    """Rotation R with bearing_b ~ R bearing_a: least squares (Kabsch on unit bearings), fitted again ``refits``
+    times to the correspondences within twice the median angle of the fit before. Essential-matrix inliers
+    include matches far off along their epipolar lines; one fit to all of them, pulled by a few, left a pure turn
+    a median angle of 2.5 px (ORB, keypoints aligned to keyframe 0, frame 23 of
+    ``test_a_turn_on_the_spot_before_initialisation_starts_no_map``; 0.63 px refitted, 0.70 px at the true rotation)."""
     a, b = bearings(norm_a), bearings(norm_b)
-    u, _, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
+    used = np.ones(len(a), bool)
+    for fit in range(refits + 1):
+        u, _, vt = np.linalg.svd(b[used].T @ a[used])
+        d = np.sign(np.linalg.det(u @ vt))
+        rotation = u @ np.diag([1.0, 1.0, d]) @ vt
+        if fit == refits:
+            break
+        angle = np.arccos(np.clip(np.sum((a @ rotation.T) * b, axis=1), -1.0, 1.0))
+        kept = angle <= 2.0 * np.median(angle)
+        if kept.sum() < 3 or np.array_equal(kept, used):
+            break
+        used = kept
+    return rotation
 
 
 def absolute_pose(points_ref: np.ndarray, norm: np.ndarray, focal_px: float, threshold_px: float = 2.0,

@@ -25,6 +25,7 @@ class Keyframe:
     normalized: np.ndarray  # (N,2)
     points_cam: np.ndarray | None  # (N,3) depth-backed points in this camera frame, NaN where unknown
     features: Features  # descriptors, for relocalisation
+    image: np.ndarray | None = None  # grey (H,W) uint8, that later frames align its tracks with (None: not kept)
     tracked_landmarks: int = 0  # landmarks the frame tracked when it became a keyframe (all it had, for the first)
 
     @property

@@ -2,11 +2,13 @@
 
 Per frame (``VisualOdometry.process``), top to bottom:
   1. check the frame (stamp, sizes, depth type) — a bad frame raises before anything changes;
-  2. extract features, undistort them, read depth at the keypoints (RGB-D), or extract the right image's
-     features and triangulate the left keypoints they match (stereo: ``aliked_ros.geometry.stereo``; from here
-     on a stereo frame is an RGB-D frame whose depth noise is sigma_z = z^2 sigma_d / (fx B));
+  2. extract features;
   3. match against the previous posed frame (mutual nearest neighbours): matched keypoints continue its tracks,
-     so a keypoint knows its track id, and through it its keyframe observations and its landmark;
+     so a keypoint knows its track id, and through it its keyframe observations and its landmark; with
+     ``keyframe_alignment_px`` > 0 the last keyframe's tracks move to where its image patches align; then
+     undistort the keypoints, read depth at them (RGB-D), or extract the right image's features and triangulate
+     the left keypoints they match (stereo: ``aliked_ros.geometry.stereo``; from here on a stereo frame is an
+     RGB-D frame whose depth noise is sigma_z = z^2 sigma_d / (fx B));
   4. pose the frame against the map (``_estimate``, no state change):
        - first frame of a map: it becomes keyframe 0 (RGB-D: its depth gives the first landmarks);
        - monocular, before initialisation: rotation only (translation is not observable yet); once the
@@ -78,7 +80,7 @@ from aliked_ros.odometry.optimizer import (EpipolarTerms, PoseRefinement, indepe
 from aliked_ros.odometry.optimizer import prepare_kernels as prepare_refinement_kernels
 from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
                                        StereoFrameError, TrackingState)
-from aliked_ros.tracking import TrackedKeypoints, Tracker
+from aliked_ros.tracking import TrackedKeypoints, Tracker, align_to_reference, grey_image
 
 NO_TRACK = np.iinfo(np.uint64).max
 
@@ -113,6 +115,7 @@ class _Observed:
     depth_sigma_per_m2: float = 0.0  # depth noise of points_cam: sigma_z = this x z^2 (bundle adjustment)
     stereo_matches: int = 0
     stereo: bool = False  # points_cam from a right image, not a depth image
+    grey: np.ndarray | None = None  # the image, grey (H,W) uint8, when tracks are aligned to keyframes
 
 
 @dataclass
@@ -278,6 +281,14 @@ class VisualOdometry:
             # a new resolution or calibration (a driver reconfigured): the map's pixels and rays no longer apply
             self.reset(f"camera changed ({_describe(self._camera[0])} -> {_describe(frame.camera)})")
         t_extract = time.perf_counter()
+        # 3. tracks (and where the last keyframe's tracks lie in this image)
+        matches = self.tracker.match(features)
+        track_ids = np.full(len(features), NO_TRACK, np.uint64)
+        if len(matches):
+            track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
+        grey = grey_image(frame.image) if self.config.keyframe_alignment_px > 0 else None
+        if grey is not None:
+            features = self._aligned_to_keyframe(features, track_ids, grey)
         normalized = frame.camera.undistort(features.keypoints)
         points_cam, depth_sigma, stereo_matches = None, self.config.depth_sigma_per_m2, 0
         row_times_s = None
@@ -293,13 +304,8 @@ class VisualOdometry:
                     normalized = self._normalized_at_stamp(to_stamp(as_read, row_times_s, omega), points_cam)
         elif right is not None:
             points_cam, depth_sigma, stereo_matches = self._stereo_points(features, right, normalized, frame)
-        # 3. tracks
-        matches = self.tracker.match(features)
-        track_ids = np.full(len(features), NO_TRACK, np.uint64)
-        if len(matches):
-            track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
         observed = _Observed(features, normalized, points_cam, matches, track_ids, frame.camera, frame.stamp,
-                             depth_sigma, stereo_matches, right is not None)
+                             depth_sigma, stereo_matches, right is not None, grey)
         t_match = time.perf_counter()
         # 4. pose
         estimate = self._estimate(observed)
@@ -446,7 +452,17 @@ class VisualOdometry:
                              min_inlier_fraction=cfg.min_inlier_fraction)
         if step is None:
             return _Estimate(TrackingState.LOST, "none", None, np.zeros(len(obs.matches), bool))
-        R_prev_cur = step.transform[:3, :3].T
+        R_cur_prev = step.transform[:3, :3]
+        if step.kind == "essential":
+            # the frame is posed as a turn: its rotation is the one that explains the correspondences without
+            # translation, unless none does within the epipolar noise bound. On a turn on the spot ORB's noise
+            # reads 1-3.6 px of "parallax", and the essential matrix's rotation erred by 0.1-0.4 deg per frame,
+            # 2.4 deg after 90 frames (test_a_turn_on_the_spot_before_initialisation_starts_no_map; now 0.12 deg,
+            # 0.06 with keyframe alignment)
+            inl = step.inliers
+            turn = self._turn(self._previous.normalized[idx_prev[inl]], obs.normalized[idx_cur[inl]], obs.camera)
+            R_cur_prev = turn if turn is not None else R_cur_prev
+        R_prev_cur = R_cur_prev.T
         T_rotated = self._previous.T_odom_cam @ make_transform(R_prev_cur, np.zeros(3))
         turned = _Estimate(TrackingState.INITIALIZING, "rotation_only", T_rotated, step.inliers)
 
@@ -466,9 +482,7 @@ class VisualOdometry:
         # leaves can put its own error into "parallax" (12.7 px; ORB-SLAM chooses between a homography and a
         # fundamental matrix for this): no initialisation while one rotation explains the correspondences
         # within the epipolar noise bound
-        R_only = rotation_only(norm_kf[inl], norm_cur[inl])
-        if np.median(rotation_compensated_parallax(norm_kf[inl], norm_cur[inl], R_only)) * obs.camera.focal \
-                < cfg.ransac_threshold_px:
+        if self._turn(norm_kf[inl], norm_cur[inl], obs.camera) is not None:
             return turned
         points_kf, valid = triangulate(norm_kf[inl], norm_cur[inl], T_cur_kf)
         angle = rotation_compensated_parallax(norm_kf[inl], norm_cur[inl], T_cur_kf[:3, :3])
@@ -496,6 +510,14 @@ class VisualOdometry:
         return _Estimate(TrackingState.TRACKING, "essential", T_odom_cam, verified, refined.covariance,
                          int(refined.inliers.sum()), keyframe=True, new_landmarks=(ids, points_odom),
                          revived=revived)
+
+    def _turn(self, norm_a: np.ndarray, norm_b: np.ndarray, camera: CameraModel) -> np.ndarray | None:
+        """R_b_a of a turn that explains the correspondences without translation, their median angle to it within
+        the epipolar noise bound (``ransac_threshold_px``); None when none does."""
+        R_b_a = rotation_only(norm_a, norm_b)
+        explained = np.median(rotation_compensated_parallax(norm_a, norm_b, R_b_a)) * camera.focal \
+            < self.config.ransac_threshold_px
+        return R_b_a if explained else None
 
     def _keyframe_correspondences(self, obs: _Observed, keyframe: Keyframe) -> tuple[np.ndarray, np.ndarray]:
         """(keyframe rows, frame rows) of the points both see: the keyframe's tracks this frame carries; when
@@ -666,6 +688,27 @@ class VisualOdometry:
         _, first_of = np.unique(best_row[order], return_index=True)
         chosen = order[first_of]
         return free_rows[best_row[chosen]], ids[chosen], positions[chosen]
+
+    def _aligned_to_keyframe(self, features: Features, track_ids: np.ndarray, grey: np.ndarray) -> Features:
+        """``features`` with the keypoints of the last keyframe's tracks moved to where they align with the
+        keyframe's image (``aliked_ros.tracking.align_to_reference``); the same object when nothing moved. Frames
+        posed against one keyframe then see its tracks where it saw them, up to the alignment's error, not anew
+        at each detection."""
+        keyframe = self.map.last_keyframe
+        if keyframe is None or keyframe.image is None or keyframe.image.shape != grey.shape:
+            return features
+        rows = keyframe.rows_of(track_ids)
+        cur = np.flatnonzero((rows >= 0) & (track_ids != NO_TRACK))
+        if not len(cur):
+            return features
+        pixels, aligned = align_to_reference(keyframe.image, keyframe.features.keypoints[rows[cur]], grey,
+                                             features.keypoints[cur], self.config.keyframe_alignment_px,
+                                             self.config.keyframe_alignment_window_px)
+        if not aligned.any():
+            return features
+        keypoints = features.keypoints.copy()
+        keypoints[cur] = pixels
+        return replace(features, keypoints=keypoints)
 
     def _camera_changed(self, frame: Frame) -> bool:
         """Another resolution or calibration than the last frame's (a stereo pair's baseline included; a stereo
@@ -964,7 +1007,7 @@ class VisualOdometry:
             self.map.keyframes.clear()
         previous = self.map.last_keyframe
         keyframe = Keyframe(previous.index + 1 if previous else 0, stamp, estimate.T_odom_cam, tracks.track_ids,
-                            obs.normalized, obs.points_cam, obs.features)
+                            obs.normalized, obs.points_cam, obs.features, image=obs.grey)
         self.map.add_keyframe(keyframe)
         if estimate.new_landmarks is not None:
             self.map.add_landmarks(*estimate.new_landmarks, metric=False)

@@ -56,6 +56,11 @@ class OdometryConfig:
     min_inlier_fraction: float = 0.25  # ... and this fraction of the matches an essential matrix is fitted to
     min_parallax_px: float = 1.0  # median rotation-compensated parallax (keyframe -> frame) below which the
     #                               essential matrix gives no translation direction
+    keyframe_alignment_px: float = 0.0  # > 0: a keypoint of a track the last keyframe saw moves to where the
+    #                                     keyframe's patch aligns (Lucas-Kanade) when that is within this many px
+    #                                     (1.5 measured); off by default: it steadies synthetic frames, not the
+    #                                     real ones measured (README "Keyframe alignment")
+    keyframe_alignment_window_px: int = 9  # ... the patch's side
     min_landmarks: int = 12  # landmark observations needed to pose a frame against the map
     landmark_search_radius_px: float = 4.0  # a posed frame looks for the map's untracked landmarks within this
     #                                         distance of their projection (0: off); see VisualOdometry

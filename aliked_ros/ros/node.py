@@ -145,6 +145,7 @@ class VoNode(Node):
                                                            require_stereo=self.stereo,
                                                            rolling_shutter_readout_s=p("rolling_shutter_readout"),
                                                            ba_single_view_prior=p("ba_single_view_prior"),
+                                                           keyframe_alignment_px=p("keyframe_alignment"),
                                                            ba_solver=p("ba_solver")))
         if p("rolling_shutter_readout") > 0 and not p("use_depth"):
             self.get_logger().warning("rolling_shutter_readout applies to RGB-D (use_depth:=true) only: monocular and "
@@ -257,6 +258,10 @@ class VoNode(Node):
         declare("ba_single_view_prior", OdometryConfig.ba_single_view_prior,
                 "monocular: landmarks only the newest keyframe observes join its bundle adjustment with a prior of "
                 "this fraction of their depth (0 = left out); no effect with use_depth or stereo", floating=(0.0, 1.0))
+        declare("keyframe_alignment", OdometryConfig.keyframe_alignment_px,
+                "> 0: tracked keypoints move to where their keyframe's patch aligns (Lucas-Kanade), when within this "
+                "many px of the detection (1.5 measured); 0 = off (README \"Keyframe alignment\")",
+                floating=(0.0, 10.0))
         declare("ba_solver", "lm", "local bundle adjustment solver: lm (own Levenberg-Marquardt, numpy), gtsam "
                 "(pip install gtsam), scipy (slow; for comparison)")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "

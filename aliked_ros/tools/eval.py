@@ -138,6 +138,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="monocular: landmarks only the newest keyframe observes join its bundle adjustment with "
                              "a prior of FRACTION of their depth (the node's ba_single_view_prior; default "
                              f"{OdometryConfig.ba_single_view_prior}); 0 = left out; no effect on RGB-D or stereo")
+    parser.add_argument("--keyframe-alignment", type=float, default=OdometryConfig.keyframe_alignment_px, metavar="PX",
+                        help="> 0: tracked keypoints aligned (Lucas-Kanade) to their keyframe's patches when within "
+                             "PX of the detection (the node's keyframe_alignment; README \"Keyframe alignment\"); "
+                             f"default {OdometryConfig.keyframe_alignment_px} = off")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None)
     parser.add_argument("--camera-info-topic", default=None)
@@ -204,12 +208,16 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.single_view_prior <= 1:
             print(f"error: --single-view-prior must be in [0, 1], got {args.single_view_prior}", file=sys.stderr)
             return 2
+        if args.keyframe_alignment < 0:
+            print(f"error: --keyframe-alignment must be >= 0 px, got {args.keyframe_alignment}", file=sys.stderr)
+            return 2
         if args.rolling_shutter > 0 and not (sequence.has_depth and args.depth):
             print("warning: --rolling-shutter applies to RGB-D only: monocular and stereo frames are processed as "
                   "global shutter", file=sys.stderr)
         vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo,
                                                       rolling_shutter_readout_s=args.rolling_shutter,
-                                                      ba_single_view_prior=args.single_view_prior))
+                                                      ba_single_view_prior=args.single_view_prior,
+                                                      keyframe_alignment_px=args.keyframe_alignment))
         outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
@@ -238,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         "stereo": sequence.has_stereo,
         "rolling_shutter_s": None if args.score else args.rolling_shutter,
         "single_view_prior": None if args.score else args.single_view_prior,
+        "keyframe_alignment_px": None if args.score else args.keyframe_alignment,
         "stereo_matches": float(np.median(outcome.stereo_matches)) if sequence.has_stereo and
         outcome.stereo_matches is not None and len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from aliked_ros.features import Features
+from aliked_ros.features.base import as_uint8_image
 from aliked_ros.matching import Matches, match_mutual_nearest
 
 
@@ -95,20 +96,25 @@ class Tracker:
 
 
 def grey_image(image: np.ndarray) -> np.ndarray:
-    """(H,W) uint8 of an (H,W) or (H,W,3) RGB uint8 image (the copy a reference keeps)."""
-    return np.ascontiguousarray(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    """A new (H,W) uint8 array: the grey of any image the extractors take ((H,W), (H,W,1), RGB, RGBA uint8;
+    ``ImageError`` otherwise), never a view of the caller's buffer (a reference keeps it)."""
+    image = as_uint8_image(image)
+    return image.copy() if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
 
 
 def align_to_reference(reference: np.ndarray, reference_px: np.ndarray, image: np.ndarray, detected_px: np.ndarray,
                        max_shift_px: float, window_px: int = 9) -> tuple[np.ndarray, np.ndarray]:
     """Where the points at ``reference_px`` (N,2) of the grey ``reference`` image lie in the grey ``image``,
     starting from ``detected_px`` (N,2), the same tracks' keypoints there: pyramidal Lucas-Kanade on
-    ``window_px`` square patches (translation only). Returns (pixels (N,2) float32, aligned (N,) bool): a point is aligned
-    when the alignment converged within ``max_shift_px`` of its detection, else its detection is returned.
+    ``window_px`` square patches (translation only; two pyramid levels). Returns (pixels (N,2) float32, aligned (N,)
+    bool): a point is aligned when OpenCV found it (its status), within ``max_shift_px`` of its detection and
+    inside the image; else its detection is returned.
 
     A detector places a keypoint anew in every image (aliked-t16 on the synthetic 120 Hz sequence: median 0.35 px
     from the true projection, white from frame to frame); aligned to one reference, a track's positions err by
     0.1-0.2 px and the error changes slowly, so poses posed against one keyframe jitter less (DEVELOPERS.md)."""
+    if window_px < 3:
+        raise ValueError(f"window_px must be >= 3, got {window_px}")
     detected_px = np.asarray(detected_px, np.float32).reshape(-1, 2)
     aligned = np.zeros(len(detected_px), bool)
     if not len(detected_px):
@@ -119,6 +125,8 @@ def align_to_reference(reference: np.ndarray, reference_px: np.ndarray, image: n
         winSize=(window_px, window_px), maxLevel=1, flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
         criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
     found = found.reshape(-1, 2)
+    height, width = image.shape[:2]
     aligned = status.reshape(-1).astype(bool) & np.isfinite(found).all(axis=1) \
-        & (np.linalg.norm(found - detected_px, axis=1) <= max_shift_px)
+        & (np.linalg.norm(found - detected_px, axis=1) <= max_shift_px) \
+        & (found >= 0).all(axis=1) & (found[:, 0] <= width - 1) & (found[:, 1] <= height - 1)
     return np.where(aligned[:, None], found, detected_px).astype(np.float32), aligned

@@ -310,3 +310,20 @@ def test_bundle_adjustment_recovers_poses_and_points(scene, solver, metric):
         assert np.linalg.norm(invert(result.poses[k])[:3, 3] - invert(poses[k])[:3, 3]) < 0.01
     assert np.median(np.linalg.norm(result.points - points, axis=1)) < 0.02
     assert np.median(result.errors_px) < 1.0
+
+
+def test_rotation_only_is_not_pulled_by_matches_along_their_epipolar_lines():
+    """A pure rotation with a fifth of the matches pushed tens of px off (as essential-matrix inliers can be,
+    along their epipolar lines): the refitted rotation is the true one, where one least-squares fit to all is not."""
+    from aliked_ros.geometry.pose import rotation_only
+
+    rng = np.random.default_rng(3)
+    R = exp_so3(np.array([0.02, 0.3, -0.01]))
+    norm_a = rng.uniform(-0.5, 0.5, (300, 2))
+    rays_b = bearings(norm_a) @ R.T
+    norm_b = rays_b[:, :2] / rays_b[:, 2:] + rng.normal(0, 0.3 / 500, (300, 2))  # 0.3 px at f = 500 px
+    off = rng.random(300) < 0.2
+    norm_b[off] += np.array([1.0, 0.3]) * rng.uniform(20, 80, (off.sum(), 1)) / 500  # along one direction
+    error_deg = {refits: np.degrees(np.arccos(np.clip((np.trace(rotation_only(norm_a, norm_b, refits).T @ R) - 1) / 2,
+                                                      -1, 1))) for refits in (0, 3)}
+    assert error_deg[3] < 0.02 < 0.2 < error_deg[0], error_deg

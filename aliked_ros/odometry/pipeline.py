@@ -273,6 +273,7 @@ class VisualOdometry:
         start = time.perf_counter() - extracted.extract_ms * 1e-3  # timings as if extracted here
         frame, features, right = extracted.frame, extracted.features, extracted.right
         self._check_stamp(frame)  # extract checked the rest
+        grey = grey_image(frame.image) if self.config.keyframe_alignment_px > 0 else None  # before any reset
         self.mapper.apply_finished(self.map)
         # time went backwards: reset, but only for a frame that got this far (one the extractor refuses changes nothing)
         if self._last_stamp is not None and frame.stamp < self._last_stamp:
@@ -286,7 +287,6 @@ class VisualOdometry:
         track_ids = np.full(len(features), NO_TRACK, np.uint64)
         if len(matches):
             track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
-        grey = grey_image(frame.image) if self.config.keyframe_alignment_px > 0 else None
         if grey is not None:
             features = self._aligned_to_keyframe(features, track_ids, grey)
         normalized = frame.camera.undistort(features.keypoints)

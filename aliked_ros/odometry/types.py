@@ -60,7 +60,7 @@ class OdometryConfig:
     #                                     keyframe's patch aligns (Lucas-Kanade) when that is within this many px
     #                                     (1.5 measured); off by default: it steadies synthetic frames, not the
     #                                     real ones measured (README "Keyframe alignment")
-    keyframe_alignment_window_px: int = 9  # ... the patch's side
+    keyframe_alignment_window_px: int = 9  # ... the patch's side (px, odd, >= 3)
     min_landmarks: int = 12  # landmark observations needed to pose a frame against the map
     landmark_search_radius_px: float = 4.0  # a posed frame looks for the map's untracked landmarks within this
     #                                         distance of their projection (0: off); see VisualOdometry

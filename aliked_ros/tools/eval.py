@@ -208,8 +208,8 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.single_view_prior <= 1:
             print(f"error: --single-view-prior must be in [0, 1], got {args.single_view_prior}", file=sys.stderr)
             return 2
-        if args.keyframe_alignment < 0:
-            print(f"error: --keyframe-alignment must be >= 0 px, got {args.keyframe_alignment}", file=sys.stderr)
+        if not 0 <= args.keyframe_alignment <= 10:
+            print(f"error: --keyframe-alignment must be in [0, 10] px, got {args.keyframe_alignment}", file=sys.stderr)
             return 2
         if args.rolling_shutter > 0 and not (sequence.has_depth and args.depth):
             print("warning: --rolling-shutter applies to RGB-D only: monocular and stereo frames are processed as "

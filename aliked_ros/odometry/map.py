@@ -146,6 +146,13 @@ class LocalMap:
     def last_keyframe(self) -> Keyframe | None:
         return self.keyframes[-1] if self.keyframes else None
 
+    def keyframe(self, index: int) -> Keyframe | None:
+        """The keyframe numbered ``index`` (``Keyframe.index``), None when it has left the window."""
+        for keyframe in reversed(self.keyframes):
+            if keyframe.index == index:
+                return keyframe
+        return None
+
     def first_observation(self, track_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each track id, the oldest keyframe (index into ``keyframes``) that observes it and the row there;
         (-1, -1) where none does."""

@@ -788,10 +788,8 @@ class VisualOdometry:
     def _in_map(self, keyframe_index: int, point: np.ndarray) -> np.ndarray | None:
         """A point kept in a keyframe's camera frame, in odom with the keyframe's current pose; None when that
         keyframe has left the map."""
-        for keyframe in reversed(self.map.keyframes):
-            if keyframe.index == keyframe_index:
-                return keyframe.T_odom_cam[:3, :3] @ point + keyframe.T_odom_cam[:3, 3]
-        return None
+        keyframe = self.map.keyframe(keyframe_index)
+        return keyframe.T_odom_cam[:3, :3] @ point + keyframe.T_odom_cam[:3, 3] if keyframe is not None else None
 
     def _keyframe_prior(self, obs: _Observed, keyframe: Keyframe, landmarks: np.ndarray, has_landmark: np.ndarray
                         ) -> tuple[np.ndarray | None, EpipolarTerms | None]:
@@ -961,13 +959,11 @@ class VisualOdometry:
         if previous.reference is None:
             return None
         index, T_then = previous.reference
-        for keyframe in reversed(self.map.keyframes):
-            if keyframe.index == index:
-                if np.array_equal(keyframe.T_odom_cam, T_then):
-                    return None
-                correction = keyframe.T_odom_cam @ invert(T_then)
-                return invert(previous.T_odom_cam) @ correction @ previous.T_odom_cam
-        return None
+        keyframe = self.map.keyframe(index)
+        if keyframe is None or np.array_equal(keyframe.T_odom_cam, T_then):
+            return None
+        correction = keyframe.T_odom_cam @ invert(T_then)
+        return invert(previous.T_odom_cam) @ correction @ previous.T_odom_cam
 
     def _anchored(self, obs: _Observed, estimate: _Estimate) -> _Previous:
         """This frame as the next previous frame: anchors carried along the verified matches (no state change)."""

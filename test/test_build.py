@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,12 +111,15 @@ ROSDEP_MODULES = {
     "rcl_interfaces": "rcl_interfaces", "ament_index_python": "ament_index_python",
     "python3-numpy": "numpy", "python3-opencv": "cv2", "python3-yaml": "yaml", "python3-torch": "torch",
     "python3-scipy": "scipy", "python3-tqdm": "tqdm", "python3-matplotlib": "matplotlib", "python3-numba": "numba",
-    "python3-rosbags-pip": "rosbags", "python3-poselib-pip": "poselib", "python3-evo-pip": "evo",
+    "python3-rosbags-pip": "rosbags",
     "python3-kornia-pip": "kornia", "python3-pytest": None, "python3-catkin-pkg": None,
     "rosidl_default_runtime": None, "tf2_msgs": "tf2_msgs", "message_filters": "message_filters",
     "ros2cli": "ros2cli", "ros2launch": None, "ros2topic": None, "ros2node": None, "ros2param": None,
     "ros2service": None,
 }
+
+# imported at run time but without a rosdep key (ros/rosdistro rosdep/python.yaml): pip only, from pyproject.toml
+PIP_ONLY = {"poselib", "evo"}
 
 
 def imported_modules(root: Path) -> set[str]:
@@ -150,3 +154,10 @@ def test_package_xml_format3_and_dependencies_match_imports():
     # every third-party import is declared, and every declared runtime dependency is imported somewhere
     assert third_party - declared - optional == set(), f"imported but not in package.xml: {third_party - declared - optional}"
     assert declared - third_party == set(), f"in package.xml but never imported: {declared - third_party}"
+    # the imports without a rosdep key: imported, and pip's dependencies (pyproject.toml) carry them
+    assert PIP_ONLY <= code, f"PIP_ONLY lists modules the code no longer imports: {PIP_ONLY - code}"
+    import tomllib
+
+    pip_names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower()
+                 for d in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert PIP_ONLY <= pip_names, f"not in pyproject.toml's dependencies: {PIP_ONLY - pip_names}"

@@ -136,11 +136,15 @@ def test_node_compressed_and_depth(shared_dir, weights_dir, ros_process, graph, 
 
 
 def test_params_file_namespace_and_remap(shared_dir, weights_dir, ros_process, graph, tmp_path):
+    """``aliked-vo run --params-file FILE --ros-args ...``: the file's values, and a ``-p`` given after it wins
+    over the file (as with ``ros2 run ... --ros-args --params-file FILE -p ...``)."""
     params = tmp_path / "params.yaml"
     text = (REPO_ROOT / "config/params.yaml").read_text().replace("extractor: aliked-t16", "extractor: orb")
-    params.write_text(text.replace("odom_frame: odom", "odom_frame: robot1/odom"))
-    node = ros_process(node_command("-r", "__ns:=/robot1", "-r", "image:=/cam/image", "-r", "camera_info:=/cam/camera_info",
-                                    "--params-file", str(params)), name="vo_node_ns")
+    params.write_text(text.replace("odom_frame: odom", "odom_frame: robot1/odom_from_file"))
+    command = node_command("-r", "__ns:=/robot1", "-r", "image:=/cam/image", "-r", "camera_info:=/cam/camera_info",
+                           "-p", "odom_frame:=robot1/odom")
+    command[command.index("--ros-args"):command.index("--ros-args")] = ["--params-file", str(params)]
+    node = ros_process(command, name="vo_node_ns")
     g = graph(node_ns="/robot1/aliked_vo")
     g.wait_for_node(node)
     frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]

@@ -107,19 +107,38 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def _log_failure(node, callback, error: Exception) -> None:
+    """Count a callback's failure (``callback_error``) and log it, the first with its traceback."""
+    if node.inputs.count("callback_error"):
+        node.get_logger().error(f"{callback.__name__} failed: {error!r}\n{traceback.format_exc()}")
+    else:
+        node.get_logger().debug(f"{callback.__name__} failed: {error!r}")
+
+
 def guarded(callback):
-    """A callback that never raises into the executor: a failure is counted (``callback_error``) and logged,
-    the first with its traceback."""
+    """A subscription or timer callback that never raises into the executor: a failure is counted and logged."""
     @functools.wraps(callback)
     def run(self, *args):
         try:
             return callback(self, *args)
         except Exception as error:  # noqa: BLE001 - the executor must keep spinning
-            if self.inputs.count("callback_error"):
-                self.get_logger().error(f"{callback.__name__} failed: {error!r}\n{traceback.format_exc()}")
-            else:
-                self.get_logger().debug(f"{callback.__name__} failed: {error!r}")
+            _log_failure(self, callback, error)
             return None
+    return run
+
+
+def guarded_service(callback):
+    """A service callback (request, response with ``success`` and ``message``) that never raises into the
+    executor: a failure is counted and logged like ``guarded``'s and answered (success false, the error in
+    message). Returning None instead would make rclpy's executor raise in ``send_response``."""
+    @functools.wraps(callback)
+    def run(self, request, response):
+        try:
+            return callback(self, request, response)
+        except Exception as error:  # noqa: BLE001 - the executor must keep spinning
+            _log_failure(self, callback, error)
+            response.success, response.message = False, f"failed: {error!r}"
+            return response
     return run
 
 
@@ -365,13 +384,13 @@ class VoNode(Node):
     def _on_right_camera_info(self, msg: CameraInfo) -> None:
         self.inputs.add_camera_info(stamp_ns(msg.header.stamp), msg, "right")
 
-    @guarded
+    @guarded_service
     def _on_reset(self, request, response):
         self.inputs.request_reset(ResetRequest("requested (reset service)"))
         response.success, response.message = True, "the pipeline resets before the next frame"
         return response
 
-    @guarded
+    @guarded_service
     def _on_reset_to_pose(self, request, response):
         p, q = request.pose.position, request.pose.orientation
         position, quaternion = np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w])

@@ -1,7 +1,8 @@
 """``aliked-vo run``: start the ``aliked_vo`` node (the same as ``ros2 run aliked_ros vo_node``).
 
 Everything after ``--ros-args`` goes to ROS (remappings ``-r image:=/camera/image_raw``, parameters
-``-p extractor:=sift``, ``--params-file``); ``--params-file FILE`` before it is a shortcut."""
+``-p extractor:=sift``, ``--params-file``); ``--params-file FILE`` before it is a shortcut for a params file
+given first (ROS takes the last value of a parameter: the ``-p`` after it win)."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         apply_loopback_environment()
     from aliked_ros.ros.node import main
 
-    ros_args = list(args.passthrough)
-    if args.params_file:
-        ros_args = (ros_args or ["--ros-args"]) + ["--params-file", args.params_file]
-    return main(["aliked-vo"] + ros_args)
+    ros_args = list(args.passthrough) or [PASSTHROUGH]
+    if args.params_file:  # first, so that the user's own -p and --params-file after it override the file
+        ros_args[1:1] = ["--params-file", args.params_file]
+    return main(["aliked-vo"] + (ros_args if len(ros_args) > 1 else []))

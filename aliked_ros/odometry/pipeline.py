@@ -881,8 +881,11 @@ class VisualOdometry:
             T_odom_cam = invert(refined.T_cam_odom)
             revived = (cur_rows[refined.inliers], keyframe.track_ids[matches.indices[found, 0]][refined.inliers])
             verified = np.zeros(len(obs.matches), bool)
-            if len(obs.matches):  # matches to the previous frame of a track that is not revived
-                verified = self._epipolar_verified(obs, T_odom_cam) & ~np.isin(obs.matches.indices[:, 1], revived[0])
+            if len(obs.matches):  # matches to the previous frame of a track that is not revived, on a keypoint
+                #                   that is not reviving one (a track id is carried by one keypoint only)
+                current = obs.matches.indices[:, 1]
+                verified = self._epipolar_verified(obs, T_odom_cam) & ~np.isin(current, revived[0]) \
+                    & ~np.isin(obs.track_ids[current], revived[1])
             return _Estimate(TrackingState.TRACKING, "pnp", T_odom_cam, verified, refined.covariance,
                              int(refined.inliers.sum()), keyframe=False, revived=revived, relocalized=True)
         return None

@@ -381,3 +381,25 @@ def test_eval_aligns_each_map_alone_and_counts_missed_motion():
     assert metrics.missed_motion_pairs == 1 and metrics.tdir_err_deg["count"] == 38  # 39 pairs, one across maps
     single = evaluate(Trajectory(t, est), Trajectory(t, truth), "sim3", 0.01)  # one alignment across both: wrong
     assert single.ate_rmse_m > 10 * metrics.ate_rmse_m
+
+
+def test_background_mapping_applies_a_finished_result_before_the_next_job(extractor_cache):
+    """A bundle adjustment that finished after the frame began (so after its ``apply_finished``) is applied when
+    that frame, a keyframe, starts the next one: built without it, the next job would write the poses from before
+    it back over the map."""
+    frames, _ = rendered(SynthConfig(frames=60, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
+    vo = VisualOdometry(extractor_cache("orb"), OdometryConfig(background_mapping=True))
+    for frame in frames[:45]:
+        vo.process(frame)
+    vo.mapper.wait()
+    vo.mapper.apply_finished(vo.map)
+    assert len(vo.map.keyframes) >= 3
+    focal = frames[0].camera.focal
+    vo.mapper.run(vo.map, focal)  # a job on the map as it is ...
+    vo.mapper.wait()  # ... finished, its result waiting for the next frame
+    before = [kf.T_odom_cam.copy() for kf in vo.map.keyframes]
+    vo.mapper.run(vo.map, focal)  # a keyframe before that frame: the waiting result goes in first
+    applied = [kf.T_odom_cam for kf in vo.map.keyframes]
+    assert any(not np.array_equal(a, b) for a, b in zip(applied, before))
+    vo.mapper.wait()
+    assert vo.mapper.failures == 0 and vo.mapper.runs >= 2

@@ -3,8 +3,8 @@
 ``LocalMapper.run(map)`` builds the problem from the map's last ``ba_window`` keyframes (the oldest one — two
 for monocular, where they also fix the scale — held constant) and the landmarks they observe at least twice. Inline (``background_mapping`` False, used offline) it solves and applies at
 once: results are deterministic. In the background (the node) it hands a copy of the problem to a worker thread
-and returns; ``apply_finished(map)`` (called by the pipeline at the start of each frame, on the pipeline's
-thread) writes a finished result into the map — keyframe poses and landmark positions, for the keyframes and
+and returns; ``apply_finished(map)`` (called by the pipeline at the start of each frame and by ``run`` before
+it builds the next job, on the pipeline's thread) writes a finished result into the map — keyframe poses and landmark positions, for the keyframes and
 landmarks that still exist — so that only the pipeline's thread ever changes the map. A keyframe that arrives
 while the worker is busy is not adjusted on its own; the next run includes it (``skipped`` counts them).
 After a solve, landmarks whose reprojection error in any window keyframe exceeds 3 x ``ba_huber_px`` are removed.
@@ -60,7 +60,10 @@ class LocalMapper:
             self._finished = None
 
     def run(self, local_map: LocalMap, focal_px: float, depth_sigma_per_m2: float | None = None) -> None:
-        """``depth_sigma_per_m2``: depth noise of the keyframes' depth (None: the config's RGB-D value)."""
+        """``depth_sigma_per_m2``: depth noise of the keyframes' depth (None: the config's RGB-D value). A result
+        that finished since the frame began is applied first: a job built without it would later write back
+        poses and points from before it (its held keyframes keeping the correction: a step in the map)."""
+        self.apply_finished(local_map)
         job = self._build(local_map, focal_px, depth_sigma_per_m2)
         if job is None:
             return
@@ -74,7 +77,13 @@ class LocalMapper:
                 self.skipped += 1
                 return
             self._busy = True
-        threading.Thread(target=self._work, args=(job,), name="aliked_vo_mapping", daemon=True).start()
+        try:
+            threading.Thread(target=self._work, args=(job,), name="aliked_vo_mapping", daemon=True).start()
+        except RuntimeError as error:  # no thread to be had (a process limit): skipped, the next keyframe tries again
+            with self._lock:
+                self._busy = False
+                self.skipped += 1
+            log.warning("local bundle adjustment skipped: no worker thread (%s)", error)
 
     def apply_finished(self, local_map: LocalMap) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ import pytest
 
 from aliked_ros.evaluation import evaluate, umeyama
 from aliked_ros.geometry.transforms import invert, make_transform, rotation_angle
-from aliked_ros.odometry import Frame, OdometryConfig, TrackingState, VisualOdometry
+from aliked_ros.odometry import DuplicateFrameError, Frame, OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.synth import SynthConfig, SyntheticSequence
 from aliked_ros.trajectory import Trajectory
 
@@ -273,6 +273,8 @@ def test_lost_then_relocalised_then_reset(extractor_cache, monkeypatch):
     # lost for good: a new map with its own id and scale
     results = [vo.process(black(frame)) for frame in frames[62:70]]
     assert vo.resets == 1 and all(r.state == TrackingState.LOST and r.map_id == 0 for r in results)
+    with pytest.raises(DuplicateFrameError):  # the frame that reset, again: refused as before the reset
+        vo.process(black(frames[69]))
     still_black = vo.process(black(frames[70]))  # nothing to start a map on: no pose, no keyframe
     assert still_black.state == TrackingState.INITIALIZING and still_black.T_odom_camera is None
     assert still_black.map_id == 1 and still_black.reset_reason == "lost for 8 frames"
@@ -304,6 +306,28 @@ def test_a_failing_keyframe_commit_changes_nothing(extractor_cache, monkeypatch)
         result = vo.process(frames[i])
         np.testing.assert_allclose(result.T_odom_camera, expected[i].T_odom_camera, atol=1e-9)
         assert np.array_equal(result.track_ids, expected[i].track_ids)
+
+
+def test_a_reset_reason_outlives_a_frame_that_raises(extractor_cache, monkeypatch):
+    """The frame after a reset says so (``reset_reason``: the node's output restarts its twist there); a frame
+    that raises in between changes nothing, so the next one still says it."""
+    frames, _ = rendered(SynthConfig(frames=20, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
+    vo = VisualOdometry(extractor_cache("orb"))
+    for frame in frames[:10]:
+        vo.process(frame)
+    vo.reset("requested")
+    import aliked_ros.odometry.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    with monkeypatch.context() as patch:  # the new map's first keyframe fails to commit
+        patch.setattr(pipeline.VisualOdometry, "_add_keyframe", broken)
+        with pytest.raises(RuntimeError, match="injected"):
+            vo.process(frames[10])
+    first = vo.process(frames[11])
+    assert first.reset_reason == "requested" and first.map_id == vo.map_id and first.is_keyframe
+    assert vo.process(frames[12]).reset_reason is None
 
 
 def test_memory_is_bounded_on_a_long_run(extractor_cache):

@@ -195,8 +195,12 @@ class VisualOdometry:
 
     def reset(self, reason: str = "requested") -> None:
         """Forget the map and tracks; the next frame starts a new map (``map_id`` + 1) at the last odometry
-        pose. The next result carries ``reason`` in ``reset_reason``."""
+        pose. The next result carries ``reason`` in ``reset_reason``. The stamp checks go on across it: the frame
+        after a reset is refused or starts the next map like any other (a duplicate stamp raises, an earlier one
+        resets again)."""
+        last_stamp = self._last_stamp
         self._clear()
+        self._last_stamp = last_stamp
         self._pending_reset_reason = reason
         self.resets += 1
 
@@ -321,8 +325,10 @@ class VisualOdometry:
         previous_residuals = self._previous.residuals if self._previous is not None else None
         lost_before = self._lost_in_a_row > 0
         map_moved = self._map_moved(self._previous) if self._previous is not None else None
-        reset_reason, self._pending_reset_reason = self._pending_reset_reason, None
-        tracks, map_ms = self._commit(observed, estimate, frame.stamp)
+        reset_reason, resets_before = self._pending_reset_reason, self.resets
+        tracks, map_ms = self._commit(observed, estimate, frame.stamp)  # raising, it leaves the reason pending
+        if self.resets == resets_before:  # (a reset in the commit leaves its own reason for the next frame)
+            self._pending_reset_reason = None
         self._camera = (frame.camera, frame.stereo)
         self._readout_motion = readout_motion
         end = time.perf_counter()

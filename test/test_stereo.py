@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -116,6 +117,14 @@ def test_stereo_depth_matches_rendered_depth(synth_stereo, extractor_cache):
     relative = np.abs(result.points[matched, 2][hit] - true_z[hit]) / true_z[hit]
     assert np.median(relative) < 0.01 and np.percentile(relative, 80) < 0.03
     assert np.isnan(result.points[~matched]).all()
+    # the same pair as grey images with a channel axis (H,W,1), which the extractors take too: the same depths
+    grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (left, right)]
+    as_grey = stereo_depth(fl.keypoints, fl.descriptors, fr.keypoints, fr.descriptors, normalized, sequence.stereo,
+                           2.0, 1.0, 256.0, images=tuple(g[:, :, None] for g in grey))
+    flat = stereo_depth(fl.keypoints, fl.descriptors, fr.keypoints, fr.descriptors, normalized, sequence.stereo,
+                        2.0, 1.0, 256.0, images=tuple(grey))
+    np.testing.assert_array_equal(as_grey.points, flat.points)
+    assert np.isfinite(as_grey.points[matched]).mean() > 0.9
 
 
 def test_synthetic_stereo_is_metric(synth_stereo, extractor_cache):

@@ -265,8 +265,11 @@ def _first_per_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 3:
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
+    """float32 grey of an (H,W), (H,W,1), RGB or RGBA image (the images the extractors take)."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
     return image.astype(np.float32)
 
 

@@ -111,3 +111,30 @@ def test_camera_info_messages_with_binning_roi_and_rectification():
     assert (raw.width, raw.height, raw.fx, raw.cx, raw.cy) == (300, 200, 260.0, 140.0, 110.0) and raw.is_distorted
     rectified = CameraCache(rectified=True).model(info)
     assert (rectified.fx, rectified.cx, rectified.cy) == (250.0, 139.0, 111.0) and not rectified.is_distorted
+
+
+def test_pixels_a_fisheye_model_cannot_undistort_are_nan_and_the_pipeline_drops_them(extractor_cache):
+    """OpenCV's fisheye model answers -1e6 for a pixel beyond its 90 degrees (a strongly negative k1 reaches them
+    inside the image): NaN here, and such keypoints have no ray, so the pipeline leaves them out (they were
+    landmarks at ~1e6 x their depth, and NaN rays poisoned the pose refinement)."""
+    from aliked_ros.odometry import Frame, VisualOdometry
+    from aliked_ros.synth import SynthConfig, SyntheticSequence
+
+    fisheye = CameraModel(320, 240, 150.0, 150.0, 160.0, 120.0, "equidistant", (-0.3, 0.0, 0.0, 0.0))
+    corners = np.array([[0.0, 0.0], [319.0, 239.0], [160.0, 120.0], [200.0, 130.0]])
+    normalized = fisheye.undistort(corners)
+    assert np.isnan(normalized[:2]).all() and np.isfinite(normalized[2:]).all()
+    assert np.allclose(normalized[2], 0.0)
+    sequence = SyntheticSequence(SynthConfig(frames=12, rate_hz=15.0, width=320, height=240))
+    vo = VisualOdometry(extractor_cache("orb"))
+    results = [vo.process(Frame(frame.image, frame.stamp, fisheye, depth=frame.depth)) for frame in sequence]
+    kept = [len(r.features) for r in results]
+    raw = [len(extractor_cache("orb").extract(frame.image)) for frame in sequence]
+    assert all(k < n for k, n in zip(kept, raw)), (kept, raw)  # the image's outer ring has no ray
+    assert all(np.isfinite(r.normalized).all() for r in results)
+    assert all(r.T_odom_camera is None or np.isfinite(r.T_odom_camera).all() for r in results)
+    assert sum(r.T_odom_camera is not None for r in results) >= 10
+    # finite points, none at the sentinel's -1e6 x their depth (2-5 m here; rays near the model's 90 degrees are
+    # legitimately far: up to UNDISTORTABLE x depth)
+    _, positions, _ = vo.map.landmarks()
+    assert len(positions) and np.isfinite(positions).all() and np.abs(positions).max() < 1e6

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -85,6 +85,17 @@ class Features:
 
     def __len__(self) -> int:
         return len(self.keypoints)
+
+    def select(self, rows: np.ndarray) -> "Features":
+        """These keypoints (a bool mask or indices) with their scores and descriptors, as new ``Features``."""
+        index = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, np.int64)
+        device = self.device_descriptors
+        if device is not None:  # a torch tensor on the extractor's device
+            import torch
+
+            device = device[torch.as_tensor(index, device=device.device)]
+        return replace(self, keypoints=self.keypoints[index], scores=self.scores[index],
+                       descriptors=self.descriptors[index], device_descriptors=device)
 
     @property
     def descriptor_kind(self) -> DescriptorKind:

@@ -16,6 +16,8 @@ import yaml
 
 from aliked_ros.errors import AlikedRosError
 
+UNDISTORTABLE = 1e5  # |normalised coordinate| at or beyond this: not a direction (OpenCV's -1e6 sentinel)
+
 DISTORTION_MODELS = {"plumb_bob": (4, 5), "rational_polynomial": (8, 8, 12, 14), "equidistant": (4, 4)}
 ALIASES = {"radtan": "plumb_bob", "radial-tangential": "plumb_bob", "fisheye": "equidistant",
            "none": "plumb_bob", "": "plumb_bob"}
@@ -141,7 +143,9 @@ class CameraModel:
             raise CalibrationError(f"image is {width}x{height} px but the camera calibration is for {self.width}x{self.height}")
 
     def undistort(self, pixels: np.ndarray) -> np.ndarray:
-        """Pixels (N,2) of the raw image -> undistorted normalised coordinates (N,2) float64."""
+        """Pixels (N,2) of the raw image -> undistorted normalised coordinates (N,2) float64; NaN rows where the
+        model cannot undistort a pixel (OpenCV's fisheye model answers -1e6 there: beyond 90 degrees of its
+        angle)."""
         pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
         if len(pixels) == 0:
             return np.zeros((0, 2))
@@ -153,7 +157,9 @@ class CameraModel:
         else:
             criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
             out = cv2.undistortPoints(pixels, self.K, d, R=None, P=None, criteria=criteria)
-        return out.reshape(-1, 2)
+        out = out.reshape(-1, 2).astype(np.float64)
+        out[~(np.abs(out) < UNDISTORTABLE).all(axis=1)] = np.nan
+        return out
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """3-D points (N,3) in the optical frame (Z > 0) -> distorted pixels (N,2)."""

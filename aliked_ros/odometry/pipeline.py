@@ -286,14 +286,23 @@ class VisualOdometry:
             # a new resolution or calibration (a driver reconfigured): the map's pixels and rays no longer apply
             self.reset(f"camera changed ({_describe(self._camera[0])} -> {_describe(frame.camera)})")
         t_extract = time.perf_counter()
+        # keypoints the camera model cannot undistort (beyond a fisheye model's 90 degrees) have no ray: dropped
+        normalized = frame.camera.undistort(features.keypoints)
+        undistortable = np.isfinite(normalized[:, 0])
+        if not undistortable.all():
+            features, normalized = features.select(undistortable), normalized[undistortable]
         # 3. tracks (and where the last keyframe's tracks lie in this image)
         matches = self.tracker.match(features)
         track_ids = np.full(len(features), NO_TRACK, np.uint64)
         if len(matches):
             track_ids[matches.indices[:, 1]] = self.tracker.reference_tracks.track_ids[matches.indices[:, 0]]
         if grey is not None:
-            features = self._aligned_to_keyframe(features, track_ids, grey)
-        normalized = frame.camera.undistort(features.keypoints)
+            aligned = self._aligned_to_keyframe(features, track_ids, grey)
+            if aligned is not features:  # (a point aligned to where the model has no ray stays where it was detected)
+                moved = frame.camera.undistort(aligned.keypoints)
+                kept = np.isfinite(moved[:, :1])
+                features = replace(features, keypoints=np.where(kept, aligned.keypoints, features.keypoints))
+                normalized = np.where(kept, moved, normalized)
         points_cam, depth_sigma, stereo_matches = None, self.config.depth_sigma_per_m2, 0
         row_times_s = None
         if frame.depth is not None:

@@ -277,10 +277,11 @@ def test_lost_then_relocalised_then_reset(extractor_cache, monkeypatch):
         vo.process(black(frames[69]))
     still_black = vo.process(black(frames[70]))  # nothing to start a map on: no pose, no keyframe
     assert still_black.state == TrackingState.INITIALIZING and still_black.T_odom_camera is None
+    assert still_black.frame_index == 0
     assert still_black.map_id == 1 and still_black.reset_reason == "lost for 8 frames"
     after = vo.process(frames[71])
     assert after.map_id == 1 and after.state == TrackingState.INITIALIZING and after.is_keyframe
-    assert after.frame_index == 0 and after.T_odom_camera is not None
+    assert after.frame_index == 1 and after.T_odom_camera is not None  # the second frame of the new map
 
 
 def test_a_failing_keyframe_commit_changes_nothing(extractor_cache, monkeypatch):

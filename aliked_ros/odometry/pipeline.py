@@ -911,7 +911,8 @@ class VisualOdometry:
         """Apply the estimate: tracks, keyframe, landmarks, bundle adjustment. All or nothing: the map is restored
         if any step raises. Returns the frame's tracks and the time spent on the map (ms)."""
         if estimate.T_odom_cam is None and estimate.state == TrackingState.INITIALIZING:
-            self._last_stamp = stamp  # no map to start from this frame: nothing else changes
+            self._last_stamp = stamp  # no map to start from this frame: nothing else changes but the count
+            self._frame_index += 1
             return self._provisional_tracks(obs), 0.0
         if estimate.state == TrackingState.LOST:
             self._lost_in_a_row += 1

@@ -54,6 +54,7 @@ import functools
 import os
 import sys
 import threading
+import time
 import traceback
 
 import numpy as np
@@ -88,6 +89,7 @@ RUNTIME_PARAMETERS = {"path_max_length", "publish_tf", "diagnostics_period", "pu
 READ_ONLY_HINT = "read-only: restart the node to change it"
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 PAIRING_WAIT_S = 1.0  # an image waits this long for its depth / right image; then it counts as unpaired
+SHUTDOWN_WAIT_S = 4.0  # the stages get this long to finish at shutdown (ros2 launch: SIGTERM 5 s after SIGINT)
 UNPAIRED = {  # stream -> why an image left without it is not posed (logged once)
     "depth": "images without a depth image stamped within depth_sync_tolerance of them are not posed",
     "right": "left images without a right image stamped within stereo_sync_tolerance of them are not posed (the "
@@ -192,8 +194,8 @@ class VoNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(ResetToPose, "~/reset_to_pose", self._on_reset_to_pose)
         if self.outputs.tf.kind is None:
-            self.get_logger().info("neither tf2_ros nor tf2_msgs is installed: no TF output (odometry, pose and "
-                                   "path are published)")
+            self.get_logger().warning("neither tf2_ros nor tf2_msgs is installed: no TF output (odometry, pose and "
+                                      "path are published; navigation stacks need TF: install tf2_msgs)")
         if p("camera_frame"):
             self.outputs.send_static(self.T_base_cam, p("base_frame"), p("camera_frame"))
         self._diagnostics_timer = self.create_timer(p("diagnostics_period"), self._on_diagnostics_timer)
@@ -531,9 +533,16 @@ class VoNode(Node):
         self.outputs.publish_status(header, result, self.inputs.snapshot().dropped)
 
     def shutdown(self) -> None:
+        """Stop taking frames and wait for the stages to finish theirs, ``SHUTDOWN_WAIT_S`` in all: within the
+        time ``ros2 launch`` gives a node after Ctrl-C before it escalates to SIGTERM. A stage still busy then
+        (a first frame's kernel compilation) is left behind, said once: the threads are daemons."""
         self.inputs.close()
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
         for worker in self._workers:
-            worker.join(timeout=10)
+            worker.join(timeout=max(deadline - time.monotonic(), 0.0))
+        busy = [worker.name for worker in self._workers if worker.is_alive()]
+        if busy:
+            self.get_logger().warning(f"shutting down with {', '.join(busy)} still busy (its frame is dropped)")
 
 
 def main(args: list[str] | None = None) -> int:

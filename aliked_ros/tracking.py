@@ -90,6 +90,13 @@ class Tracker:
         ids[fresh] = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.uint64)
         return TrackedKeypoints(ids, ages), self._next_id + len(fresh)
 
+    def spare_ids(self, count: int) -> np.ndarray:
+        """``count`` ids that no track will take (for the keypoints of a frame that is not committed: they are
+        published, so they must not name a later track)."""
+        ids = np.arange(self._next_id, self._next_id + count, dtype=np.uint64)
+        self._next_id += count
+        return ids
+
     def commit(self, features: Features, tracks: TrackedKeypoints, next_id: int) -> None:
         """Make ``features`` with ``tracks`` (from ``assign``) the reference of the next match."""
         self.reference, self.reference_tracks, self._next_id = features, tracks, next_id

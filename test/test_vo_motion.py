@@ -309,6 +309,25 @@ def test_a_failing_keyframe_commit_changes_nothing(extractor_cache, monkeypatch)
         assert np.array_equal(result.track_ids, expected[i].track_ids)
 
 
+def test_a_lost_frame_shows_one_id_per_keypoint(extractor_cache, monkeypatch):
+    """A frame that is not posed is not committed, but its keypoints are published: the matched ones show their
+    tracks' ids, the others ids that no later track takes (not one shared 'no track' value)."""
+    frames, _ = rendered(SynthConfig(frames=30, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
+    vo = VisualOdometry(extractor_cache("orb"), OdometryConfig(young_map_keyframes=0))  # (no reset at LOST)
+    for frame in frames[:20]:
+        vo.process(frame)
+    with monkeypatch.context() as patch:
+        patch.setattr(VisualOdometry, "_track", lambda self, obs: None)
+        patch.setattr(VisualOdometry, "_relocalize", lambda self, obs: None)
+        unposed = vo.process(frames[20])
+    assert unposed.state == TrackingState.LOST and len(unposed.track_ids) > 300
+    assert len(np.unique(unposed.track_ids)) == len(unposed.track_ids)
+    assert np.count_nonzero(unposed.track_ages) > 100  # the matched ones show their tracks
+    after = vo.process(frames[21])
+    assert after.state == TrackingState.TRACKING and after.map_id == unposed.map_id
+    assert not set(after.track_ids[after.track_ages == 0].tolist()) & set(unposed.track_ids.tolist())
+
+
 def test_a_reset_reason_outlives_a_frame_that_raises(extractor_cache, monkeypatch):
     """The frame after a reset says so (``reset_reason``: the node's output restarts its twist there); a frame
     that raises in between changes nothing, so the next one still says it."""

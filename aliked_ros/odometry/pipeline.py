@@ -915,6 +915,7 @@ class VisualOdometry:
             self._frame_index += 1
             return self._provisional_tracks(obs), 0.0
         if estimate.state == TrackingState.LOST:
+            tracks = self._provisional_tracks(obs)  # (before any reset below restarts the ids)
             self._lost_in_a_row += 1
             self._rest_point, self._recent_centres = None, []  # at rest only where every frame says so
             self._frame_index += 1
@@ -924,7 +925,7 @@ class VisualOdometry:
             elif len(self.map.keyframes) <= self.config.young_map_keyframes \
                     and len(obs.features) >= self.config.init_min_landmarks:
                 self.reset(f"lost with a young map ({len(self.map.keyframes)} keyframes)")
-            return self._provisional_tracks(obs), 0.0
+            return tracks, 0.0
         tracks, next_id = self.tracker.assign(obs.features, obs.matches, estimate.verified, estimate.revived)
         anchors = self._anchored(obs, estimate)
         start = time.perf_counter()
@@ -1009,12 +1010,16 @@ class VisualOdometry:
                          residuals=estimate.residuals)
 
     def _provisional_tracks(self, obs: _Observed) -> TrackedKeypoints:
-        """Ids for a LOST frame's keypoints without committing it: matched keypoints show their track."""
+        """Ids for the keypoints of a frame that is not committed (LOST, or no map to start): matched keypoints
+        show their track, the others take spare ids (``Tracker.spare_ids``)."""
+        ids = obs.track_ids.copy()
+        unmatched = ids == NO_TRACK
+        ids[unmatched] = self.tracker.spare_ids(int(unmatched.sum()))  # one id per keypoint, as on any frame
         ages = np.zeros(len(obs.features), np.uint32)
         ref_tracks = self.tracker.reference_tracks
         if ref_tracks is not None and len(obs.matches):
             ages[obs.matches.indices[:, 1]] = ref_tracks.track_ages[obs.matches.indices[:, 0]] + 1
-        return TrackedKeypoints(obs.track_ids.copy(), ages)
+        return TrackedKeypoints(ids, ages)
 
     def _add_keyframe(self, obs: _Observed, estimate: _Estimate, tracks: TrackedKeypoints, anchors: _Previous,
                       stamp: float) -> None:

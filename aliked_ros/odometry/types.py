@@ -162,7 +162,8 @@ class FrameResult:
     motion: np.ndarray | None  # T_prev_cur: this frame's pose in the previous posed frame (None when LOST)
     features: Features
     normalized: np.ndarray  # (N,2) undistorted normalised coordinates
-    track_ids: np.ndarray  # (N,) uint64; on LOST frames ids are provisional (the frame is not committed)
+    track_ids: np.ndarray  # (N,) uint64, unique; on frames not committed (LOST, or no map to start) a matched
+    #                        keypoint shows its track's id, the others ids that no track takes
     track_ages: np.ndarray  # (N,) uint32
     inliers: np.ndarray  # (N,) bool: keypoint's match is an inlier of this frame's motion
     num_matches: int

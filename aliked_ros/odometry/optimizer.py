@@ -441,7 +441,9 @@ class BundleResult:
     poses: np.ndarray  # (K,4,4) T_cam_odom
     points: np.ndarray  # (P,3)
     errors_px: np.ndarray  # (M,) reprojection error per observation after optimisation
-    cost_before: float  # robust cost (reprojection and depth terms), as the solvers minimise it
+    cost_before: float  # robust cost (reprojection and depth terms) as ``lm`` minimises it (``_total_cost``); the
+    #                     others minimise close variants: ``gtsam`` a range (not z) term without Huber, ``scipy``
+    #                     Huber on each residual row (x, y apart) at ``huber_px``, the depth rows too
     cost_after: float
     solver: str
 
@@ -694,9 +696,9 @@ def _solve_gtsam(problem: BundleProblem, max_iterations: int) -> tuple[np.ndarra
     depth = np.flatnonzero(np.isfinite(problem.obs_depth))
     for m in depth:
         z = float(problem.obs_depth[m])
-        noise = gtsam.noiseModel.Isotropic.Sigma(1, problem.depth_sigma_per_m2 * z * z)
-        graph.add(gtsam.RangeFactor3D(X(int(problem.obs_pose[m])), L(int(problem.obs_point[m])),
-                                      z * float(np.linalg.norm(np.append(problem.obs_xy[m], 1.0))), noise))
+        ray = float(np.linalg.norm(np.append(problem.obs_xy[m], 1.0)))  # range = z x |(x, y, 1)|: its sigma too
+        noise = gtsam.noiseModel.Isotropic.Sigma(1, problem.depth_sigma_per_m2 * z * z * ray)
+        graph.add(gtsam.RangeFactor3D(X(int(problem.obs_pose[m])), L(int(problem.obs_point[m])), z * ray, noise))
     if problem.point_priors is not None:
         p0, information = problem.point_priors
         for p in _prior_points(problem):

@@ -6,6 +6,10 @@ Definitions (used by ``aliked-vo eval`` and ``aliked-vo demo``):
     on their own, never with one transform across maps;
   - scored poses: a segment's poses from its initialisation on (monocular frames before it carry rotation only
     and are counted in ``initializing``); a segment that never initialised (a camera at rest) is scored whole;
+    a segment with fewer than ``MIN_SEGMENT_POSES`` such poses is not scored at all (an alignment fits one or
+    two poses exactly: a run that reset every frame or two would score 0): its poses count in ``unscored``;
+  - a segment whose ground truth stays within ``MIN_SCALE_EXTENT_M`` of its mean (a camera at rest) is aligned
+    without a scale even under ``sim3``: the scale that fits such a segment best shrinks any drift to nothing;
   - ``ate_rmse_m``: RMSE of position differences over the scored poses after aligning each segment to the ground
     truth (Umeyama): ``sim3`` (rotation, translation, scale: monocular) or ``se3`` (metric: RGB-D, stereo);
   - relative metrics (``rot_err_deg``, ``tdir_err_deg``, ``rpe_trans_pct``, ``nees_ratio``) compare motions of a
@@ -44,6 +48,8 @@ from aliked_ros.geometry.transforms import invert, perturbation, rotation_angle
 from aliked_ros.trajectory import Trajectory
 
 MIN_TRUE_TRANSLATION_M = 0.005
+MIN_SEGMENT_POSES = 3  # scored poses a segment needs to be in the ATE
+MIN_SCALE_EXTENT_M = 0.01  # a segment's ground truth must leave its mean by this much for a sim3 scale
 MISSED_MOTION_ERROR_DEG = 90.0
 
 
@@ -77,6 +83,7 @@ class Metrics:
     segments: list[Segment] = field(default_factory=list)
     true_path_length_m: float = float("nan")
     nees: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) NEES of the motions with a covariance
+    unscored: int = 0  # associated poses of segments too short to score (fewer than MIN_SEGMENT_POSES)
 
     def describe(self) -> str:
         """One line for people."""
@@ -84,7 +91,8 @@ class Metrics:
                 f"{self.rot_err_deg['median']:.3f} deg, translation direction error median "
                 f"{self.tdir_err_deg['median']:.2f} deg, drift {self.rpe_trans_pct:.2f} % per "
                 f"{self.rpe_segment_m:g} m, path {self.path_length_m:.3f} m, {len(self.segments)} segment(s), "
-                f"{self.missed_motion_pairs} missed-motion pair(s)")
+                f"{self.missed_motion_pairs} missed-motion pair(s), {self.associated} pose(s) associated"
+                + (f", {self.unscored} in segments too short to score" if self.unscored else ""))
 
 
 def json_safe(value):
@@ -117,7 +125,9 @@ def report_fields(metrics: Metrics | None, alignment: str) -> dict:
         "path_length_m": metrics.path_length_m if metrics else None,
         "true_path_length_m": metrics.true_path_length_m if metrics else None,
         "sim3_scale": metrics.scale if metrics else None,
+        "associated_poses": metrics.associated if metrics else None,
         "initializing_poses": metrics.initializing if metrics else None,
+        "unscored_poses": metrics.unscored if metrics else None,
         "segments": [vars(s) for s in metrics.segments] if metrics else None,
         "nees_ratio": float(np.mean(metrics.nees)) / 6.0 if metrics and len(metrics.nees) else None,
         "nees_ratio_median": float(np.median(metrics.nees)) / 6.0 if metrics and len(metrics.nees) else None,
@@ -214,7 +224,7 @@ def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool) -> tuple[n
     source's end-to-end displacement onto the target's (the roll about the line stays unknown: none)."""
     from evo.core.geometry import GeometryException, umeyama_alignment
 
-    if np.allclose(source, source[0], atol=1e-12):
+    if np.ptp(source, axis=0).max() <= 1e-12:  # (absolute: georeferenced positions of 1e5 m still move)
         return np.eye(3), target.mean(axis=0) - source[0], 1.0
     try:
         R, t, s = umeyama_alignment(source.T, target.T, with_scale)
@@ -257,14 +267,17 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
     scales = []
     total_path = float(np.sum(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1)))
     length_m = drift_segment_length(total_path)
+    short = np.zeros(len(est), bool)  # poses of segments too short to score
     for map_id in np.unique(maps):
         members = np.flatnonzero(maps == map_id)
         score = members[init[members]] if init[members].sum() >= 2 else members
+        if len(score) < MIN_SEGMENT_POSES:
+            short[members] = True
+            continue
         scored[score] = True
-        if len(score) >= 2:
-            R, t, s = umeyama(est[score, :3, 3], gt[score, :3, 3], with_scale=alignment == "sim3")
-        else:  # one pose: align its position only
-            R, t, s = np.eye(3), gt[score[0], :3, 3] - est[score[0], :3, 3], 1.0
+        true = gt[score, :3, 3]
+        scaled = alignment == "sim3" and np.linalg.norm(true - true.mean(axis=0), axis=1).max() >= MIN_SCALE_EXTENT_M
+        R, t, s = umeyama(est[score, :3, 3], true, with_scale=scaled)
         aligned[members] = s * est[members, :3, 3] @ R.T + t
         errors = np.linalg.norm(aligned[score] - gt[score, :3, 3], axis=1)
         r, d, m = relative_errors(est[members], gt_at_stamps[members])
@@ -279,9 +292,10 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
         segments.append(Segment(int(map_id), len(members), len(score), float(np.sqrt(np.mean(errors ** 2))), s, path,
                                 true_path))
         scales.append((len(members), s))
-    ate = float(np.sqrt(np.mean(np.sum((aligned[scored] - gt[scored, :3, 3]) ** 2, axis=1))))
+    ate = float(np.sqrt(np.mean(np.sum((aligned[scored] - gt[scored, :3, 3]) ** 2, axis=1)))) if scored.any() \
+        else float("nan")
     return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir),
-                   float(sum(seg.path_length_m for seg in segments)), max(scales)[1], estimate.stamps[ok], aligned,
-                   gt[:, :3, 3], missed, float(np.mean(drift)) if drift else float("nan"), length_m or float("nan"),
-                   int((~init).sum()), segments, float(sum(seg.true_path_length_m for seg in segments)),
-                   np.array(nees))
+                   float(sum(seg.path_length_m for seg in segments)), max(scales)[1] if scales else float("nan"),
+                   estimate.stamps[ok], aligned, gt[:, :3, 3], missed, float(np.mean(drift)) if drift else float("nan"),
+                   length_m or float("nan"), int((~init & ~scored & ~short).sum()), segments,
+                   float(sum(seg.true_path_length_m for seg in segments)), np.array(nees), int(short.sum()))

@@ -398,7 +398,7 @@ def test_segments_on_one_line_are_aligned_along_it_and_a_camera_at_rest_has_no_d
     turn = make_transform(Rotation.from_euler("z", 40, degrees=True).as_matrix(), [2.0, -1.0, 0.5])
     estimate = np.array([turn @ pose for pose in truth])
     estimate[:, :3, 3] *= 0.5
-    for count in (2, 6):
+    for count in (3, 6):
         metrics = evaluate(Trajectory(stamps[:count], estimate[:count]), Trajectory(stamps, truth), "sim3")
         assert metrics.ate_rmse_m < 1e-9 and metrics.scale == pytest.approx(2.0)
     noise = np.random.default_rng(3).normal(0, 0.001, (6, 3))
@@ -406,6 +406,29 @@ def test_segments_on_one_line_are_aligned_along_it_and_a_camera_at_rest_has_no_d
     resting[:, :3, 3] = noise
     metrics = evaluate(Trajectory(stamps, np.tile(np.eye(4), (6, 1, 1))), Trajectory(stamps, resting), "se3")
     assert np.isnan(metrics.rpe_trans_pct) and np.isnan(metrics.rpe_segment_m)
+
+
+def test_segments_too_short_or_at_rest_cannot_hide_errors():
+    """An alignment fits one or two poses exactly: a run that resets every other frame is not scored (not an ATE of
+    0), its poses counted as unscored. A camera at rest gets no sim3 scale: the best-fitting one would shrink
+    a drift of half a metre to a fraction of a millimetre."""
+    rng = np.random.default_rng(5)
+    stamps = np.arange(20) * 0.1
+    truth = np.tile(np.eye(4), (20, 1, 1))
+    truth[:, :3, 3] = np.cumsum(rng.normal(0, 0.05, (20, 3)), axis=0)
+    wild = np.tile(np.eye(4), (20, 1, 1))
+    wild[:, :3, 3] = rng.normal(0, 1.0, (20, 3))
+    for alignment in ("sim3", "se3"):
+        metrics = evaluate(Trajectory(stamps, wild), Trajectory(stamps, truth), alignment, map_ids=np.arange(20) // 2)
+        assert np.isnan(metrics.ate_rmse_m) and metrics.unscored == 20 and metrics.associated == 20
+        one_map = evaluate(Trajectory(stamps, wild), Trajectory(stamps, truth), alignment)
+        assert one_map.ate_rmse_m > 0.1 and one_map.unscored == 0
+    resting = np.tile(np.eye(4), (20, 1, 1))
+    resting[:, :3, 3] = rng.normal(0, 0.0001, (20, 3))  # at rest: 0.1 mm of motion-capture noise
+    drifting = np.tile(np.eye(4), (20, 1, 1))
+    drifting[:, 0, 3] = np.linspace(0, 0.5, 20)  # the estimate walks 0.5 m
+    metrics = evaluate(Trajectory(stamps, drifting), Trajectory(stamps, resting), "sim3")
+    assert metrics.scale == 1.0 and metrics.ate_rmse_m > 0.1
 
 
 def test_eval_aligns_each_map_alone_and_counts_missed_motion():

@@ -215,3 +215,21 @@ def test_tum_lists_depth_first_associations_and_bad_lines(shared_dir, tmp_path):
     (folder / "associations.txt").write_text("  # a comment, indented\n1305031235.993673\n")
     with pytest.raises(DatasetError, match=r"associations.txt:2: expected 'timestamp path'"):
         TumSequence(folder)
+
+
+def test_a_bag_recorded_before_iron_without_message_definitions_is_read(shared_dir, tmp_path):
+    """ROS 2 Humble's sqlite3 bags (schema 3) store no message definitions: read with Humble's (rosbags would
+    refuse them: "Bag contains no type definitions")."""
+    import sqlite3
+
+    folder = open_sequence(shared_dir / "data/tum_fr2_desk")
+    bag_path = write_bag(folder, tmp_path / "humble", topics={"image": "/cam/image_raw", "camera_info": "/cam/camera_info"})
+    database = next(bag_path.glob("*.db3"))
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM message_definitions")
+        connection.execute("UPDATE schema SET schema_version = 3")
+    connection.close()
+    bag = open_sequence(bag_path)
+    frames = list(bag)
+    assert len(bag) == 20 and len(frames) == 20 and bag.camera == folder.camera
+    np.testing.assert_array_equal(frames[3].image, list(folder)[3].image)

@@ -80,14 +80,14 @@ class BagSequence(Sequence):
                  image_topic: str | None = None, camera_info_topic: str | None = None,
                  depth_topic: str | None = None, stereo: bool | None = False, right_image_topic: str | None = None,
                  right_camera_info_topic: str | None = None) -> None:
-        from rosbags.highlevel import AnyReader
-
         self.path = bag_paths(Path(path))
         self.name = self.path.stem
         try:
-            with AnyReader([self.path]) as reader:
+            with self._open() as reader:
                 topics = {c.topic: c.msgtype for c in reader.connections}
-                counts = {c.topic: c.msgcount for c in reader.connections}
+                counts: dict[str, int] = {}
+                for c in reader.connections:  # a topic has one connection per publisher (ROS 1) or QoS
+                    counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
         except Exception as error:  # rosbags raises several types for unreadable bags
             raise DatasetError(f"cannot read bag {path}: {error}") from None
         listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items()))
@@ -186,9 +186,12 @@ class BagSequence(Sequence):
         return CameraModel.from_camera_info(self._first_message(self.camera_info_topic))
 
     def _open(self):
+        """rosbags' reader; ROS 2 bags recorded before Iron (sqlite3 schema < 4) store no message definitions:
+        those of ROS 2 Humble are taken for them (the sensor_msgs the pipeline reads are the same since Foxy)."""
         from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
 
-        return AnyReader([self.path])
+        return AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
 
     @contextlib.contextmanager
     def _reading(self):

@@ -160,7 +160,8 @@ class Replayer:
                     break
                 sequence_start = frame.stamp if sequence_start is None else sequence_start
                 stamp = frame.stamp + offset
-                first = stamp if first is None else first
+                if first is None:  # the clock starts with the first frame sent (not before --start's skipping)
+                    first, start_wall = stamp, time.monotonic()
                 if args.rate > 0 and last is not None:
                     due = start_wall + (stamp - first) / args.rate
                     self._spin(max(0.0, due - time.monotonic()))

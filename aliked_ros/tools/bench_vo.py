@@ -22,17 +22,16 @@ from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
 
 
 class _Replayed:
-    """An extractor that hands out precomputed features in order (the original's name, device and descriptor
-    kind and size)."""
+    """An extractor that hands out precomputed features, looked up by the image they were extracted from (a
+    frame the pipeline refuses before extraction must not shift the rest), with the original's name, device and
+    descriptor kind and size."""
 
-    def __init__(self, extractor, features: list) -> None:
-        self.name, self.device, self._features, self._next = extractor.name, extractor.device, features, 0
+    def __init__(self, extractor, features: dict[int, object]) -> None:
+        self.name, self.device, self._features = extractor.name, extractor.device, features
         self.descriptor_kind, self.descriptor_dim = extractor.descriptor_kind, extractor.descriptor_dim
 
     def extract(self, image):
-        features = self._features[self._next]
-        self._next += 1
-        return features
+        return self._features[id(image)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for source in args.sources:
         sequence = open_sequence(source, use_depth=args.depth)
-        frames = list(sequence)
-        features = [extractor.extract(frame.image) for frame in frames]
+        frames = list(sequence)  # (kept: the features are keyed by the identity of these images)
+        features = {id(image): extractor.extract(image) for frame in frames
+                    for image in (frame.image, frame.right_image) if image is not None}
         alignment = "se3" if sequence.has_depth and args.depth else "sim3"
         for solver in solvers:
             vo = VisualOdometry(_Replayed(extractor, features), OdometryConfig(ba_solver=solver))

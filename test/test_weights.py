@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from aliked_ros.features.aliked_net import AlikedNet
-from aliked_ros.features.weights import WEIGHTS_DIR_ENV, WeightsError, cache_path, load_weights, resolve_weights
+from aliked_ros.features.weights import (OFFICIAL_SHA256, WEIGHTS_DIR_ENV, WeightsError, cache_path, load_weights,
+                                         resolve_weights, sha256_of)
 
 
 @pytest.fixture
@@ -57,6 +58,46 @@ def test_download_into_cache(empty_cache, weights_server, weights_dir):
     load_weights(AlikedNet("aliked-t16"), path, "aliked-t16")
     # second time from the cache, even with the server unreachable
     assert resolve_weights("aliked-t16", url_template="http://127.0.0.1:9/{name}.pth") == path
+
+
+@pytest.fixture
+def truncating_server(weights_dir):
+    """An HTTP server on 127.0.0.1 that announces each model's full length but closes after 5000 bytes (a dropped
+    connection: Python's HTTP client then reads a short body without an error)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (weights_dir / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:5000])
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{{name}}.pth"
+    server.shutdown()
+    server.server_close()
+
+
+def test_official_files_are_checked_cut_downloads_never_cached(empty_cache, weights_server, truncating_server,
+                                                                weights_dir):
+    """The official SHA-256 (the shared models are the official files): a download cut short is refused and leaves
+    no cache file; a bad cached copy (from an earlier cut download) is deleted and fetched again."""
+    official = OFFICIAL_SHA256["aliked-t16"]
+    assert sha256_of(weights_dir / "aliked-t16.pth") == official
+    with pytest.raises(WeightsError, match="download failed"):
+        resolve_weights("aliked-t16", url_template=truncating_server, sha256=official)
+    assert not cache_path("aliked-t16").exists()
+    cache_path("aliked-t16").parent.mkdir(parents=True, exist_ok=True)
+    cache_path("aliked-t16").write_bytes((weights_dir / "aliked-t16.pth").read_bytes()[:5000])
+    path = resolve_weights("aliked-t16", url_template=weights_server, sha256=official)
+    assert sha256_of(path) == official
+    load_weights(AlikedNet("aliked-t16"), path, "aliked-t16")
+    assert resolve_weights("aliked-t16", url_template="http://127.0.0.1:9/{name}.pth", sha256=official) == path
 
 
 def test_missing_offline_error_names_file_url_and_settings(empty_cache):

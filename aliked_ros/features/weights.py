@@ -5,9 +5,17 @@ Resolution order for model ``<name>`` (e.g. ``aliked-t16``):
   2. ``$ALIKED_WEIGHTS_DIR/<name>.pth``;
   3. the cache: ``<torch hub dir>/checkpoints/<name>.pth`` (``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``);
   4. a download from the official URL into that cache, with a progress bar.
+
+The official files are pinned: the URL names the ALIKED commit that released them, and their SHA-256 is
+checked, on download (torch keeps a file that fails the check out of the cache) and on every use of a cached
+copy (one that fails, e.g. cut short by a dropped connection, is deleted and downloaded again). A file given
+by path or in ``$ALIKED_WEIGHTS_DIR`` is the user's: it is not checked here (``load_weights`` still refuses a
+corrupt or mismatched one).
 """
 from __future__ import annotations
 
+import hashlib
+import http.client
 import os
 import urllib.error
 from pathlib import Path
@@ -16,7 +24,14 @@ import torch
 
 from aliked_ros.errors import AlikedRosError
 
-OFFICIAL_URL = "https://github.com/Shiaoming/ALIKED/raw/main/models/{name}.pth"
+# Shiaoming/ALIKED at the commit that released the models (unchanged since; the same files as on main)
+OFFICIAL_URL = "https://github.com/Shiaoming/ALIKED/raw/ef4a438ea85cd8c46283c5beb5817fa23db6f692/models/{name}.pth"
+OFFICIAL_SHA256 = {
+    "aliked-t16": "56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085",
+    "aliked-n16": "5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2",
+    "aliked-n16rot": "ddf3abbf38e86f6a74540d214e1a9712c54b2d8551abc864542199f2347d7332",
+    "aliked-n32": "055283fd1624d3ab46a05c3b617b1a79a3f28d1f551737eef2d653e8c8232890",
+}
 WEIGHTS_DIR_ENV = "ALIKED_WEIGHTS_DIR"
 
 
@@ -28,9 +43,19 @@ def cache_path(model_name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / f"{model_name}.pth"
 
 
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def resolve_weights(model_name: str, weights: str | os.PathLike | None = None, download: bool = True,
-                    url_template: str = OFFICIAL_URL) -> Path:
-    """The weights file to use for ``model_name`` (see the module docstring for the order)."""
+                    url_template: str = OFFICIAL_URL, sha256: str | None = None) -> Path:
+    """The weights file to use for ``model_name`` (see the module docstring for the order). ``sha256``: what the
+    cached or downloaded file must hash to (default: the official file's, for the official URL; None for another
+    URL without one)."""
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -39,19 +64,26 @@ def resolve_weights(model_name: str, weights: str | os.PathLike | None = None, d
     env_dir = os.environ.get(WEIGHTS_DIR_ENV)
     if env_dir and (Path(env_dir) / f"{model_name}.pth").is_file():
         return Path(env_dir) / f"{model_name}.pth"
+    if sha256 is None and url_template == OFFICIAL_URL:
+        sha256 = OFFICIAL_SHA256.get(model_name)
     cached = cache_path(model_name)
+    reason = ""
     if cached.is_file():
-        return cached
+        if sha256 is None or sha256_of(cached) == sha256:
+            return cached
+        cached.unlink(missing_ok=True)  # cut short or replaced: fetched again below
+        reason = "the cached copy was not the official file (SHA-256), deleted; "
     url = url_template.format(name=model_name)
     if download:
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(cached), progress=True)
+            # torch downloads to a temporary file, checks the hash, and only then moves it into the cache
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=sha256, progress=True)
             return cached
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = f"download failed ({error})"
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, RuntimeError) as error:
+            reason += f"download failed ({error})"  # (RuntimeError: torch's "invalid hash value")
     else:
-        reason = "downloads are disabled"
+        reason += "downloads are disabled"
     looked = f"${WEIGHTS_DIR_ENV}={env_dir}" if env_dir else f"${WEIGHTS_DIR_ENV} (not set)"
     raise WeightsError(
         f"no weights for {model_name}: {reason}. Looked in {looked} and the cache {cached}. Get {url} and either "

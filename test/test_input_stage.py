@@ -62,6 +62,27 @@ def test_camera_info_stamped_like_the_image_is_waited_for():
     assert stage.take(timeout=1).camera_info == "info4"
 
 
+def test_camera_info_stamped_apart_from_its_image_is_not_waited_for_each_frame():
+    """A driver that stamps camera_info 1 ms before the image (30 Hz): no image ever finds its own; after two
+    in a row that found a newer one, the newest is taken at once instead of each image waiting a frame period
+    for the next camera_info."""
+    stage = InputStage(camera_info_wait=10.0)
+    period = 0.05
+    waits = []
+    for k in range(1, 6):
+        stamp = k * NS
+        stage.add_camera_info(stamp - 1_000_000, f"info{k}")
+        stage.add_image(stamp, f"image{k}")
+        # the next camera_info comes a period later, as a driver sends it with the next frame
+        threading.Timer(period, stage.add_camera_info, ((k + 1) * NS - 1_000_000, f"info{k + 1}")).start()
+        start = time.monotonic()
+        work = stage.take(timeout=5)
+        waits.append(time.monotonic() - start)
+        stage.finish_processed(work.frame)
+        time.sleep(1.5 * period)  # (the timer's camera_info has come)
+    assert all(w > 0.5 * period for w in waits[:2]) and all(w < 0.5 * period for w in waits[2:]), waits
+
+
 def test_paired_stream_decides_each_image_and_counts_unpaired_ones_as_rejected():
     stage = InputStage({"depth": 0.02}, camera_info_wait=0.0)
     stage.add_image(1_000_000_000, "i1")

@@ -33,6 +33,7 @@ from aliked_ros.ros.sync import StampPairing
 
 NS = 1_000_000_000
 PACING_WEIGHT = 0.2  # weight of the newest sample in the pipelined stages' moving-average times
+CAMERA_INFO_MISSES = 2  # images in a row that found a newer camera_info than theirs: the stamps do not match
 
 
 def moving_average(average: float | None, sample: float) -> float:
@@ -150,6 +151,7 @@ class InputStage:
         self._camera_infos: dict[str, deque[tuple[int, Any]]] = {s: deque(maxlen=30) for s in camera_info_streams}
         self._camera_info_count = 0
         self._camera_info_stamped = dict.fromkeys(camera_info_streams, True)  # stamps have matched the images' so far
+        self._camera_info_misses = dict.fromkeys(camera_info_streams, 0)  # images in a row whose own never came
         self._counts: Counter = Counter()  # received, processed, dropped, resets
         self._rejected: Counter = Counter()
         self._warnings: Counter = Counter()
@@ -265,7 +267,7 @@ class InputStage:
         while True:
             match = next((m for s, m in reversed(infos) if s == stamp_ns), None)
             if match is not None:
-                self._camera_info_stamped[stream] = True
+                self._camera_info_stamped[stream], self._camera_info_misses[stream] = True, 0
                 return match
             remaining = deadline - time.monotonic()
             lost = bool(infos) and infos[-1][0] > stamp_ns  # a newer one came: this image's was lost (best effort)
@@ -273,7 +275,11 @@ class InputStage:
                 break
             self._lock.wait(remaining)
         if infos:
-            if not lost:  # stamps that do not match the images': from now on the newest, without waiting
+            self._camera_info_misses[stream] += 1
+            # stamps that do not match the images' (none came in time, or a newer one came for a second image in a
+            # row: a driver stamping its camera_info apart from the image; one alone is a message lost to best
+            # effort): from now on the newest, without waiting
+            if not lost or self._camera_info_misses[stream] >= CAMERA_INFO_MISSES:
                 self._camera_info_stamped[stream] = False
             return infos[-1][1]
         return None

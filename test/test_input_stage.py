@@ -113,6 +113,23 @@ def test_a_second_paired_stream_needs_no_new_code():
     assert pairing.unmatched == {"depth": 0, "right": 1}
 
 
+def test_a_fast_depth_stream_ahead_of_late_images_still_pairs():
+    """Depth at 90 Hz delivered 150 ms before the 30 Hz colour images (compressed transport): the depth messages
+    an image needs are kept by time, not the last ten by count (which held 111 ms and paired nothing)."""
+    pairing = StampPairing({"depth": 5_000_000}, queue_size=10)
+    depth_period, image_period = NS // 90, NS // 30
+    paired, depth_stamps = [], iter(NS + j * depth_period for j in range(1000))
+    depth_stamp = next(depth_stamps)
+    for k in range(30):
+        image_stamp = NS + k * image_period
+        while depth_stamp <= image_stamp + 150_000_000:  # the depth has arrived 150 ms ahead of this image
+            paired += pairing.add("depth", depth_stamp, f"d{depth_stamp}")
+            depth_stamp = next(depth_stamps)
+        paired += pairing.add_image(image_stamp, f"i{k}")
+    assert len(paired) == 30 and pairing.unmatched == {"depth": 0}, (len(paired), pairing.unmatched)
+    assert len(pairing._streams["depth"]) <= 20  # and no more than the ~150 ms ahead
+
+
 def test_stereo_right_camera_pairs_by_exact_stamp_with_its_camera_info_and_a_stopped_stream_expires():
     """Stereo: "right" is a paired stream (tolerance 0: the same stamp) with a camera_info of its own; left images
     whose right image never comes are decided unpaired after ``pairing_wait`` (no_right), not left in flight."""

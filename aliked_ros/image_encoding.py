@@ -61,22 +61,37 @@ def _view(encoding: str, height: int, width: int, step: int, data, channels: int
     return pixels.astype(pixels.dtype.newbyteorder("="), copy=False)
 
 
-def to_8_bit(pixels: np.ndarray) -> np.ndarray:
-    """16-bit intensities to 8 bits: the top 8 of the bits in use (a 10- or 12-bit sensor's mono16 fills the low
-    bits: >> 8 alone made it nearly black). Full-range data (values >= 32768) is shifted by 8 as before."""
-    shift = max(int(pixels.max(initial=0)).bit_length() - 8, 0)
-    return (pixels >> shift).astype(np.uint8)
+class SixteenBitScale:
+    """16-bit intensities to 8 bits for one camera (a stereo pair shares one): the top 8 of the bits in use (a 10-
+    or 12-bit sensor's mono16 fills the low bits: >> 8 alone made it nearly black; full-range data, values >=
+    32768, is shifted by 8). The bits in use are the most any image of the camera has needed so far, so the shift
+    only grows: taken from each image alone, an image's brightness halved or doubled whenever its brightest pixel
+    crossed a power of two (a specular highlight, auto-exposure), and a stereo pair's two images could differ."""
+
+    def __init__(self) -> None:
+        self.bits = 8
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.bits = max(self.bits, int(pixels.max(initial=0)).bit_length())
+        return (pixels >> (self.bits - 8)).astype(np.uint8)
 
 
-def decode_image(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False) -> np.ndarray:
-    """An 8-bit RGB (H,W,3) or gray (H,W) image from raw Image fields."""
+def to_8_bit(pixels: np.ndarray, scale: SixteenBitScale | None = None) -> np.ndarray:
+    """16-bit intensities to 8 bits with ``scale`` (the camera's), or with the bits this image uses alone."""
+    return (scale or SixteenBitScale())(pixels)
+
+
+def decode_image(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False,
+                 scale: SixteenBitScale | None = None) -> np.ndarray:
+    """An 8-bit RGB (H,W,3) or gray (H,W) image from raw Image fields; 16-bit ones through ``scale`` (the
+    camera's ``SixteenBitScale``; None: this image's own bits)."""
     key = encoding.lower()
     if key not in _COLOUR:
         raise EncodingError(f"unsupported image encoding {encoding!r}; supported: {', '.join(sorted(_COLOUR))}")
     channels, dtype = _COLOUR[key]
     pixels = _view(encoding, height, width, step, data, channels, dtype, big_endian)
     if dtype == np.uint16:
-        return to_8_bit(pixels)
+        return to_8_bit(pixels, scale)
     if key in _TO_RGB:
         if key.startswith("yuv422") and width % 2:
             raise EncodingError(f"{encoding} image {width} px wide: its pixels come in pairs (an even width)")
@@ -128,10 +143,11 @@ def compressed_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_compressed(format_: str, data, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """A ``sensor_msgs/CompressedImage`` (JPEG/PNG) as RGB or gray uint8. Its header is read first: other
-    formats, sizes beyond ``MAX_PIXELS`` and (with ``expected_size`` = (width, height)) any other size are refused
-    before anything is decoded."""
+def decode_compressed(format_: str, data, expected_size: tuple[int, int] | None = None,
+                      scale: SixteenBitScale | None = None) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (JPEG/PNG) as RGB or gray uint8 (a 16-bit PNG through ``scale``, as
+    ``decode_image``). Its header is read first: other formats, sizes beyond ``MAX_PIXELS`` and (with
+    ``expected_size`` = (width, height)) any other size are refused before anything is decoded."""
     data = bytes(data)
     size = compressed_size(data)
     if size is None:
@@ -146,7 +162,7 @@ def decode_compressed(format_: str, data, expected_size: tuple[int, int] | None 
     if image is None or image.ndim not in (2, 3) or image.shape[1::-1] != size:
         raise EncodingError(f"cannot decode compressed image (format {format_!r}, {len(data)} bytes)")
     if image.dtype == np.uint16:
-        image = to_8_bit(image)
+        image = to_8_bit(image, scale)
     if image.ndim == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     return image

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
+from aliked_ros.image_encoding import EncodingError, SixteenBitScale, decode_compressed, decode_depth, decode_image
 from aliked_ros.ros.sync import StampSynchronizer
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
@@ -70,6 +70,24 @@ def test_mono16_from_a_12_bit_sensor_keeps_its_contrast():
     decoded = decode_image("mono16", 6, 5, step, data)
     np.testing.assert_array_equal(decoded[1:], RGB[1:, :, 0])
     assert decoded[0, 0] == 255
+
+
+def test_mono16_scale_of_a_camera_does_not_follow_each_images_brightest_pixel():
+    """One camera, one scale: a 12-bit frame whose brightest pixel is 4095, then one whose brightest is 2047
+    (the highlight gone) keep one gain (each image's own halved or doubled it); a stereo pair shares it."""
+    scale = SixteenBitScale()
+    bright = RGB[:, :, 0].astype(np.uint16) * 8  # 0..2040
+    bright[0, 0] = 4095  # a highlight: 12 bits in use
+    data, step = padded(bright)
+    first = decode_image("mono16", 6, 5, step, data, scale=scale)
+    without = bright.copy()
+    without[0, 0] = 2047  # 11 bits would do for this image alone
+    data, step = padded(without)
+    second = decode_image("mono16", 6, 5, step, data, scale=scale)
+    np.testing.assert_array_equal(second[1:], first[1:])
+    alone = decode_image("mono16", 6, 5, step, data)  # (each image its own: twice as bright)
+    assert (alone[1:].astype(int) - 2 * second[1:].astype(int)).max() <= 1 and alone[1:].max() > second[1:].max()
+    assert scale.bits == 12
 
 
 def test_big_endian_mono16_and_depth():

@@ -30,7 +30,7 @@ from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import (StereoCamera, StereoRectification, is_rectified_camera_info,
                                         rectify_from_camera_infos)
-from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
+from aliked_ros.image_encoding import EncodingError, SixteenBitScale, decode_compressed, decode_depth, decode_image
 from aliked_ros.odometry import Frame
 from aliked_ros.trajectory import read_tum
 
@@ -65,10 +65,11 @@ def _right_of(topic: str) -> str | None:
     return head + "right" + tail if sep else None
 
 
-def decode_image_message(msg, msgtype: str) -> np.ndarray:
+def decode_image_message(msg, msgtype: str, scale: SixteenBitScale | None = None) -> np.ndarray:
+    """``scale``: the camera's 16-bit to 8-bit scale (``SixteenBitScale``; None: each image's own)."""
     if msgtype.endswith("CompressedImage"):
-        return decode_compressed(msg.format, msg.data)
-    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        return decode_compressed(msg.format, msg.data, scale=scale)
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), scale)
 
 
 def decode_depth_message(msg) -> np.ndarray:
@@ -136,6 +137,7 @@ class BagSequence(Sequence):
         self.rectification: StereoRectification | None = None
         self.unpaired = self.unpaired_right = 0
         self.skipped_messages = 0  # image or depth messages that could not be decoded (named on stderr)
+        self._sixteen_bit = SixteenBitScale()  # one 16-bit to 8-bit scale for the camera (both of a stereo pair)
         # ground truth beside the bag: in a ROS 2 bag's folder, else in the folder that holds the bag
         gt = next((p for p in (self.path / "groundtruth.txt", self.path.parent / "groundtruth.txt") if p.is_file()),
                   None)
@@ -214,7 +216,7 @@ class BagSequence(Sequence):
         try:
             if connection.topic == self.depth_topic:
                 return decode_depth_message(msg)
-            return decode_image_message(msg, connection.msgtype)
+            return decode_image_message(msg, connection.msgtype, self._sixteen_bit)
         except EncodingError as error:
             self.skipped_messages += 1
             print(f"warning: {self.path}: {connection.topic} message stamped {stamp_of(msg):.6f} s skipped: {error}",

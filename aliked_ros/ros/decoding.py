@@ -14,7 +14,8 @@ import numpy as np
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import StereoCamera
-from aliked_ros.image_encoding import EncodingError, SizeMismatchError, decode_compressed, decode_depth, decode_image
+from aliked_ros.image_encoding import (EncodingError, SixteenBitScale, SizeMismatchError, decode_compressed, decode_depth,
+                                       decode_image)
 from aliked_ros.odometry import DuplicateFrameError, Frame, FrameError, StereoFrameError
 
 
@@ -114,17 +115,19 @@ class StereoCameraCache:
         return self._stereo
 
 
-def image_from_message(message: Any, camera: CameraModel | None = None) -> np.ndarray:
+def image_from_message(message: Any, camera: CameraModel | None = None, scale: SixteenBitScale | None = None
+                       ) -> np.ndarray:
     """RGB (H,W,3) or gray (H,W) uint8 from a sensor_msgs/Image or CompressedImage; with ``camera``, an image of
-    another size is refused (SizeMismatchError) before it is decoded."""
+    another size is refused (SizeMismatchError) before it is decoded; 16-bit images through ``scale`` (the
+    camera's, ``aliked_ros.image_encoding.SixteenBitScale``)."""
     expected = (camera.width, camera.height) if camera is not None else None
     if is_compressed(message):
-        return decode_compressed(message.format, message.data, expected)
+        return decode_compressed(message.format, message.data, expected, scale)
     if expected is not None and (message.width, message.height) != expected:
         raise SizeMismatchError(f"image is {message.width}x{message.height} px but the camera calibration is for "
                                 f"{expected[0]}x{expected[1]}")
     return decode_image(message.encoding, message.height, message.width, message.step, message.data,
-                        bool(message.is_bigendian))
+                        bool(message.is_bigendian), scale)
 
 
 def depth_from_message(message: Any, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -136,11 +139,11 @@ def depth_from_message(message: Any, size: tuple[int, int] | None = None) -> np.
                         bool(message.is_bigendian))
 
 
-def frame_from_messages(image_message: Any, depth_message: Any | None, camera: CameraModel, stamp: float
-                        ) -> tuple[Frame, list[str]]:
+def frame_from_messages(image_message: Any, depth_message: Any | None, camera: CameraModel, stamp: float,
+                        scale: SixteenBitScale | None = None) -> tuple[Frame, list[str]]:
     """The Frame, and warnings (kinds) about inputs that are still used (``depth_all_invalid``: posed without
     depth)."""
-    image = image_from_message(image_message, camera)
+    image = image_from_message(image_message, camera, scale)
     warnings = []
     depth = None
     if depth_message is not None:
@@ -150,12 +153,14 @@ def frame_from_messages(image_message: Any, depth_message: Any | None, camera: C
     return Frame(image, stamp, camera, depth), warnings
 
 
-def stereo_frame_from_messages(left_message: Any, right_message: Any, stereo: StereoCamera, stamp: float) -> Frame:
+def stereo_frame_from_messages(left_message: Any, right_message: Any, stereo: StereoCamera, stamp: float,
+                               scale: SixteenBitScale | None = None) -> Frame:
     """The stereo Frame of a rectified pair: the left image (tracked and posed) must fit ``stereo.left``
-    (``SizeMismatchError``), the right one the same size (``StereoFrameError``: left and right differ)."""
-    left = image_from_message(left_message, stereo.left)
+    (``SizeMismatchError``), the right one the same size (``StereoFrameError``: left and right differ); 16-bit
+    images of both through one ``scale``."""
+    left = image_from_message(left_message, stereo.left, scale)
     try:
-        right = image_from_message(right_message, stereo.right)
+        right = image_from_message(right_message, stereo.right, scale)
     except SizeMismatchError as error:
         raise StereoFrameError(f"right image does not fit the stereo pair: {error}") from error
     return Frame(left, stamp, stereo.left, right_image=right, stereo=stereo)

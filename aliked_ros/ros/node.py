@@ -72,6 +72,7 @@ from std_srvs.srv import Trigger
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.geometry.transforms import make_transform
+from aliked_ros.image_encoding import SixteenBitScale
 from aliked_ros.odometry import OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.odometry.optimizer import gtsam_available
 from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_messages, rejection,
@@ -202,6 +203,7 @@ class VoNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._warn_unknown_parameters()
         self.pipelined = bool(p("pipelined"))
+        self._sixteen_bit = SixteenBitScale()  # the camera's 16-bit to 8-bit scale (both images of a stereo pair)
         # torch's CPU threads for extraction (set in the thread that extracts: the setting is per thread); with
         # pipelining the pose stage needs a core beside it (automatic: one torch thread per core but one)
         self._torch_threads = p("torch_threads") or (max(1, (os.cpu_count() or 1) - 1) if self.pipelined else 0)
@@ -469,9 +471,11 @@ class VoNode(Node):
         frame = work.frame
         if self.stereo:
             stereo = self.stereo_cameras.model(work.camera_info, work.camera_infos.get("right"))
-            return stereo_frame_from_messages(frame.image, frame.paired["right"], stereo, frame.stamp_ns / NS)
+            return stereo_frame_from_messages(frame.image, frame.paired["right"], stereo, frame.stamp_ns / NS,
+                                              self._sixteen_bit)
         camera = self.cameras.model(work.camera_info)
-        vo_frame, warnings = frame_from_messages(frame.image, frame.depth, camera, frame.stamp_ns / NS)
+        vo_frame, warnings = frame_from_messages(frame.image, frame.depth, camera, frame.stamp_ns / NS,
+                                                 self._sixteen_bit)
         for kind in warnings:
             if self.inputs.warn(kind):
                 self._log_first(kind, "depth image without one valid pixel: this frame is posed without depth")

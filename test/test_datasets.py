@@ -233,3 +233,35 @@ def test_a_bag_recorded_before_iron_without_message_definitions_is_read(shared_d
     frames = list(bag)
     assert len(bag) == 20 and len(frames) == 20 and bag.camera == folder.camera
     np.testing.assert_array_equal(frames[3].image, list(folder)[3].image)
+
+
+class _DepthUntil:
+    """A sequence whose depth stops after ``frames`` frames (the depth topic is in the bag either way)."""
+
+    def __init__(self, sequence, frames: int) -> None:
+        self._sequence, self._frames = sequence, frames
+        self.name, self.camera, self.groundtruth = sequence.name, sequence.camera, sequence.groundtruth
+        self.has_depth, self.has_stereo = True, False
+
+    def __len__(self) -> int:
+        return len(self._sequence)
+
+    def __iter__(self):
+        import dataclasses
+
+        for index, frame in enumerate(self._sequence):
+            yield frame if index < self._frames else dataclasses.replace(frame, depth=None)
+
+
+def test_a_depth_topic_that_is_silent_or_stops(shared_dir, tmp_path, capsys):
+    """A recorded depth topic without messages: read as monocular (said), not RGB-D waiting for depth; a depth
+    stream that stops: the images after it come without depth, each within a second of the image stream."""
+    folder = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
+    silent = open_sequence(write_bag(_DepthUntil(folder, 0), tmp_path / "silent"))
+    assert not silent.has_depth and silent.depth_topic is None and "has no messages" in capsys.readouterr().err
+    assert len(list(silent)) == 40
+    stopping = open_sequence(write_bag(_DepthUntil(folder, 10), tmp_path / "stopping"))
+    assert stopping.has_depth
+    frames = list(stopping)
+    assert len(frames) == 40 and all(f.depth is not None for f in frames[:10])
+    assert all(f.depth is None for f in frames[10:])

@@ -38,6 +38,8 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TUM_TOPICS = ("/camera/rgb/image_color", "/camera/rgb/camera_info", "/camera/depth/image")
 DEPTH_TOLERANCE_S = 0.02
+DEPTH_WAIT_S = 1.0  # an image waits for its depth until the image stream is this far past it (a depth stream
+#                     that stopped: the frame goes on without depth instead of every later image waiting in memory)
 
 
 def is_bag(path: Path) -> bool:
@@ -130,6 +132,10 @@ class BagSequence(Sequence):
                 preferred = TUM_TOPICS[2] if TUM_TOPICS[2] in topics else registered
                 self.depth_topic = self._choose(depth_topic, preferred, depth_candidates, "depth", listing, topics,
                                                 IMAGE_TYPES[:1])
+        if self.depth_topic is not None and counts.get(self.depth_topic, 0) == 0:
+            print(f"warning: {self.path}: depth topic {self.depth_topic} has no messages: read as monocular",
+                  file=sys.stderr)
+            self.depth_topic = None
         self.has_depth = self.depth_topic is not None
         self.image_type = topics[self.image_topic]
         self._count = counts[self.image_topic]
@@ -243,6 +249,8 @@ class BagSequence(Sequence):
                         yield Frame(image=image, stamp=stamp_of(msg), camera=self.camera)
                     else:
                         pending.append((stamp_of(msg), image))
+                        while pending and pending[0][0] + DEPTH_WAIT_S < pending[-1][0]:
+                            yield self._pair(*pending.pop(0), depths)
                 else:
                     depths.append((stamp_of(msg), decoded))
                     depths = depths[-8:]

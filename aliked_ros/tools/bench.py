@@ -261,9 +261,6 @@ def _node_run(args: argparse.Namespace, extractor: str, pipelined: bool, extra: 
         command += ["-p", f"{name}:={value}"]
     node = subprocess.Popen(command, env=loopback_environment(domain), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    apply_loopback_environment(domain)
-    rclpy.init(domain_id=domain)
-    client = rclpy.create_node("aliked_bench")
     status: list = []
     status_at: dict[tuple[int, int], float] = {}
 
@@ -271,13 +268,17 @@ def _node_run(args: argparse.Namespace, extractor: str, pipelined: bool, extra: 
         status_at.setdefault((message.header.stamp.sec, message.header.stamp.nanosec), time.monotonic())
         status.append(message)
 
-    client.create_subscription(TrackingStatus, "/aliked_vo/status", on_status,
-                               QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
-    replay_args = argparse.Namespace(
-        namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=True, compressed=False,
-        frame_id="camera", clock=False, qos="sensor_data", loop=False, wait_for=None, wait_timeout=0.0,
-        rate=args.rate, max_frames=None)
-    try:
+    client = None
+    try:  # (from here on the node process is stopped whatever fails)
+        apply_loopback_environment(domain)
+        rclpy.init(domain_id=domain)
+        client = rclpy.create_node("aliked_bench")
+        client.create_subscription(TrackingStatus, "/aliked_vo/status", on_status,
+                                   QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+        replay_args = argparse.Namespace(
+            namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=True,
+            compressed=False, frame_id="camera", clock=False, qos="sensor_data", loop=False, wait_for=None,
+            wait_timeout=0.0, rate=args.rate, max_frames=None)
         replayer = Replayer(client, replay_args)
         if not replayer.wait_for_subscribers(120):
             raise SystemExit("bench node: the node did not subscribe within 120 s")
@@ -287,7 +288,8 @@ def _node_run(args: argparse.Namespace, extractor: str, pipelined: bool, extra: 
         replayer._spin(10.0, lambda: status and status[-1].header.stamp == replayer_last(replayer))
         elapsed = time.monotonic() - start
     finally:
-        client.destroy_node()
+        if client is not None:
+            client.destroy_node()
         rclpy.try_shutdown()
         stop_process(node)
     latencies = [(status_at[k] - t) * 1e3 for k, t in replayer.published_at.items() if k in status_at]

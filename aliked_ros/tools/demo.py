@@ -148,23 +148,24 @@ def run(args: argparse.Namespace) -> int:
     with open(log_path, "wb") as log:
         node_process = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
-    # read (or render) the frames while the node loads its model; at most --frames of them are played
-    sequence = Prefetched(sequence, size=min(len(sequence), args.frames)).start()
-    apply_loopback_environment(domain)
-    rclpy.init(domain_id=domain)
-    client = rclpy.create_node("aliked_demo")
-    odometry, keypoints, status = [], [], []
-    reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-    outputs = [
-        client.create_subscription(Odometry, "/aliked_vo/odometry", odometry.append, reliable),
-        client.create_subscription(FrameKeypoints, "/aliked_vo/keypoints", keypoints.append, reliable),
-        client.create_subscription(TrackingStatus, "/aliked_vo/status", status.append, reliable),
-    ]
-    replay_args = argparse.Namespace(
-        namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=not args.depth,
-        compressed=False, frame_id="camera_optical_frame", clock=False, qos="reliable", loop=False,
-        wait_for="/aliked_vo/status", wait_timeout=60.0, rate=0.0, max_frames=args.frames)
-    try:
+    client = None
+    try:  # (from here on the node process is stopped whatever fails)
+        # read (or render) the frames while the node loads its model; at most --frames of them are played
+        sequence = Prefetched(sequence, size=min(len(sequence), args.frames)).start()
+        apply_loopback_environment(domain)
+        rclpy.init(domain_id=domain)
+        client = rclpy.create_node("aliked_demo")
+        odometry, keypoints, status = [], [], []
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        outputs = [
+            client.create_subscription(Odometry, "/aliked_vo/odometry", odometry.append, reliable),
+            client.create_subscription(FrameKeypoints, "/aliked_vo/keypoints", keypoints.append, reliable),
+            client.create_subscription(TrackingStatus, "/aliked_vo/status", status.append, reliable),
+        ]
+        replay_args = argparse.Namespace(
+            namespace=ns, image_topic=None, camera_info_topic=None, depth_topic=None, no_depth=not args.depth,
+            compressed=False, frame_id="camera_optical_frame", clock=False, qos="reliable", loop=False,
+            wait_for="/aliked_vo/status", wait_timeout=60.0, rate=0.0, max_frames=args.frames)
         replayer = Replayer(client, replay_args, stereo=stereo, depth=sequence.has_depth)
         deadline = time.monotonic() + args.timeout
         while not (replayer.subscribed() and all(sub.get_publisher_count() > 0 for sub in outputs)):
@@ -182,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         replayer._spin(5.0, lambda: len(status) >= answered and len(keypoints) >= len(status)
                        and len(odometry) >= sum(s.state != s.STATE_LOST for s in status))
     finally:
-        client.destroy_node()
+        if client is not None:
+            client.destroy_node()
         rclpy.try_shutdown()
         node_code = stop_process(node_process)
     T_base_cam = mount_transform([0.0, 0.0, 0.0])

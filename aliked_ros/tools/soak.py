@@ -231,11 +231,11 @@ def run_soak(config: SoakConfig, progress=None) -> SoakReport:
 
     images, camera = render_loop(config)
     domain = config.domain_id if config.domain_id is not None else random.randint(1, 101)
-    log_path = config.log_path or Path(tempfile.mkstemp(prefix="aliked_soak_node_", suffix=".log")[1])
-    log = open(log_path, "wb")
-    node = subprocess.Popen(node_command(config), env=loopback_environment(domain), stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    probe = ProcessProbe(node.pid)
+    log_path = config.log_path
+    if log_path is None:
+        descriptor, name = tempfile.mkstemp(prefix="aliked_soak_node_", suffix=".log")
+        os.close(descriptor)
+        log_path = Path(name)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)  # the caller's environment must be loopback too (see run())
     client = rclpy.create_node("aliked_soak", context=context)
@@ -296,8 +296,13 @@ def run_soak(config: SoakConfig, progress=None) -> SoakReport:
         return predicate()
 
     samples: list[Sample] = []
+    log = open(log_path, "wb")
+    # the node starts last, right before the try whose finally stops it (nothing between can leave it running)
+    node = subprocess.Popen(node_command(config), env=loopback_environment(domain), stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     start_wall = time.monotonic()
     try:
+        probe = ProcessProbe(node.pid)
         if not spin_until(lambda: pub_image.get_subscription_count() > 0 and pub_info.get_subscription_count() > 0
                           and all(s.get_publisher_count() > 0 for s in subscriptions), 120):
             raise SoakError(f"the node did not subscribe within 120 s; its log: {log_path}")

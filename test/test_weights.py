@@ -86,14 +86,21 @@ def truncating_server(weights_dir):
 def test_official_files_are_checked_cut_downloads_never_cached(empty_cache, weights_server, truncating_server,
                                                                 weights_dir):
     """The official SHA-256 (the shared models are the official files): a download cut short is refused and leaves
-    no cache file; a bad cached copy (from an earlier cut download) is deleted and fetched again."""
+    no cache file; a bad cached copy (from an earlier cut download) is refused, kept while nothing better comes
+    (offline it may be all the user has), and replaced by a download that hashes right."""
     official = OFFICIAL_SHA256["aliked-t16"]
     assert sha256_of(weights_dir / "aliked-t16.pth") == official
     with pytest.raises(WeightsError, match="download failed"):
         resolve_weights("aliked-t16", url_template=truncating_server, sha256=official)
     assert not cache_path("aliked-t16").exists()
     cache_path("aliked-t16").parent.mkdir(parents=True, exist_ok=True)
-    cache_path("aliked-t16").write_bytes((weights_dir / "aliked-t16.pth").read_bytes()[:5000])
+    cut = (weights_dir / "aliked-t16.pth").read_bytes()[:5000]
+    cache_path("aliked-t16").write_bytes(cut)
+    with pytest.raises(WeightsError, match="is not the official file .*downloads are disabled"):
+        resolve_weights("aliked-t16", download=False, sha256=official)
+    with pytest.raises(WeightsError, match="is not the official file .*download failed"):
+        resolve_weights("aliked-t16", url_template=truncating_server, sha256=official)
+    assert cache_path("aliked-t16").read_bytes() == cut  # refused, not deleted
     path = resolve_weights("aliked-t16", url_template=weights_server, sha256=official)
     assert sha256_of(path) == official
     load_weights(AlikedNet("aliked-t16"), path, "aliked-t16")

@@ -8,7 +8,8 @@ Resolution order for model ``<name>`` (e.g. ``aliked-t16``):
 
 The official files are pinned: the URL names the ALIKED commit that released them, and their SHA-256 is
 checked, on download (torch keeps a file that fails the check out of the cache) and on every use of a cached
-copy (one that fails, e.g. cut short by a dropped connection, is deleted and downloaded again). A file given
+copy (one that fails, e.g. cut short by a dropped connection, is refused and replaced by a download that
+passes; it is never deleted otherwise: offline it may be all the user has). A file given
 by path or in ``$ALIKED_WEIGHTS_DIR`` is the user's: it is not checked here (``load_weights`` still refuses a
 corrupt or mismatched one).
 """
@@ -71,8 +72,9 @@ def resolve_weights(model_name: str, weights: str | os.PathLike | None = None, d
     if cached.is_file():
         if sha256 is None or sha256_of(cached) == sha256:
             return cached
-        cached.unlink(missing_ok=True)  # cut short or replaced: fetched again below
-        reason = "the cached copy was not the official file (SHA-256), deleted; "
+        # cut short, or another file put there: left as it is (offline it may be all the user has) and replaced
+        # only by a download that hashes right
+        reason = f"the cached copy {cached} is not the official file (SHA-256 {sha256[:12]}...); "
     url = url_template.format(name=model_name)
     if download:
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -64,16 +64,40 @@ def _view(encoding: str, height: int, width: int, step: int, data, channels: int
 class SixteenBitScale:
     """16-bit intensities to 8 bits for one camera (a stereo pair shares one): the top 8 of the bits in use (a 10-
     or 12-bit sensor's mono16 fills the low bits: >> 8 alone made it nearly black; full-range data, values >=
-    32768, is shifted by 8). The bits in use are the most any image of the camera has needed so far, so the shift
-    only grows: taken from each image alone, an image's brightness halved or doubled whenever its brightest pixel
-    crossed a power of two (a specular highlight, auto-exposure), and a stereo pair's two images could differ."""
+    32768, is shifted by 8). The bits in use are those all but ``OUTLIER_SHARE`` of an image's pixels fit in (hot
+    pixels and small highlights clip at 255 instead of darkening the image), set by the first image and then only
+    grown, once ``GROW_AFTER`` images in a row need more: taken from each image alone, an image's brightness halved
+    or doubled whenever its brightest pixel crossed a power of two (a specular highlight, auto-exposure), a stereo
+    pair's two images could differ, and one glitched frame full of 0xFFFF would darken all later ones 16x."""
+
+    OUTLIER_SHARE = 1e-3
+    GROW_AFTER = 3
 
     def __init__(self) -> None:
-        self.bits = 8
+        self.bits = 0  # 0: no image yet
+        self._wanting_more = 0  # images in a row that needed more bits than self.bits
+
+    def bits_needed(self, pixels: np.ndarray) -> int:
+        """The fewest bits (8..16) that all but OUTLIER_SHARE of ``pixels`` fit in."""
+        high = np.bincount((pixels >> 8).ravel(), minlength=256)  # pixels per high byte
+        above = np.cumsum(high[::-1])[::-1]  # above[k]: pixels >= k * 256
+        allowed = int(self.OUTLIER_SHARE * pixels.size)
+        for bits in range(8, 16):
+            if above[1 << (bits - 8)] <= allowed:
+                return bits
+        return 16
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        self.bits = max(self.bits, int(pixels.max(initial=0)).bit_length())
-        return (pixels >> (self.bits - 8)).astype(np.uint8)
+        needed = self.bits_needed(pixels) if pixels.size else 8
+        if self.bits == 0:
+            self.bits = needed
+        elif needed > self.bits:
+            self._wanting_more += 1
+            if self._wanting_more >= self.GROW_AFTER:
+                self.bits, self._wanting_more = needed, 0
+        else:
+            self._wanting_more = 0
+        return np.minimum(pixels >> (self.bits - 8), 255).astype(np.uint8)
 
 
 def to_8_bit(pixels: np.ndarray, scale: SixteenBitScale | None = None) -> np.ndarray:

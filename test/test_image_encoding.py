@@ -90,6 +90,27 @@ def test_mono16_scale_of_a_camera_does_not_follow_each_images_brightest_pixel():
     assert scale.bits == 12
 
 
+def test_mono16_scale_ignores_hot_pixels_and_a_single_glitched_frame():
+    """A 12-bit camera (0..4095): a hot pixel at 65535 clips at 255 instead of darkening the image 16x; one frame of
+    garbage (all 0xFFFF) does not change the scale of the frames after it; a brighter scene that lasts
+    (GROW_AFTER images in a row needing 16 bits) does."""
+    scale = SixteenBitScale()
+    image = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096)
+    hot = image.copy()
+    hot[3, 3] = 65535
+    first = scale(hot)
+    assert scale.bits == 12 and first[3, 3] == 255
+    np.testing.assert_array_equal(first[image < 4096][:100], (image >> 4).astype(np.uint8)[image < 4096][:100])
+    scale(np.full((64, 64), 65535, np.uint16))  # one garbage frame: clipped white, the scale kept
+    assert scale.bits == 12
+    np.testing.assert_array_equal(scale(image), (image >> 4).astype(np.uint8))
+    brighter = image * 16
+    for _ in range(SixteenBitScale.GROW_AFTER):
+        out = scale(brighter)
+    assert scale.bits == 16
+    np.testing.assert_array_equal(out, (brighter >> 8).astype(np.uint8))
+
+
 def test_big_endian_mono16_and_depth():
     mono = RGB[:, :, 0].astype(np.uint16) * 256
     np.testing.assert_array_equal(decode_image("mono16", 6, 5, 10, mono.astype(">u2").tobytes(), True), RGB[:, :, 0])

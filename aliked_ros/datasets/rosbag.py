@@ -230,6 +230,7 @@ class BagSequence(Sequence):
             return None
 
     def __iter__(self) -> Iterator[Frame]:
+        self._sixteen_bit = SixteenBitScale()  # each pass decodes its frames alike
         if self.has_stereo:
             yield from self._stereo_frames()
             return

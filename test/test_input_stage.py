@@ -130,6 +130,47 @@ def test_a_fast_depth_stream_ahead_of_late_images_still_pairs():
     assert len(pairing._streams["depth"]) <= 20  # and no more than the ~150 ms ahead
 
 
+def test_a_bag_played_in_a_loop_pairs_again_after_the_wrap():
+    """``ros2 bag play --loop``: depth 150 ms ahead of the colour images, and both go back to the bag's start. Here
+    the first pass's depth ends early, so its last four images still wait when the second pass's depth arrives:
+    pruned against them, that depth was lost and the second pass's images waited behind them, unpaired. Now the
+    four are counted unpaired and every image of the second pass pairs with depth of the second pass."""
+    pairing = StampPairing({"depth": 5_000_000}, queue_size=10)
+    depth_period, image_period = NS // 90, NS // 30
+    paired = []
+    for loop in range(2):
+        depth_stamps = iter(NS + j * depth_period for j in range(1000))
+        depth_stamp = next(depth_stamps)
+        for k in range(30):
+            image_stamp = NS + k * image_period
+            while depth_stamp <= image_stamp + 150_000_000 and (loop or depth_stamp <= NS + 25 * image_period):
+                paired += pairing.add("depth", depth_stamp, f"d{loop}.{depth_stamp}")
+                depth_stamp = next(depth_stamps)
+            paired += pairing.add_image(image_stamp, f"i{loop}.{k}")
+    names = [image for image, _ in paired]
+    assert names == [f"i0.{k}" for k in range(26)] + [f"i1.{k}" for k in range(30)], names
+    assert all(depth.startswith(f"d{image[1]}.") for image, pair in paired for depth in pair.values())
+    assert pairing.unmatched["depth"] == 4 and pairing.waiting == 0
+
+
+def test_an_image_that_jumps_back_pairs_with_depth_that_comes_after_it():
+    """Stamps jump back (a restarted driver; CI saw this in test_node's bad-input run): the image's callback ran
+    before its depth's. The old timeline's depth must not be taken as "a later message is known" (it was: the
+    image was decided unpaired against a depth 100 ms away); the image waits and pairs with its own depth."""
+    tolerance, stamps = 20_000_000, [NS + k * 33_000_000 for k in range(5)]
+    for image_first in (True, False):
+        pairing, paired = StampPairing({"depth": tolerance}), []
+        for stamp in stamps[3:] + stamps[4:]:  # the last frame twice, as a driver that repeats one
+            paired += pairing.add("depth", stamp, f"d{stamp}") + pairing.add_image(stamp, f"i{stamp}")
+        back = stamps[1]
+        if image_first:
+            paired += pairing.add_image(back, "back") + pairing.add("depth", back, "back depth")
+        else:
+            paired += pairing.add("depth", back, "back depth") + pairing.add_image(back, "back")
+        assert paired[-1] == ("back", {"depth": "back depth"}) and len(paired) == 4, (image_first, paired)
+        assert pairing.unmatched["depth"] == 0 and pairing.waiting == 0
+
+
 def test_stereo_right_camera_pairs_by_exact_stamp_with_its_camera_info_and_a_stopped_stream_expires():
     """Stereo: "right" is a paired stream (tolerance 0: the same stamp) with a camera_info of its own; left images
     whose right image never comes are decided unpaired after ``pairing_wait`` (no_right), not left in flight."""

@@ -35,6 +35,9 @@ class StampPairing:
                                                                for name in tolerances}
         self.unmatched: dict[str, int] = {name: 0 for name in tolerances}
         self._last_image: float | None = None  # the newest image's stamp (images come in stamp order)
+        self._stream_last: dict[str, float] = {}  # each stream's newest stamp
+        self._rewound: set[str] = set()  # streams whose stamps went back (a bag played in a loop, a restarted
+        #                                  driver) while the images have not yet: not pruned against them
 
     @property
     def waiting(self) -> int:
@@ -43,6 +46,15 @@ class StampPairing:
 
     def add_image(self, stamp: float, image: Any) -> list[tuple[Any, dict[str, Any]]]:
         """Queue an image; the (image, {stream: message}) pairs decided now."""
+        if self._last_image is not None and stamp < self._last_image:
+            # the images went back in time: those waiting belong to the old timeline and no message of it is
+            # coming; the streams that have not gone back yet hold only old messages, which would pair wrongly
+            while self._images:
+                self.unmatched[self._late_stream(self._images.popleft()[0])] += 1
+            for name, buffer in self._streams.items():
+                if name not in self._rewound:
+                    buffer.clear()
+            self._rewound.clear()
         self._images.append((stamp, image))
         self._last_image = stamp
         while len(self._images) > self.queue_size:
@@ -51,7 +63,13 @@ class StampPairing:
         return self._collect()
 
     def add(self, stream: str, stamp: float, message: Any) -> list[tuple[Any, dict[str, Any]]]:
-        self._streams[stream].append((stamp, message))
+        buffer, last = self._streams[stream], self._stream_last.get(stream)
+        self._stream_last[stream] = stamp
+        if last is not None and stamp < last:  # the stream went back in time: its older messages are another timeline
+            buffer.clear()
+            if self._last_image is not None and stamp < self._last_image - self.tolerances[stream]:
+                self._rewound.add(stream)  # ahead of the images: kept for them, not pruned against the old ones
+        buffer.append((stamp, message))
         return self._collect()
 
     def _prune(self) -> None:
@@ -61,7 +79,7 @@ class StampPairing:
         if oldest is None:
             return
         for name, buffer in self._streams.items():
-            while buffer and buffer[0][0] < oldest - self.tolerances[name]:
+            while name not in self._rewound and buffer and buffer[0][0] < oldest - self.tolerances[name]:
                 buffer.popleft()
 
     def _late_stream(self, stamp: float) -> str:
@@ -96,6 +114,9 @@ class StampPairing:
 
     def clear(self) -> None:
         self._images.clear()
+        self._last_image = None
+        self._stream_last.clear()
+        self._rewound.clear()
         for buffer in self._streams.values():
             buffer.clear()
 

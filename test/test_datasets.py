@@ -253,15 +253,32 @@ class _DepthUntil:
             yield frame if index < self._frames else dataclasses.replace(frame, depth=None)
 
 
-def test_a_depth_topic_that_is_silent_or_stops(shared_dir, tmp_path, capsys):
+def test_a_depth_topic_that_is_silent_or_stops(shared_dir, tmp_path, capsys, monkeypatch):
     """A recorded depth topic without messages: read as monocular (said), not RGB-D waiting for depth; a depth
-    stream that stops: the images after it come without depth, each within a second of the image stream."""
+    stream that stops: the images after it come without depth, each as soon as the image stream is DEPTH_WAIT_S
+    past it (0.3 s here, the clip being 1.3 s), not all at the end of the bag."""
+    from aliked_ros.datasets import rosbag
+
+    monkeypatch.setattr(rosbag, "DEPTH_WAIT_S", 0.3)
     folder = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
     silent = open_sequence(write_bag(_DepthUntil(folder, 0), tmp_path / "silent"))
     assert not silent.has_depth and silent.depth_topic is None and "has no messages" in capsys.readouterr().err
     assert len(list(silent)) == 40
     stopping = open_sequence(write_bag(_DepthUntil(folder, 10), tmp_path / "stopping"))
     assert stopping.has_depth
-    frames = list(stopping)
+    read = []  # the stamps of the image messages read so far
+    decoded = stopping._decoded
+
+    def recording(connection, msg):
+        if connection.topic == stopping.image_topic:
+            read.append(rosbag.stamp_of(msg))
+        return decoded(connection, msg)
+
+    stopping._decoded = recording
+    frames, ahead = [], []
+    for frame in stopping:
+        frames.append(frame)
+        ahead.append(max(read) - frame.stamp)  # how far the reader was past the frame when it came
+    assert max(ahead[10:-12]) <= 0.3 + 0.05, ahead  # (the last ~0.3 s come at the end of the bag)
     assert len(frames) == 40 and all(f.depth is not None for f in frames[:10])
     assert all(f.depth is None for f in frames[10:])

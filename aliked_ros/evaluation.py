@@ -9,7 +9,10 @@ Definitions (used by ``aliked-vo eval`` and ``aliked-vo demo``):
     a segment with fewer than ``MIN_SEGMENT_POSES`` such poses is not scored at all (an alignment fits one or
     two poses exactly: a run that reset every frame or two would score 0): its poses count in ``unscored``;
   - a segment whose ground truth stays within ``MIN_SCALE_EXTENT_M`` of its mean (a camera at rest) is aligned
-    without a scale even under ``sim3``: the scale that fits such a segment best shrinks any drift to nothing;
+    without fitting a scale even under ``sim3`` (the scale that fits such a segment best shrinks any drift to
+    nothing): it takes the scale of the run's longest segment that fixes one, so that its drift is in metres
+    like the rest (monocular: a map's unit is its own; the run's is the best guess there is); a run with no such
+    segment keeps scale 1, and its ATE is in the estimate's unit;
   - ``ate_rmse_m``: RMSE of position differences over the scored poses after aligning each segment to the ground
     truth (Umeyama): ``sim3`` (rotation, translation, scale: monocular) or ``se3`` (metric: RGB-D, stereo);
   - relative metrics (``rot_err_deg``, ``tdir_err_deg``, ``rpe_trans_pct``, ``nees_ratio``) compare motions of a
@@ -268,16 +271,26 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
     total_path = float(np.sum(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1)))
     length_m = drift_segment_length(total_path)
     short = np.zeros(len(est), bool)  # poses of segments too short to score
+    plans = []  # (map_id, members, score, scaled): the segments to score, those that fix a sim3 scale first
     for map_id in np.unique(maps):
         members = np.flatnonzero(maps == map_id)
-        score = members[init[members]] if init[members].sum() >= 2 else members
+        score = members[init[members]] if init[members].any() else members
         if len(score) < MIN_SEGMENT_POSES:
             short[members] = True
             continue
-        scored[score] = True
         true = gt[score, :3, 3]
         scaled = alignment == "sim3" and np.linalg.norm(true - true.mean(axis=0), axis=1).max() >= MIN_SCALE_EXTENT_M
-        R, t, s = umeyama(est[score, :3, 3], true, with_scale=scaled)
+        plans.append((map_id, members, score, scaled))
+    plans.sort(key=lambda plan: not plan[3])
+    run_scale = None  # sim3: the scale of the longest segment that fixes one, used for segments at rest
+    for map_id, members, score, scaled in plans:
+        scored[score] = True
+        R, t, s = umeyama(est[score, :3, 3], gt[score, :3, 3], with_scale=scaled)
+        if not scaled and alignment == "sim3" and run_scale is not None:  # refit R, t with the run's unit
+            R, t, _ = umeyama(run_scale * est[score, :3, 3], gt[score, :3, 3], with_scale=False)
+            s = run_scale
+        if scaled and (run_scale is None or len(members) > run_scale_poses):
+            run_scale, run_scale_poses = s, len(members)
         aligned[members] = s * est[members, :3, 3] @ R.T + t
         errors = np.linalg.norm(aligned[score] - gt[score, :3, 3], axis=1)
         r, d, m = relative_errors(est[members], gt_at_stamps[members])
@@ -292,6 +305,7 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
         segments.append(Segment(int(map_id), len(members), len(score), float(np.sqrt(np.mean(errors ** 2))), s, path,
                                 true_path))
         scales.append((len(members), s))
+    segments.sort(key=lambda segment: segment.map_id)
     ate = float(np.sqrt(np.mean(np.sum((aligned[scored] - gt[scored, :3, 3]) ** 2, axis=1)))) if scored.any() \
         else float("nan")
     return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir),

@@ -528,3 +528,49 @@ def create_orb():
     from aliked_ros.features import ExtractorConfig, create_extractor
 
     return create_extractor("orb", ExtractorConfig(device="cpu"))
+
+
+def test_a_frame_finished_after_shutdown_gave_up_on_it_is_not_published(shared_dir, weights_dir, ros_domain, monkeypatch):
+    """A stage still busy when shutdown's time is up (a first frame's kernel compilation on a slow machine) finishes
+    its frame after the node's publishers are destroyed: it publishes nothing and logs no error (it published on
+    the destroyed handles, counted 'publish_error' and logged a traceback). The node is real and in this process;
+    only the frame's processing is held until the node is destroyed."""
+    import threading
+
+    import rclpy
+    from std_msgs.msg import Header
+    from aliked_ros.ros import node as node_module
+    from vo_graph import camera_info_msg, image_msg
+
+    frame = next(iter(open_sequence(shared_dir / "data/tum_fr2_desk")))
+    monkeypatch.setattr(node_module, "SHUTDOWN_WAIT_S", 0.2)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain, args=[
+        "--ros-args", "-p", "extractor:=orb", "-p", f"weights:={weights_dir / 'aliked-t16.pth'}", "-p", "device:=cpu",
+        "-p", "pipelined:=false", "-p", "background_mapping:=false"])
+    try:
+        node = node_module.VoNode(context=context)
+        started, release, errors = threading.Event(), threading.Event(), []
+        process = node.vo.process
+
+        def held_process(vo_frame):
+            started.set()
+            release.wait(30)
+            return process(vo_frame)
+
+        node.vo.process = held_process
+        logger = node.get_logger()
+        monkeypatch.setattr(type(logger), "error", lambda self, message, **kw: errors.append(message))
+        header, stamp_ns = Header(stamp=stamp_of(frame.stamp), frame_id="cam"), int(round(frame.stamp * 1e9))
+        node.inputs.add_camera_info(stamp_ns, camera_info_msg(frame.camera, header))  # what the callbacks do
+        node.inputs.add_image(stamp_ns, image_msg(frame.image, header))
+        assert started.wait(30)
+        node.shutdown()  # gives up after 0.2 s: the worker is held
+        node.destroy_node()
+        release.set()
+        for worker in node._workers:
+            worker.join(30)
+        snapshot = node.inputs.snapshot()
+        assert snapshot.processed == 1 and "publish_error" not in snapshot.counters and not errors, (snapshot, errors)
+    finally:
+        rclpy.try_shutdown(context=context)

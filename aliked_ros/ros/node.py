@@ -209,6 +209,7 @@ class VoNode(Node):
         self._torch_threads = p("torch_threads") or (max(1, (os.cpu_count() or 1) - 1) if self.pipelined else 0)
         stages = ((self._extract_stage, "aliked_vo_extract"), (self._pose_stage, "aliked_vo_pose")) if self.pipelined \
             else ((self._work, "aliked_vo_worker"),)
+        self._closed = False  # set by shutdown once the stages' time is up: a stage still busy publishes nothing
         self._workers = [threading.Thread(target=target, name=name, daemon=True) for target, name in stages]
         for worker in self._workers:
             worker.start()
@@ -496,10 +497,12 @@ class VoNode(Node):
     def _processed(self, frame: InputFrame, image: np.ndarray, result) -> None:
         """The last step of a frame the VO processed: counted as processed, its result published."""
         self.inputs.finish_processed(frame)
+        if self._closed:  # finished after shutdown gave up on it: the publishers are (being) destroyed
+            return
         try:
             self._publish(frame.image.header, frame.stamp_ns, result, image)
         except Exception as error:  # noqa: BLE001
-            if not self.context.ok():  # SIGINT/SIGTERM shut ROS down under the worker: a normal stop, not an error
+            if self._closed or not self.context.ok():  # shut down under the worker: a normal stop, not an error
                 return
             if self.inputs.count("publish_error"):
                 self.get_logger().error(f"publishing failed: {error!r}\n{traceback.format_exc()}")
@@ -539,11 +542,13 @@ class VoNode(Node):
     def shutdown(self) -> None:
         """Stop taking frames and wait for the stages to finish theirs, ``SHUTDOWN_WAIT_S`` in all: within the
         time ``ros2 launch`` gives a node after Ctrl-C before it escalates to SIGTERM. A stage still busy then
-        (a first frame's kernel compilation) is left behind, said once: the threads are daemons."""
+        (a first frame's kernel compilation) is left behind, said once: the threads are daemons, and what it
+        finishes is not published (the node's handles are destroyed next)."""
         self.inputs.close()
         deadline = time.monotonic() + SHUTDOWN_WAIT_S
         for worker in self._workers:
             worker.join(timeout=max(deadline - time.monotonic(), 0.0))
+        self._closed = True
         busy = [worker.name for worker in self._workers if worker.is_alive()]
         if busy:
             self.get_logger().warning(f"shutting down with {', '.join(busy)} still busy (its frame is dropped)")

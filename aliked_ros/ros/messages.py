@@ -17,9 +17,9 @@ from aliked_ros.msg import FrameKeypoints
 class KeypointArrays:
     """The per-keypoint content of a FrameKeypoints message as numpy arrays (N keypoints)."""
 
-    pixel_xy: np.ndarray  # (N, 2) float32, px in the raw image
-    normalized_xy: np.ndarray  # (N, 2) float32, undistorted normalised coordinates; NaN if unknown
-    scores: np.ndarray  # (N,) float32
+    pixel_xy: np.ndarray  # (N, 2) float32, px in the image the node subscribes to (raw, or rectified)
+    normalized_xy: np.ndarray  # (N, 2) float32, undistorted normalised coordinates (x/z, y/z), finite
+    scores: np.ndarray  # (N,) float32, extractor-specific scale
     track_ids: np.ndarray  # (N,) uint64
     track_ages: np.ndarray  # (N,) uint32
     inliers: np.ndarray  # (N,) bool

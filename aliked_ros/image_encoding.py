@@ -10,6 +10,9 @@ is decoded.
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -65,17 +68,30 @@ class SixteenBitScale:
     """16-bit intensities to 8 bits for one camera (a stereo pair shares one): the top 8 of the bits in use (a 10-
     or 12-bit sensor's mono16 fills the low bits: >> 8 alone made it nearly black; full-range data, values >=
     32768, is shifted by 8). The bits in use are those all but ``OUTLIER_SHARE`` of an image's pixels fit in (hot
-    pixels and small highlights clip at 255 instead of darkening the image), set by the first image and then only
-    grown, once ``GROW_AFTER`` images in a row need more: taken from each image alone, an image's brightness halved
-    or doubled whenever its brightest pixel crossed a power of two (a specular highlight, auto-exposure), a stereo
-    pair's two images could differ, and one glitched frame full of 0xFFFF would darken all later ones 16x."""
+    pixels and small highlights clip at 255 instead of darkening the image). Each camera of a pair (``camera``
+    "left" / "right", see ``for_camera``) keeps its own: set by its first image, lowered when one of its first
+    ``GROW_AFTER`` images needs ``SETTLE_DROP`` bits fewer or more (the first was a glitched frame full of
+    0xFFFF, which would darken all later ones 16x; a highlight leaving the view, one bit, keeps the gain), then
+    only grown, once ``GROW_AFTER`` of its images in a row need more. Both cameras are converted with the larger
+    of the two: one gain for the pair (it differs between the two images of a pair only where it changes: the
+    first pair, a growth). Taken from each image alone, an image's brightness halved or doubled whenever its
+    brightest pixel crossed a power of two (a specular highlight, auto-exposure), and a pair's two images differed."""
 
     OUTLIER_SHARE = 1e-3
     GROW_AFTER = 3
+    SETTLE_DROP = 2
 
     def __init__(self) -> None:
-        self.bits = 0  # 0: no image yet
-        self._wanting_more = 0  # images in a row that needed more bits than self.bits
+        self._cameras: dict[str, list[int]] = {}  # camera -> [bits, images seen, images in a row wanting more]
+
+    @property
+    def bits(self) -> int:
+        """The bits in use (0: no image yet)."""
+        return max((state[0] for state in self._cameras.values()), default=0)
+
+    def for_camera(self, camera: str) -> Callable[[np.ndarray], np.ndarray]:
+        """This scale as a converter of ``camera``'s images (a stereo pair's "right")."""
+        return functools.partial(self, camera=camera)
 
     def bits_needed(self, pixels: np.ndarray) -> int:
         """The fewest bits (8..16) that all but OUTLIER_SHARE of ``pixels`` fit in."""
@@ -87,26 +103,34 @@ class SixteenBitScale:
                 return bits
         return 16
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray, camera: str = "left") -> np.ndarray:
         needed = self.bits_needed(pixels) if pixels.size else 8
-        if self.bits == 0:
-            self.bits = needed
-        elif needed > self.bits:
-            self._wanting_more += 1
-            if self._wanting_more >= self.GROW_AFTER:
-                self.bits, self._wanting_more = needed, 0
+        state = self._cameras.setdefault(camera, [needed, 0, 0])
+        bits, seen, wanting = state
+        seen += 1
+        if seen <= self.GROW_AFTER and needed <= bits - self.SETTLE_DROP:  # the first image was not the camera's
+            bits = needed
+        if needed > bits:
+            wanting += 1
+            if wanting >= self.GROW_AFTER:
+                bits, wanting = needed, 0
         else:
-            self._wanting_more = 0
+            wanting = 0
+        state[:] = bits, seen, wanting
         return np.minimum(pixels >> (self.bits - 8), 255).astype(np.uint8)
 
 
-def to_8_bit(pixels: np.ndarray, scale: SixteenBitScale | None = None) -> np.ndarray:
-    """16-bit intensities to 8 bits with ``scale`` (the camera's), or with the bits this image uses alone."""
+ScaleTo8Bit = Callable[[np.ndarray], np.ndarray]  # a SixteenBitScale, or its ``for_camera(...)``
+
+
+def to_8_bit(pixels: np.ndarray, scale: ScaleTo8Bit | None = None) -> np.ndarray:
+    """16-bit intensities to 8 bits with ``scale`` (the camera's, or ``scale.for_camera("right")``), or with the
+    bits this image uses alone."""
     return (scale or SixteenBitScale())(pixels)
 
 
 def decode_image(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False,
-                 scale: SixteenBitScale | None = None) -> np.ndarray:
+                 scale: ScaleTo8Bit | None = None) -> np.ndarray:
     """An 8-bit RGB (H,W,3) or gray (H,W) image from raw Image fields; 16-bit ones through ``scale`` (the
     camera's ``SixteenBitScale``; None: this image's own bits)."""
     key = encoding.lower()
@@ -168,7 +192,7 @@ def compressed_size(data: bytes) -> tuple[int, int] | None:
 
 
 def decode_compressed(format_: str, data, expected_size: tuple[int, int] | None = None,
-                      scale: SixteenBitScale | None = None) -> np.ndarray:
+                      scale: ScaleTo8Bit | None = None) -> np.ndarray:
     """A ``sensor_msgs/CompressedImage`` (JPEG/PNG) as RGB or gray uint8 (a 16-bit PNG through ``scale``, as
     ``decode_image``). Its header is read first: other formats, sizes beyond ``MAX_PIXELS`` and (with
     ``expected_size`` = (width, height)) any other size are refused before anything is decoded."""

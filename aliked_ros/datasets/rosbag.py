@@ -30,7 +30,8 @@ from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import (StereoCamera, StereoRectification, is_rectified_camera_info,
                                         rectify_from_camera_infos)
-from aliked_ros.image_encoding import EncodingError, SixteenBitScale, decode_compressed, decode_depth, decode_image
+from aliked_ros.image_encoding import (EncodingError, ScaleTo8Bit, SixteenBitScale, decode_compressed, decode_depth,
+                                       decode_image)
 from aliked_ros.odometry import Frame
 from aliked_ros.trajectory import read_tum
 
@@ -67,7 +68,7 @@ def _right_of(topic: str) -> str | None:
     return head + "right" + tail if sep else None
 
 
-def decode_image_message(msg, msgtype: str, scale: SixteenBitScale | None = None) -> np.ndarray:
+def decode_image_message(msg, msgtype: str, scale: ScaleTo8Bit | None = None) -> np.ndarray:
     """``scale``: the camera's 16-bit to 8-bit scale (``SixteenBitScale``; None: each image's own)."""
     if msgtype.endswith("CompressedImage"):
         return decode_compressed(msg.format, msg.data, scale=scale)
@@ -222,7 +223,9 @@ class BagSequence(Sequence):
         try:
             if connection.topic == self.depth_topic:
                 return decode_depth_message(msg)
-            return decode_image_message(msg, connection.msgtype, self._sixteen_bit)
+            scale = self._sixteen_bit.for_camera("right") if connection.topic == self.right_image_topic \
+                else self._sixteen_bit
+            return decode_image_message(msg, connection.msgtype, scale)
         except EncodingError as error:
             self.skipped_messages += 1
             print(f"warning: {self.path}: {connection.topic} message stamped {stamp_of(msg):.6f} s skipped: {error}",

@@ -14,8 +14,8 @@ import numpy as np
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import StereoCamera
-from aliked_ros.image_encoding import (EncodingError, SixteenBitScale, SizeMismatchError, decode_compressed, decode_depth,
-                                       decode_image)
+from aliked_ros.image_encoding import (EncodingError, ScaleTo8Bit, SixteenBitScale, SizeMismatchError,
+                                       decode_compressed, decode_depth, decode_image)
 from aliked_ros.odometry import DuplicateFrameError, Frame, FrameError, StereoFrameError
 
 
@@ -115,7 +115,7 @@ class StereoCameraCache:
         return self._stereo
 
 
-def image_from_message(message: Any, camera: CameraModel | None = None, scale: SixteenBitScale | None = None
+def image_from_message(message: Any, camera: CameraModel | None = None, scale: ScaleTo8Bit | None = None
                        ) -> np.ndarray:
     """RGB (H,W,3) or gray (H,W) uint8 from a sensor_msgs/Image or CompressedImage; with ``camera``, an image of
     another size is refused (SizeMismatchError) before it is decoded; 16-bit images through ``scale`` (the
@@ -140,7 +140,7 @@ def depth_from_message(message: Any, size: tuple[int, int] | None = None) -> np.
 
 
 def frame_from_messages(image_message: Any, depth_message: Any | None, camera: CameraModel, stamp: float,
-                        scale: SixteenBitScale | None = None) -> tuple[Frame, list[str]]:
+                        scale: ScaleTo8Bit | None = None) -> tuple[Frame, list[str]]:
     """The Frame, and warnings (kinds) about inputs that are still used (``depth_all_invalid``: posed without
     depth)."""
     image = image_from_message(image_message, camera, scale)
@@ -160,7 +160,7 @@ def stereo_frame_from_messages(left_message: Any, right_message: Any, stereo: St
     images of both through one ``scale``."""
     left = image_from_message(left_message, stereo.left, scale)
     try:
-        right = image_from_message(right_message, stereo.right, scale)
+        right = image_from_message(right_message, stereo.right, scale.for_camera("right") if scale else None)
     except SizeMismatchError as error:
         raise StereoFrameError(f"right image does not fit the stereo pair: {error}") from error
     return Frame(left, stamp, stereo.left, right_image=right, stereo=stereo)

@@ -173,6 +173,34 @@ def test_an_image_that_jumps_back_pairs_with_depth_that_comes_after_it():
         assert pairing.unmatched["depth"] == 0 and pairing.waiting == 0
 
 
+def test_a_depth_message_with_a_glitched_stamp_loses_nothing_and_a_small_jump_back_pairs():
+    """A driver's one bogus stamp (0) in a 90 Hz depth stream 150 ms ahead of 30 Hz images: every image still
+    pairs (a stream that goes back is kept apart until the images go back too, and that ends when the stream is
+    past its old last stamp again). Then both go back by less than a frame (a restarted driver): the image that
+    went back pairs with the depth that went back before it."""
+    pairing, paired = StampPairing({"depth": 5_000_000}), []
+    depth_period, image_period = NS // 90, NS // 30
+    depth_stamps = iter(NS + j * depth_period for j in range(1000))
+    depth_stamp = next(depth_stamps)
+    for k in range(60):
+        image_stamp = NS + k * image_period
+        while depth_stamp <= image_stamp + 150_000_000:
+            paired += pairing.add("depth", depth_stamp, f"d{depth_stamp}")
+            depth_stamp = next(depth_stamps)
+        if k == 30:
+            paired += pairing.add("depth", 0, "bogus")
+        paired += pairing.add_image(image_stamp, f"i{k}")
+    assert [image for image, _ in paired] == [f"i{k}" for k in range(60)] and pairing.unmatched["depth"] == 0
+    pairing, paired = StampPairing({"depth": 20_000_000}), []
+    for stamp in (100, 133):
+        paired += pairing.add("depth", stamp * 1_000_000, "d") + pairing.add_image(stamp * 1_000_000, "i")
+    paired += pairing.add("depth", 166_000_000, "d166")
+    paired += pairing.add("depth", 120_000_000, "d120") + pairing.add_image(120_000_000, "i120")
+    paired += pairing.add("depth", 153_000_000, "d153") + pairing.add_image(153_000_000, "i153")
+    assert paired[-2:] == [("i120", {"depth": "d120"}), ("i153", {"depth": "d153"})], paired
+    assert pairing.unmatched["depth"] == 0
+
+
 def test_stereo_right_camera_pairs_by_exact_stamp_with_its_camera_info_and_a_stopped_stream_expires():
     """Stereo: "right" is a paired stream (tolerance 0: the same stamp) with a camera_info of its own; left images
     whose right image never comes are decided unpaired after ``pairing_wait`` (no_right), not left in flight."""

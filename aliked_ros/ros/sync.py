@@ -10,7 +10,9 @@ against the stream that is late) when more than ``queue_size`` wait (a stream th
 ``expire``s them (the node's input stage: after ``pairing_wait`` seconds). A stream keeps its messages by time,
 not by count: those that no waiting or later image can take (older than the oldest waiting image, or the last
 image, by more than the tolerance) are dropped, at most ``STREAM_BUFFER`` kept (a 90 Hz depth stream ahead of
-colour images that arrive 150 ms late holds ~15).
+colour images that arrive 150 ms late holds ~15). Time going back (``ros2 bag play --loop``, a restarted driver):
+a stream that goes back first keeps its new timeline apart until the images go back too (a single glitched stamp
+ends that when the stream passes its old last stamp again); images that go back drop those still waiting.
 """
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ class StampPairing:
                                                                for name in tolerances}
         self.unmatched: dict[str, int] = {name: 0 for name in tolerances}
         self._last_image: float | None = None  # the newest image's stamp (images come in stamp order)
-        self._stream_last: dict[str, float] = {}  # each stream's newest stamp
-        self._rewound: set[str] = set()  # streams whose stamps went back (a bag played in a loop, a restarted
-        #                                  driver) while the images have not yet: not pruned against them
+        self._stream_last: dict[str, float] = {}  # each stream's newest stamp on the images' timeline
+        # a stream whose stamps went back (a bag played in a loop, a restarted driver) while the images have not
+        # yet: its messages of the new timeline, kept apart until the images go back too
+        self._ahead: dict[str, deque[tuple[float, Any]]] = {}
 
     @property
     def waiting(self) -> int:
@@ -48,13 +51,17 @@ class StampPairing:
         """Queue an image; the (image, {stream: message}) pairs decided now."""
         if self._last_image is not None and stamp < self._last_image:
             # the images went back in time: those waiting belong to the old timeline and no message of it is
-            # coming; the streams that have not gone back yet hold only old messages, which would pair wrongly
+            # coming; each stream continues with what it sent of the new timeline (nothing if it has not gone
+            # back yet: its buffer holds only old messages, which would pair wrongly)
             while self._images:
                 self.unmatched[self._late_stream(self._images.popleft()[0])] += 1
             for name, buffer in self._streams.items():
-                if name not in self._rewound:
-                    buffer.clear()
-            self._rewound.clear()
+                buffer.clear()
+                buffer.extend(self._ahead.pop(name, ()))
+                if buffer:
+                    self._stream_last[name] = buffer[-1][0]
+                else:
+                    self._stream_last.pop(name, None)
         self._images.append((stamp, image))
         self._last_image = stamp
         while len(self._images) > self.queue_size:
@@ -63,13 +70,20 @@ class StampPairing:
         return self._collect()
 
     def add(self, stream: str, stamp: float, message: Any) -> list[tuple[Any, dict[str, Any]]]:
-        buffer, last = self._streams[stream], self._stream_last.get(stream)
+        """Queue a message of ``stream``; the pairs decided now. A message stamped before the stream's last
+        starts a new timeline, kept apart until the images go back too; a later one back on the old timeline
+        (past its last stamp) ends it: what went back was a glitch, dropped."""
+        last, ahead = self._stream_last.get(stream), self._ahead.get(stream)
+        if ahead is not None:
+            if stamp < last:
+                ahead.append((stamp, message))
+                return []
+            del self._ahead[stream]
+        elif last is not None and stamp < last:
+            self._ahead[stream] = deque([(stamp, message)], maxlen=max(self.queue_size, STREAM_BUFFER))
+            return []
         self._stream_last[stream] = stamp
-        if last is not None and stamp < last:  # the stream went back in time: its older messages are another timeline
-            buffer.clear()
-            if self._last_image is not None and stamp < self._last_image - self.tolerances[stream]:
-                self._rewound.add(stream)  # ahead of the images: kept for them, not pruned against the old ones
-        buffer.append((stamp, message))
+        self._streams[stream].append((stamp, message))
         return self._collect()
 
     def _prune(self) -> None:
@@ -79,7 +93,7 @@ class StampPairing:
         if oldest is None:
             return
         for name, buffer in self._streams.items():
-            while name not in self._rewound and buffer and buffer[0][0] < oldest - self.tolerances[name]:
+            while buffer and buffer[0][0] < oldest - self.tolerances[name]:
                 buffer.popleft()
 
     def _late_stream(self, stamp: float) -> str:
@@ -116,7 +130,7 @@ class StampPairing:
         self._images.clear()
         self._last_image = None
         self._stream_last.clear()
-        self._rewound.clear()
+        self._ahead.clear()
         for buffer in self._streams.values():
             buffer.clear()
 

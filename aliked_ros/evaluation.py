@@ -282,15 +282,16 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
         scaled = alignment == "sim3" and np.linalg.norm(true - true.mean(axis=0), axis=1).max() >= MIN_SCALE_EXTENT_M
         plans.append((map_id, members, score, scaled))
     plans.sort(key=lambda plan: not plan[3])
-    run_scale = None  # sim3: the scale of the longest segment that fixes one, used for segments at rest
+    run_scale = None  # sim3: the scale of the segment with the most scored poses that fixes one, for those at rest
     for map_id, members, score, scaled in plans:
         scored[score] = True
         R, t, s = umeyama(est[score, :3, 3], gt[score, :3, 3], with_scale=scaled)
         if not scaled and alignment == "sim3" and run_scale is not None:  # refit R, t with the run's unit
             R, t, _ = umeyama(run_scale * est[score, :3, 3], gt[score, :3, 3], with_scale=False)
             s = run_scale
-        if scaled and (run_scale is None or len(members) > run_scale_poses):
-            run_scale, run_scale_poses = s, len(members)
+        moved = np.ptp(est[score, :3, 3], axis=0).max() > 1e-12  # (a motionless estimate's s = 1 means nothing)
+        if scaled and moved and (run_scale is None or len(score) > run_scale_poses):
+            run_scale, run_scale_poses = s, len(score)
         aligned[members] = s * est[members, :3, 3] @ R.T + t
         errors = np.linalg.norm(aligned[score] - gt[score, :3, 3], axis=1)
         r, d, m = relative_errors(est[members], gt_at_stamps[members])

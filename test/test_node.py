@@ -530,7 +530,8 @@ def create_orb():
     return create_extractor("orb", ExtractorConfig(device="cpu"))
 
 
-def test_a_frame_finished_after_shutdown_gave_up_on_it_is_not_published(shared_dir, weights_dir, ros_domain, monkeypatch):
+def test_a_frame_finished_after_shutdown_gave_up_on_it_is_not_published(shared_dir, weights_dir, ros_domain,
+                                                                         monkeypatch):
     """A stage still busy when shutdown's time is up (a first frame's kernel compilation on a slow machine) finishes
     its frame after the node's publishers are destroyed: it publishes nothing and logs no error (it published on
     the destroyed handles, counted 'publish_error' and logged a traceback). The node is real and in this process;

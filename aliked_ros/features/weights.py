@@ -74,7 +74,8 @@ def resolve_weights(model_name: str, weights: str | os.PathLike | None = None, d
             return cached
         # cut short, or another file put there: left as it is (offline it may be all the user has) and replaced
         # only by a download that hashes right
-        reason = f"the cached copy {cached} is not the official file (SHA-256 {sha256[:12]}...); "
+        reason = (f"the cached copy {cached} is not the official file (SHA-256 {sha256[:12]}...; to use it anyway, "
+                  f"pass it with the weights parameter); ")
     url = url_template.format(name=model_name)
     if download:
         cached.parent.mkdir(parents=True, exist_ok=True)

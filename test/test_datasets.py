@@ -282,3 +282,84 @@ def test_a_depth_topic_that_is_silent_or_stops(shared_dir, tmp_path, capsys, mon
     assert max(ahead[10:-12]) <= 0.3 + 0.05, ahead  # (the last ~0.3 s come at the end of the bag)
     assert len(frames) == 40 and all(f.depth is not None for f in frames[:10])
     assert all(f.depth is None for f in frames[10:])
+
+
+def test_colour_images_recorded_late_still_find_their_depth(shared_dir, tmp_path):
+    """A bag whose colour images were recorded 0.35 s after their stamp (transport latency) and depth at once: the
+    reader kept the last 8 depth images (0.27 s at 30 Hz), so 22 of 30 frames came without depth, silently, and
+    eval scored them as metric. Depth is now kept for the images still to come (up to DEPTH_WAIT_S)."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from aliked_ros.datasets.bag_writer import _header, camera_info_message
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    Image = store.types["sensor_msgs/msg/Image"]
+
+    def image(array, header, encoding):
+        array = np.ascontiguousarray(array)
+        channels = 1 if array.ndim == 2 else array.shape[2]
+        return store.serialize_cdr(Image(header=header, height=array.shape[0], width=array.shape[1],
+                                         encoding=encoding, is_bigendian=0,
+                                         step=array.shape[1] * channels * array.itemsize,
+                                         data=array.view(np.uint8).reshape(-1)), Image.__msgtype__)
+
+    frames = list(open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd"))[:30]
+    with Writer(tmp_path / "late", version=9) as writer:
+        colour = writer.add_connection("/camera/rgb/image_color", Image.__msgtype__, typestore=store)
+        info = writer.add_connection("/camera/rgb/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+        depth = writer.add_connection("/camera/depth/image", Image.__msgtype__, typestore=store)
+        for frame in frames:
+            header, ns = _header(store, frame.stamp, "cam", False), int(round(frame.stamp * 1e9))
+            writer.write(depth, ns, image(frame.depth.astype("<f4"), header, "32FC1"))
+            message = camera_info_message(store, frame.camera, header, False)
+            writer.write(info, ns + 350_000_000, store.serialize_cdr(message, message.__msgtype__))
+            writer.write(colour, ns + 350_000_000, image(frame.image, header, "rgb8"))
+    read = list(open_sequence(tmp_path / "late"))
+    assert len(read) == 30 and all(f.depth is not None for f in read)
+    for mine, original in zip(read, frames):
+        np.testing.assert_array_equal(mine.depth, original.depth.astype(np.float32))
+
+
+def test_bad_lines_in_euroc_and_kitti_files_are_named(shared_dir, tmp_path, capsys):
+    """A malformed line in a camera list, times.txt, poses.txt or ground-truth csv: a DatasetError naming the
+    file and line (numpy's or int()'s traceback before). A pose row of NaN (a gap) is left out, said; KITTI
+    poses that neither match the images one to one nor reach their frame numbers are refused, not paired
+    with the wrong images (frame 10 took frame 5's pose)."""
+    import shutil
+
+    euroc = tmp_path / "euroc"
+    shutil.copytree(shared_dir / "data/euroc_v101_static_stereo", euroc)
+    csv = euroc / "mav0/cam0/data.csv"
+    lines = csv.read_text().splitlines()
+    data_rows = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")]
+    lines[data_rows[1]] = lines[data_rows[1]].replace(",", ";")
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=rf"data.csv:{data_rows[1] + 1}: expected 'timestamp_ns,filename'"):
+        open_sequence(euroc)
+    source = shared_dir / "data/kitti01_000_050"
+    for name, line, text, message in (("times.txt", 2, "0.20x", "not a number"),
+                                      ("poses.txt", 2, "1 0 0 0 0 1 0 0 0 0 1", "11 columns, expected 12")):
+        kitti = tmp_path / f"kitti_{name}"
+        shutil.copytree(source, kitti)
+        rows = (kitti / name).read_text().splitlines()
+        rows[line] = text
+        (kitti / name).write_text("\n".join(rows) + "\n")
+        with pytest.raises(DatasetError, match=rf"{name}:{line + 1}: {message}"):
+            open_sequence(kitti)
+    gap = tmp_path / "kitti_gap"
+    shutil.copytree(source, gap)
+    rows = (gap / "poses.txt").read_text().splitlines()
+    rows[7] = " ".join(["nan"] * 12)
+    (gap / "poses.txt").write_text("\n".join(rows) + "\n")
+    sequence = open_sequence(gap)
+    assert len(sequence.groundtruth.stamps) == 50 and np.isfinite(sequence.groundtruth.poses).all()
+    assert "1 of 51 poses are not finite" in capsys.readouterr().err
+    subset = tmp_path / "kitti_subset"
+    (subset / "image_0").mkdir(parents=True)
+    for image in sorted((source / "image_0").glob("*.png"))[::2]:
+        shutil.copy(image, subset / "image_0" / image.name)
+    shutil.copy(source / "calib.txt", subset / "calib.txt")
+    (subset / "poses.txt").write_text("\n".join((source / "poses.txt").read_text().splitlines()[:40]) + "\n")
+    with pytest.raises(DatasetError, match="40 poses for 26 images numbered up to 50"):
+        open_sequence(subset)

@@ -5,6 +5,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.odometry import Frame
@@ -13,6 +15,29 @@ from aliked_ros.trajectory import Trajectory
 
 class DatasetError(AlikedRosError):
     """A dataset that cannot be read: missing files, unknown layout, corrupt bag, unknown topic."""
+
+
+def read_table(path: Path, columns: int | None = None, min_columns: int = 1, delimiter: str | None = None
+               ) -> np.ndarray:
+    """A numeric table (``#`` comments and blank lines skipped) as an (N, C) float array: every row ``columns``
+    values (or, without ``columns``, at least ``min_columns`` and as many as the first row). A row that breaks
+    that or holds a value that is not a number raises a DatasetError naming the file and line. (NaN and inf are
+    numbers here: a pose file's gaps; callers decide what they mean.)"""
+    rows: list[list[float]] = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            row = [float(field) for field in text.split(delimiter)]
+        except ValueError:
+            raise DatasetError(f"{path}:{number}: not a number in {text[:80]!r}") from None
+        expected = columns if columns is not None else len(rows[0]) if rows else None
+        if (expected is not None and len(row) != expected) or len(row) < min_columns:
+            wanted = expected if expected is not None else f"at least {min_columns}"
+            raise DatasetError(f"{path}:{number}: {len(row)} columns, expected {wanted}: {text[:80]!r}")
+        rows.append(row)
+    return np.array(rows, float).reshape(len(rows), len(rows[0]) if rows else columns or min_columns)
 
 
 class Sequence(ABC):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from aliked_ros.datasets.base import DatasetError, Sequence
+from aliked_ros.datasets.base import DatasetError, Sequence, read_table
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import StereoRectification, rectify_stereo
 from aliked_ros.geometry.transforms import from_tum, invert
@@ -37,9 +37,15 @@ def _load_yaml(path: Path) -> dict:
 def _entries(cam_dir: Path) -> list[tuple[int, Path]]:
     if not (cam_dir / "data.csv").is_file():
         raise DatasetError(f"EuRoC folder {cam_dir.parent} has no {cam_dir.name}/data.csv")
-    rows = [line.split(",") for line in (cam_dir / "data.csv").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
-    return [(int(r[0]), cam_dir / "data" / r[1].strip()) for r in rows]
+    path, entries = cam_dir / "data.csv", []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        row = line.split(",")
+        if len(row) < 2 or not row[0].strip().isdigit() or not row[1].strip():
+            raise DatasetError(f"{path}:{number}: expected 'timestamp_ns,filename', got {line.strip()[:80]!r}")
+        entries.append((int(row[0]), cam_dir / "data" / row[1].strip()))
+    return entries
 
 
 def _camera(sensor: dict, where: Path) -> CameraModel:
@@ -100,7 +106,7 @@ class EurocSequence(Sequence):
         folder = self.mav / "state_groundtruth_estimate0"
         body = None
         if (folder / "data.csv").is_file():
-            rows = np.loadtxt(folder / "data.csv", delimiter=",", comments="#", ndmin=2)
+            rows = read_table(folder / "data.csv", min_columns=8, delimiter=",")
             # timestamp, p x y z, q w x y z, ...
             tum = np.column_stack([rows[:, 1:4], rows[:, 5:8], rows[:, 4]])
             body = Trajectory(rows[:, 0] * 1e-9, np.array([from_tum(r) for r in tum]))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros.datasets.base import DatasetError, Sequence
+from aliked_ros.datasets.base import DatasetError, Sequence, read_table
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import StereoCamera
 from aliked_ros.image_io import read_image
@@ -48,7 +48,7 @@ class KittiSequence(Sequence):
         self._numbers = np.array(numbers) if min(numbers) >= 0 else None
         times = self.root / "times.txt"
         if times.is_file():
-            self.stamps = self._rows_of(np.loadtxt(times, ndmin=1), times, "stamps")
+            self.stamps = self._rows_of(read_table(times, columns=1)[:, 0], times, "stamps")
         else:
             self.stamps = (self._numbers if self._numbers is not None else np.arange(len(self.images))) * 0.1
             print(f"warning: {self.root} has no times.txt: frames stamped 0.1 s apart by frame number",
@@ -85,13 +85,23 @@ class KittiSequence(Sequence):
                            if p.is_file()), None)
         self.groundtruth = None
         if poses_file is not None:
-            rows = np.loadtxt(poses_file, ndmin=2)
+            rows = read_table(poses_file, columns=12)
             if len(rows) > len(self.images):  # the full sequence's poses: those of the frames this folder holds
-                numbered = self._numbered(rows)
-                rows = numbered if numbered is not None else rows
+                rows = self._rows_of(rows, poses_file, "poses")
+            elif len(rows) < len(self.images) and self._numbers is not None and \
+                    not np.array_equal(self._numbers, np.arange(len(self.images))):
+                # fewer rows than images, and the images are not frames 0, 1, 2, ...: which row is whose is unknown
+                raise DatasetError(f"{poses_file}: {len(rows)} poses for {len(self.images)} images numbered "
+                                   f"{self._numbers.min()}..{self._numbers.max()}: cannot tell which pose is whose")
             poses = np.tile(np.eye(4), (len(rows), 1, 1))
             poses[:, :3, :] = rows.reshape(-1, 3, 4)
-            self.groundtruth = Trajectory(self.stamps[: len(rows)], poses[: len(self.stamps)])
+            usable = np.isfinite(poses).all(axis=(1, 2))
+            if not usable.all():  # a gap in the ground truth: no pose (as read_tum)
+                print(f"warning: {poses_file}: {int((~usable).sum())} of {len(rows)} poses are not finite: left out",
+                      file=sys.stderr)
+            stamps = self.stamps[: len(rows)]
+            poses = poses[: len(self.stamps)]
+            self.groundtruth = Trajectory(stamps[usable[: len(stamps)]], poses[usable[: len(poses)]])
 
     def _rows_of(self, rows: np.ndarray, path: Path, what: str) -> np.ndarray:
         """One row per image: all of them when there are as many rows as images, else the rows numbered like the

@@ -240,6 +240,7 @@ class BagSequence(Sequence):
         wanted = {self.image_topic, self.depth_topic} - {None}
         pending: list[tuple[float, np.ndarray]] = []  # images waiting for their depth
         depths: list[tuple[float, np.ndarray]] = []  # recent depth images
+        last_image: float | None = None  # the newest image's stamp
         with self._reading() as reader:
             connections = [c for c in reader.connections if c.topic in wanted]
             for connection, _, raw in reader.messages(connections=connections):
@@ -248,7 +249,7 @@ class BagSequence(Sequence):
                 if decoded is None:
                     continue
                 if connection.topic == self.image_topic:
-                    image = decoded
+                    image, last_image = decoded, stamp_of(msg)
                     if self.depth_topic is None:
                         yield Frame(image=image, stamp=stamp_of(msg), camera=self.camera)
                     else:
@@ -257,9 +258,12 @@ class BagSequence(Sequence):
                             yield self._pair(*pending.pop(0), depths)
                 else:
                     depths.append((stamp_of(msg), decoded))
-                    depths = depths[-8:]
                     while pending and pending[0][0] + DEPTH_TOLERANCE_S < depths[-1][0]:
                         yield self._pair(*pending.pop(0), depths)
+                if depths:  # kept for the images still to come (recorded up to DEPTH_WAIT_S after their depth)
+                    oldest = pending[0][0] if pending else last_image
+                    depths = [d for d in depths if d[0] >= depths[-1][0] - DEPTH_WAIT_S
+                              and (oldest is None or d[0] >= oldest - DEPTH_TOLERANCE_S)]
             while pending:
                 yield self._pair(*pending.pop(0), depths)
 

@@ -3,11 +3,11 @@ tracking behaviour and bad input."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -232,6 +232,27 @@ def run_eval(*args):
     result = subprocess.run([sys.executable, "-m", "aliked_ros.cli", "eval", *args, "--json", "--quiet"],
                             capture_output=True, text=True, timeout=600)
     return result
+
+
+def test_eval_says_when_no_frame_had_usable_depth_and_scores_it_as_monocular(shared_dir, tmp_path):
+    """An RGB-D folder whose depth images hold no valid pixel (all 0): the frames are posed without depth, and eval
+    said nothing and scored them with SE(3) as if metric. Now it warns, counts them (``frames_without_depth``)
+    and scores Sim(3); with the real depth, the count is 0 and the alignment SE(3)."""
+    import shutil
+
+    folder = tmp_path / "no_depth"
+    shutil.copytree(shared_dir / "data/tum_fr1_rpy_rgbd", folder)
+    for png in (folder / "depth").glob("*.png"):
+        cv2.imwrite(str(png), np.zeros(cv2.imread(str(png), cv2.IMREAD_UNCHANGED).shape, np.uint16))
+    result = run_eval(str(folder), "--extractor", "orb", "--depth", "--max-frames", "12")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames_without_depth"] == 12 and report["alignment"] == "sim3", report
+    assert "12 of 12 frames had no depth image or none with a valid pixel" in result.stderr
+    assert "scored as monocular" in report["note"]
+    result = run_eval(str(shared_dir / "data/tum_fr1_rpy_rgbd"), "--extractor", "orb", "--depth", "--max-frames", "12")
+    report = json.loads(result.stdout)
+    assert report["frames_without_depth"] == 0 and report["alignment"] == "se3" and report["note"] is None
 
 
 def test_eval_cli_json_trajectory_and_plot(shared_dir, tmp_path):

@@ -39,6 +39,7 @@ class OfflineRun:
     last_result: FrameResult | None
     motion_covariances: np.ndarray | None = None  # (len(trajectory),6,6) of each pose's motion, NaN if unknown
     stereo_matches: np.ndarray | None = None  # (processed frames,) left keypoints with a right match (stereo)
+    without_depth: int = 0  # frames read without a depth image or with one without a valid pixel (RGB-D sources)
 
     @property
     def frame_ms(self) -> list[float]:
@@ -58,7 +59,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
     motion_covariances = []
     stereo_matches = []
     stage_ms: dict[str, list[float]] = {}
-    lost = frames = rejected = 0
+    lost = frames = rejected = without_depth = 0
     result = None
     total = min(len(sequence), max_frames) if max_frames else len(sequence)
     for frame in tqdm(sequence, total=total, desc=f"VO {sequence.name}", unit="frame", file=sys.stderr,
@@ -66,6 +67,8 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
         if frames == total:
             break
         frames += 1
+        if frame.depth is None or not np.isfinite(frame.depth).any():
+            without_depth += 1
         try:
             result = vo.process(frame)
         except FrameError as error:
@@ -89,7 +92,7 @@ def run_offline(sequence: Sequence, vo: VisualOdometry, max_frames: int | None =
     trajectory = Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
     return OfflineRun(trajectory, np.array(map_ids, int), np.array(initialized, bool), frames, lost, vo.resets,
                       rejected, stage_ms, result, np.array(motion_covariances).reshape(-1, 6, 6),
-                      stereo_matches=np.array(stereo_matches, int))
+                      stereo_matches=np.array(stereo_matches, int), without_depth=without_depth)
 
 
 def plot_trajectory(metrics: Metrics, path: str | Path, title: str) -> None:
@@ -221,10 +224,17 @@ def run(args: argparse.Namespace) -> int:
         outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
-    alignment = args.alignment if args.alignment != "auto" else \
-        "se3" if sequence.has_stereo or (sequence.has_depth and args.depth) else "sim3"
+    uses_depth = sequence.has_depth and args.depth and not args.score
+    depthless = outcome.without_depth if uses_depth else 0
+    if depthless:  # (the node counts these as warning_depth_all_invalid)
+        print(f"warning: {depthless} of {outcome.frames} frames had no depth image or none with a valid pixel: posed "
+              "without depth", file=sys.stderr)
+    metric = sequence.has_stereo or (sequence.has_depth and args.depth and (args.score or depthless < outcome.frames))
+    alignment = args.alignment if args.alignment != "auto" else "se3" if metric else "sim3"
     metrics = None
     note = None
+    if uses_depth and outcome.frames and depthless == outcome.frames and args.alignment == "auto":
+        note = "no frame had usable depth: scored as monocular (sim3)"
     if sequence.groundtruth is None:
         note = "no ground truth in the source: metrics unavailable"
     else:
@@ -243,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
         "source": str(args.source), "extractor": extractor_name, "device": device, "scored": args.score,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
         "rejected": outcome.rejected, "skipped_messages": getattr(sequence, "skipped_messages", 0),
+        "frames_without_depth": depthless if uses_depth else None,
         "stereo": sequence.has_stereo,
         "rolling_shutter_s": None if args.score else args.rolling_shutter,
         "single_view_prior": None if args.score else args.single_view_prior,

@@ -69,18 +69,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, on_sigint)
     try:
         return int(module.run(args) or 0)
-    except AlikedRosError as error:
+    except (AlikedRosError, OSError) as error:  # (OSError: a file that cannot be read or written: said, not traced)
         print(f"aliked-vo {known.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as error:
         # a KeyboardInterrupt raised inside rclpy's C++ code (e.g. while it converts a message) comes out as
-        # another error: after Ctrl-C that is the interruption, not a defect
+        # another error: after Ctrl-C that is the interruption, not a defect; SIGTERM shuts rclpy down under the
+        # tool (ExternalShutdownException): a stop, not a defect either
         if interrupted:
             print("interrupted", file=sys.stderr)
             return 130
+        if type(error).__name__ == "ExternalShutdownException":
+            print("terminated", file=sys.stderr)
+            return 143
         raise
 
 

@@ -401,3 +401,26 @@ def test_eval_fails_when_nothing_associates_with_the_ground_truth(shared_dir, tm
     report = json.loads(result.stdout)
     assert report["ate_rmse_m"] is None and "fewer than 2 poses match ground-truth stamps" in report["note"]
     assert "both in seconds?" in report["note"] and out.is_file() and len(out.read_text().splitlines()) >= 2
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["eval", "{fr2}", "--extractor", "orb", "--max-frames", "0"], 2, "argument --max-frames: 0 is not >= 1"),
+    (["eval", "{fr2}", "--extractor", "orb", "--max-keypoints", "-5"], 2, "argument --max-keypoints: -5 is not >= 1"),
+    (["eval", "{fr2}", "--extractor", "orb", "--camera-info", "/nonexistent.yaml"], 1,
+     "--camera-info /nonexistent.yaml: no such file"),
+    (["demo", "--frames", "-3"], 2, "argument --frames: -3 is not >= 1"),
+    (["replay", "{fr2}", "--rate", "-1"], 2, "argument --rate: -1 is not >= 0"),
+    (["bench-vo", "{fr2}", "--extractor", "orb", "--solvers", "lmm"], 2, "unknown solver lmm"),
+    (["extract", "{image}", "--extractor", "orb", "-o", "/nonexistent/x.npz"], 1, "No such file or directory"),
+], ids=["max_frames_0", "max_keypoints_negative", "camera_info_missing", "demo_frames_negative", "replay_rate_negative",
+        "unknown_solver", "output_folder_missing"])
+def test_tool_options_out_of_range_are_one_line_errors(args, code, message, shared_dir):
+    """A user's mistake in a tool's options: one line and a non-zero exit, not a traceback, and never taken as "no
+    limit" (--max-frames 0 ran every frame, --frames -3 replayed them all, --rate -1 played at full speed)."""
+    fr2 = shared_dir / "data/tum_fr2_desk"
+    image = sorted((fr2 / "rgb").glob("*.png"))[0]
+    argv = [a.format(fr2=fr2, image=image) for a in args]
+    result = subprocess.run([sys.executable, "-m", "aliked_ros.cli", *argv], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == code and message in result.stderr, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr

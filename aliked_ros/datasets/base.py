@@ -62,6 +62,8 @@ class Sequence(ABC):
 
 def camera_from_file_or(default: Path | None, override: str | Path | None, what: str) -> CameraModel:
     """The camera from ``override`` (a camera_info YAML) if given, else from ``default`` if it exists."""
+    if override and not Path(override).is_file():
+        raise CalibrationError(f"--camera-info {override}: no such file")
     path = Path(override) if override else default
     if path is None or not Path(path).is_file():
         raise CalibrationError(

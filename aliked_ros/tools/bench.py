@@ -30,6 +30,7 @@ import torch
 from aliked_ros.features import ALIKED_MODELS, EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.image_io import read_image
 from aliked_ros.matching import match_mutual_nearest
+from aliked_ros.tools.options import non_negative_int, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,27 +39,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["extract", "node", "pipeline", "soak"], help="what to benchmark")
     parser.add_argument("images", nargs="*", help="extract: image files (e.g. ../shared/data/tum_fr2_desk/rgb/*.png); "
                         "node, pipeline: one source; soak: none (synthetic)")
-    parser.add_argument("--rate", type=float, default=None,
+    parser.add_argument("--rate", type=positive_float, default=None,
                         help="node: replay speed (default 1 = real time); pipeline: frames per second fed (default "
                              "30); soak: frames per second (default 12)")
     parser.add_argument("--extractors", default="aliked-t16,sift,orb",
                         help=f"comma-separated, from {','.join(EXTRACTORS)}")
-    parser.add_argument("--max-keypoints", type=int, default=1024)
+    parser.add_argument("--max-keypoints", type=positive_int, default=1024)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--weights-dir", default=None, help="folder with <model>.pth (default: $ALIKED_WEIGHTS_DIR/cache)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per image")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per image")
+    parser.add_argument("--warmup", type=non_negative_int, default=1)
     parser.add_argument("--no-kornia", action="store_true", help="skip the kornia reference")
     parser.add_argument("--compile", action="store_true",
                         help="extract, pipeline: ALIKED on CUDA through torch.compile (compiled during the warm-up)")
     parser.add_argument("--no-cuda-graph", action="store_true",
                         help="extract: ALIKED on CUDA launches each kernel (default: replays one CUDA graph per frame)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--modes", default="pipelined,single",
                         help="node: worker modes to compare, alternating (pipelined: pipelined:=true; single: false), "
                              "each optionally with node parameters: pipelined+next_frame_wait=0.0; pipeline: "
                              "pipelined, single")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--rounds", type=positive_int, default=1,
                         help="node, pipeline: how many times to run every extractor and mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_soak_arguments(parser)
@@ -109,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"aliked-vo bench {args.what}: give {'image files' if args.what == 'extract' else 'a source'}")
     if args.extractor:
         args.extractors = args.extractor
+    unknown = [name for name in args.extractors.split(",") if name not in EXTRACTORS]
+    if unknown:
+        raise SystemExit(f"aliked-vo bench {args.what}: error: unknown extractor {', '.join(unknown)} (choose from "
+                         f"{', '.join(EXTRACTORS)})")
     if args.rate is None:
         args.rate = 30.0 if args.what == "pipeline" else 1.0
     if args.what == "pipeline":

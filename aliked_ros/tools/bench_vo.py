@@ -20,6 +20,8 @@ from aliked_ros.odometry.optimizer import gtsam_available
 from aliked_ros.tools.eval import run_offline
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
 
+SOLVERS = ("lm", "gtsam", "scipy")
+
 
 class _Replayed:
     """An extractor that hands out precomputed features, looked up by the image they were extracted from (a
@@ -44,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     extractor = create_extractor(args.extractor, extractor_config(args))
+    unknown = [s for s in args.solvers.split(",") if s not in SOLVERS]
+    if unknown:
+        print(f"bench vo: error: unknown solver {', '.join(unknown)} (choose from {', '.join(SOLVERS)})", file=sys.stderr)
+        return 2
     solvers = [s for s in args.solvers.split(",") if s != "gtsam" or gtsam_available()]
     if len(solvers) < len(args.solvers.split(",")):
         print("bench vo: gtsam is not installed (pip install gtsam): skipped", file=sys.stderr)

@@ -28,6 +28,7 @@ from aliked_ros.evaluation import evaluate, json_safe, report_fields
 from aliked_ros.features import ALIKED_MODELS, EXTRACTORS
 from aliked_ros.features.weights import resolve_weights
 from aliked_ros.synth import SynthConfig, SyntheticSequence
+from aliked_ros.tools.options import positive_float, positive_int
 from aliked_ros.trajectory import Trajectory, write_tum
 
 
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, help="replayable source instead of the synthetic sequence")
     parser.add_argument("--camera-info", default=None, metavar="FILE",
                         help="camera_info YAML for a --source without its own calibration (as for eval and replay)")
-    parser.add_argument("--frames", type=int, default=40, help="frames of the synthetic sequence (or max of --source)")
+    parser.add_argument("--frames", type=positive_int, default=40, help="frames of the synthetic sequence (or max of --source)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic sequence seed")
     parser.add_argument("--output-dir", default="aliked_demo", help="where the trajectory and pictures go")
     parser.add_argument("--extractor", choices=EXTRACTORS, default="aliked-t16")
@@ -66,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--source: its two cameras): the node with stereo:=true, metric, se3 alignment")
     parser.add_argument("--domain-id", type=_domain_id, default=None,
                         help="ROS_DOMAIN_ID for the demo graph, 0..101 (default: random)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="s to wait for the node to start")
+    parser.add_argument("--timeout", type=positive_float, default=120.0, help="s to wait for the node to start")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
 

@@ -21,6 +21,7 @@ from aliked_ros.evaluation import Metrics, evaluate, json_safe, report_fields
 from aliked_ros.features import create_extractor
 from aliked_ros.odometry import FrameError, FrameResult, OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
+from aliked_ros.tools.options import positive_float, positive_int
 from aliked_ros.trajectory import Trajectory, TrajectoryError, read_tum, write_tum
 
 
@@ -151,10 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-topic", default=None)
     parser.add_argument("--right-image-topic", default=None, help="stereo bag: the right camera's image topic")
     parser.add_argument("--right-camera-info-topic", default=None)
-    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--max-frames", type=positive_int, default=None)
     parser.add_argument("--output-trajectory", default=None, help="write the estimate here (TUM format)")
     parser.add_argument("--plot", default=None, help="write a PNG of estimate vs ground truth")
-    parser.add_argument("--max-time-difference", type=float, default=0.02,
+    parser.add_argument("--max-time-difference", type=positive_float, default=0.02,
                         help="association tolerance to the ground truth, s")
     parser.add_argument("--alignment", choices=("auto", "sim3", "se3"), default="auto",
                         help="how the estimate is aligned to the ground truth (auto: se3 with depth or stereo, else "

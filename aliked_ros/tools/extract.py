@@ -8,12 +8,13 @@ import numpy as np
 
 from aliked_ros.features import DEFAULT_EXTRACTOR, EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.image_io import read_image
+from aliked_ros.tools.options import positive_int
 
 
 def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by every tool that creates an extractor."""
     parser.add_argument("--extractor", choices=EXTRACTORS, default=DEFAULT_EXTRACTOR)
-    parser.add_argument("--max-keypoints", type=int, default=1024, help="keypoint budget (top-k mode)")
+    parser.add_argument("--max-keypoints", type=positive_int, default=1024, help="keypoint budget (top-k mode)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="score threshold: threshold mode, at most --max-keypoints keypoints")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cuda, cuda:N or cpu")

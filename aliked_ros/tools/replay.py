@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from aliked_ros.datasets import Prefetched, Sequence, open_sequence
+from aliked_ros.tools.options import non_negative_float, non_negative_int, positive_float, positive_int
 
 LOOP_GAP_S = 0.1  # stamp gap between the end of one loop and the start of the next
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="TUM/KITTI/EuRoC folder or rosbag (ROS 1 .bag, ROS 2 folder/.mcap/.db3)")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed: 1 real time, 0 as fast as possible")
+    parser.add_argument("--rate", type=non_negative_float, default=1.0, help="playback speed: 1 real time, 0 as fast as possible")
     parser.add_argument("--namespace", default="/camera", help="topics: <ns>/image, <ns>/camera_info, <ns>/depth")
     parser.add_argument("--image-topic", default=None, help="override <ns>/image")
     parser.add_argument("--camera-info-topic", default=None, help="override <ns>/camera_info")
@@ -45,15 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="start over at the end (stamps keep increasing)")
     parser.add_argument("--wait-for", default=None, metavar="STATUS_TOPIC",
                         help="lock-step: wait for an aliked_ros/TrackingStatus with each frame's stamp")
-    parser.add_argument("--wait-timeout", type=float, default=60.0, help="s per frame in lock-step")
-    parser.add_argument("--wait-subscribers", type=float, default=30.0,
+    parser.add_argument("--wait-timeout", type=positive_float, default=60.0, help="s per frame in lock-step")
+    parser.add_argument("--wait-subscribers", type=non_negative_float, default=30.0,
                         help="s to wait for an image subscriber before starting (0: do not wait)")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--bag-image-topic", default=None, help="image topic to read from a bag (default: found)")
     parser.add_argument("--bag-camera-info-topic", default=None)
     parser.add_argument("--bag-depth-topic", default=None)
-    parser.add_argument("--max-frames", type=int, default=None)
-    parser.add_argument("--start", type=int, default=0, metavar="N",
+    parser.add_argument("--max-frames", type=positive_int, default=None)
+    parser.add_argument("--start", type=non_negative_int, default=0, metavar="N",
                         help="skip the first N frames of the source (e.g. to continue an earlier replay)")
     parser.add_argument("--loopback", action="store_true", help="keep DDS on this machine")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -44,6 +44,7 @@ import numpy as np
 
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.tools.demo import stop_process
+from aliked_ros.tools.options import positive_int
 
 NAMESPACE = "/soak/camera"
 NODE_NAME = "/aliked_vo"
@@ -395,11 +396,11 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``aliked-vo bench soak`` (``--rate``, ``--device``, ``--max-keypoints``, ``--json`` are
     bench's own)."""
     defaults = SoakConfig()
-    parser.add_argument("--frames", type=int, default=defaults.frames, help="soak: frames to publish")
+    parser.add_argument("--frames", type=positive_int, default=defaults.frames, help="soak: frames to publish")
     parser.add_argument("--extractor", default=None,
                         help=f"soak: the node's extractor (default {defaults.extractor}); extract/node: = --extractors X")
     parser.add_argument("--size", default=f"{defaults.width}x{defaults.height}", help="soak: image size WxH")
-    parser.add_argument("--loop-frames", type=int, default=defaults.loop_frames,
+    parser.add_argument("--loop-frames", type=positive_int, default=defaults.loop_frames,
                         help="soak: frames rendered for one seamless lap, published round and round")
     parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup,
                         help="soak: fraction of the frames before the RSS slope is fitted")

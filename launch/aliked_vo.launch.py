@@ -9,7 +9,9 @@ base_frame and camera_frame override
 it only when given (empty = the file's value). With stereo:=true the node reads the rectified pair on
 <camera>/<left_image>, <left_camera_info>, <right_image>, <right_camera_info> (image, camera_info and depth are
 then unused). The launch ends when the node exits: with code 0 after Ctrl-C, with
-code 1 when the node failed (e.g. a parameter it refuses at start: its one-line reason is printed above).
+code 1 when the node failed (e.g. a parameter it refuses at start: its one-line reason is printed above). A
+misspelt argument, an override of the wrong type, a missing params_file or a true/false that is neither stop the
+launch before the node starts (code 1, one line).
 """
 import os
 import signal
@@ -38,6 +40,43 @@ PARAMETER_ARGUMENTS = {
     "base_frame": "robot base frame (TF child)",
     "camera_frame": "camera optical frame: set it to publish base_frame -> camera_frame (camera_mount) on /tf_static",
 }
+
+
+# the type a PARAMETER_ARGUMENTS value must parse to (YAML, as launch_ros passes it); rcl would keep the params
+# file's value without a word when an override's type differs (use_depth:=ture, max_keypoints:=abc)
+ARGUMENT_TYPES = {"max_keypoints": (int,), "use_depth": (bool,), "rolling_shutter_readout": (float, int),
+                  "stereo": (bool,), "compressed": (bool,), "pipelined": (bool,)}
+BOOLEAN_ARGUMENTS = ("use_sim_time", "rviz")
+
+
+def _check_arguments(context):
+    """Refuse, with one line, what the node would otherwise start without: a misspelt argument (launch ignores an
+    undeclared one), an override of the wrong type, a params_file that is not there, a true/false that is neither."""
+    import difflib
+
+    declared = [*PARAMETER_ARGUMENTS, *BOOLEAN_ARGUMENTS, "camera", "image", "camera_info", "depth", "left_image",
+                "left_camera_info", "right_image", "right_camera_info", "params_file"]
+    given = context.launch_configurations
+    for name in given:
+        if name not in declared and (close := difflib.get_close_matches(name, declared, n=1, cutoff=0.85)):
+            raise RuntimeError(f"unknown launch argument {name!r}: did you mean {close[0]!r}?")
+    for name, types in ARGUMENT_TYPES.items():
+        text = given.get(name, "")
+        if text == "":
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        if type(value) not in types:
+            raise RuntimeError(f"launch argument {name}:={text} is not {'true or false' if bool in types else 'a number'}")
+    for name in BOOLEAN_ARGUMENTS:
+        if given.get(name, "false").lower() not in ("true", "false", "1", "0"):
+            raise RuntimeError(f"launch argument {name}:={given[name]} is not true or false")
+    params_file = LaunchConfiguration("params_file").perform(context)
+    if not os.path.isfile(params_file):
+        raise RuntimeError(f"params_file {params_file}: no such file")
+    return []
 
 
 def _odom_frame(context) -> str:
@@ -122,4 +161,5 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with the package's view"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (empty: from params_file)")
          for name, text in PARAMETER_ARGUMENTS.items()]
-    return LaunchDescription(arguments + [OpaqueFunction(function=_node), OpaqueFunction(function=_rviz)])
+    return LaunchDescription(arguments + [OpaqueFunction(function=_check_arguments), OpaqueFunction(function=_node),
+                                          OpaqueFunction(function=_rviz)])

@@ -443,3 +443,21 @@ def test_rviz_fixed_frame_follows_the_odometry_frame(tmp_path):
     assert module._odom_frame(context) == "vo_odom"
     context.launch_configurations["odom_frame"] = "map_odom"
     assert module._odom_frame(context) == "map_odom"
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("extractr:=orb", "unknown launch argument 'extractr': did you mean 'extractor'?"),
+    ("use_depth:=ture", "launch argument use_depth:=ture is not true or false"),
+    ("max_keypoints:=abc", "launch argument max_keypoints:=abc is not a number"),
+    ("params_file:=/nonexistent/params.yaml", "params_file /nonexistent/params.yaml: no such file"),
+    ("rviz:=yes", "launch argument rviz:=yes is not true or false"),
+], ids=["misspelt", "bool_typo", "not_a_number", "no_params_file", "rviz_yes"])
+def test_ros2_launch_refuses_what_the_node_would_silently_ignore(argument, message, ros_process, tools_env):
+    """Launch drops an undeclared argument, rcl keeps the params file's value when an override's type differs and
+    starts on defaults without the params file, and rviz:=yes failed after the node had started (left running):
+    each is refused before the node starts, in one line, exit code 1."""
+    launched = launch(ros_process, tools_env, "camera:=/cam", "extractor:=orb", argument)
+    code = launched.wait(60)
+    output = launched.output()
+    assert code == 1 and message in output, output
+    assert "process started" not in output and "Traceback" not in output, output

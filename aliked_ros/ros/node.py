@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import threading
 import time
@@ -573,13 +574,18 @@ def main(args: list[str] | None = None) -> int:
         # not valid") instead of ExternalShutdownException (a known race: ros2/rclpy#398, ros2/ros2cli#854)
         if rclpy.ok():
             raise
-    except ConfigurationError as error:
+    except (ConfigurationError, ParameterException) as error:  # (ParameterException: one of rclpy's own parameters,
+        #                                                             e.g. use_sim_time:=maybe)
         print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
         return 2
     except AlikedRosError as error:
         print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
         return 1
     finally:
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C in a terminal under ros2 launch reaches the node twice (from the terminal and from launch):
+            # the second must not interrupt the clean-up with a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.shutdown()
             node.destroy_node()

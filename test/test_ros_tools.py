@@ -461,3 +461,16 @@ def test_ros2_launch_refuses_what_the_node_would_silently_ignore(argument, messa
     output = launched.output()
     assert code == 1 and message in output, output
     assert "process started" not in output and "Traceback" not in output, output
+
+
+def test_replay_waiting_for_a_status_topic_nobody_publishes_says_so(shared_dir, ros_process, tools_env):
+    """A typo in --wait-for (/aliked_vo/statuss) waited --wait-timeout per frame (60 s each by default), then
+    exited 0 with only a count in its JSON: now it stops at once with one line, exit 1. (No node here: the
+    inputs have no subscriber either, said and published anyway, as before.)"""
+    process = ros_process([sys.executable, "-m", "aliked_ros.cli", "replay", str(shared_dir / "data/tum_fr2_desk"),
+                           "--no-depth", "--quiet", "--wait-for", "/aliked_vo/statuss", "--wait-subscribers", "1",
+                           "--max-frames", "3"], name="replay", extra_env=tools_env)
+    code = process.wait(60)
+    output = process.output()
+    assert code == 1 and "replay: error: nobody publishes /aliked_vo/statuss (--wait-for)" in output, output
+    assert "Traceback" not in output

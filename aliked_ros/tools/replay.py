@@ -104,10 +104,11 @@ class Replayer:
         self.pub_clock = node.create_publisher(Clock, "/clock", 10) if args.clock else None
         self._status_stamps: set[tuple[int, int]] = set()
         self.published_at: dict[tuple[int, int], float] = {}  # stamp (sec, nanosec) -> monotonic publish time
+        self.status_subscription = None
         if args.wait_for:
             from aliked_ros.msg import TrackingStatus
 
-            node.create_subscription(TrackingStatus, args.wait_for,
+            self.status_subscription = node.create_subscription(TrackingStatus, args.wait_for,
                                      lambda m: self._status_stamps.add((m.header.stamp.sec, m.header.stamp.nanosec)),
                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
 
@@ -221,6 +222,13 @@ def run(args: argparse.Namespace) -> int:
         if args.wait_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_subscribers):
             print(f"replay: no subscriber on {', '.join(replayer.unsubscribed())} after {args.wait_subscribers:.0f} s; "
                   "publishing anyway", file=sys.stderr)
+        status = replayer.status_subscription
+        if status is not None and not replayer._spin(max(args.wait_subscribers, 5.0),
+                                                     lambda: status.get_publisher_count() > 0):
+            print(f"replay: error: nobody publishes {status.topic_name} (--wait-for) after "
+                  f"{max(args.wait_subscribers, 5.0):.0f} s: is the node running, is the topic right (the node's "
+                  "is <its namespace>/aliked_vo/status)?", file=sys.stderr)
+            return 1
         summary = replayer.play(Prefetched(sequence), progress=not args.quiet)  # read ahead while publishing
         replayer._spin(0.5)  # let reliable publishers deliver the tail
     except KeyboardInterrupt:
@@ -229,5 +237,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+    if summary.status_missed:
+        print(f"replay: warning: {summary.status_missed} of {summary.published} frames got no status on "
+              f"{args.wait_for} within {args.wait_timeout:g} s", file=sys.stderr)
     print(json.dumps({"source": str(args.source), **summary.__dict__}))
     return 0

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 import threading
 import time
@@ -582,10 +581,6 @@ def main(args: list[str] | None = None) -> int:
         print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
         return 1
     finally:
-        if threading.current_thread() is threading.main_thread():
-            # Ctrl-C in a terminal under ros2 launch reaches the node twice (from the terminal and from launch):
-            # the second must not interrupt the clean-up with a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.shutdown()
             node.destroy_node()

@@ -721,6 +721,9 @@ def gtsam_available() -> bool:
     return True
 
 
+BA_SOLVERS = ("lm", "gtsam", "scipy")  # bundle_adjust's solvers ("auto" = "lm")
+
+
 def bundle_adjust(problem: BundleProblem, solver: str = "auto", max_iterations: int = 15) -> BundleResult:
     """Optimise the free poses and all points of ``problem``; returns the new values and per-observation errors."""
     if solver == "auto":
@@ -733,6 +736,6 @@ def bundle_adjust(problem: BundleProblem, solver: str = "auto", max_iterations: 
     elif solver == "lm":
         poses, points = _solve_lm(problem, max_iterations)
     else:
-        raise ValueError(f"unknown bundle adjustment solver {solver!r}: auto, lm, scipy or gtsam")
+        raise ValueError(f"unknown bundle adjustment solver {solver!r}: auto, {', '.join(BA_SOLVERS)}")
     r, _ = _reprojection(problem, poses, points)
     return BundleResult(poses, points, np.linalg.norm(r, axis=1), before, _total_cost(problem, poses, points), solver)

@@ -74,7 +74,7 @@ from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.geometry.transforms import make_transform
 from aliked_ros.image_encoding import SixteenBitScale
 from aliked_ros.odometry import OdometryConfig, TrackingState, VisualOdometry
-from aliked_ros.odometry.optimizer import gtsam_available
+from aliked_ros.odometry.optimizer import BA_SOLVERS, gtsam_available
 from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_messages, rejection,
                                      stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
@@ -312,7 +312,7 @@ class VoNode(Node):
                 integer=(0, 1000))
         self._check_choice("qos", ("sensor_data", "reliable"))
         self._check_choice("extractor", EXTRACTORS)
-        self._check_choice("ba_solver", ("lm", "gtsam", "scipy"))
+        self._check_choice("ba_solver", BA_SOLVERS)
         if self._param("ba_solver") == "gtsam" and not gtsam_available():
             raise ConfigurationError("parameter ba_solver = 'gtsam' but gtsam is not installed (pip install gtsam; or "
                                      "ba_solver lm)")

@@ -16,11 +16,9 @@ from aliked_ros.datasets import open_sequence
 from aliked_ros.evaluation import evaluate
 from aliked_ros.features import create_extractor
 from aliked_ros.odometry import OdometryConfig, VisualOdometry
-from aliked_ros.odometry.optimizer import gtsam_available
+from aliked_ros.odometry.optimizer import BA_SOLVERS, gtsam_available
 from aliked_ros.tools.eval import run_offline
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
-
-SOLVERS = ("lm", "gtsam", "scipy")
 
 
 class _Replayed:
@@ -46,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     extractor = create_extractor(args.extractor, extractor_config(args))
-    unknown = [s for s in args.solvers.split(",") if s not in SOLVERS]
+    unknown = [s for s in args.solvers.split(",") if s not in BA_SOLVERS]
     if unknown:
-        print(f"bench vo: error: unknown solver {', '.join(unknown)} (choose from {', '.join(SOLVERS)})", file=sys.stderr)
+        print(f"bench vo: error: unknown solver {', '.join(unknown)} (choose from {', '.join(BA_SOLVERS)})", file=sys.stderr)
         return 2
     solvers = [s for s in args.solvers.split(",") if s != "gtsam" or gtsam_available()]
     if len(solvers) < len(args.solvers.split(",")):

@@ -4,8 +4,8 @@ ros2 launch aliked_ros aliked_vo.launch.py camera:=/camera image:=image_raw extr
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/stereo stereo:=true    # <camera>/left/image_rect, ...
 
 Node parameters come from ``params_file`` (default: the package's config/params.yaml); the launch arguments
-extractor, device, max_keypoints, use_depth, rolling_shutter_readout, stereo, compressed, pipelined, odom_frame,
-base_frame and camera_frame override
+extractor, device, max_keypoints, use_depth, compressed_depth, rolling_shutter_readout, stereo, compressed,
+pipelined, odom_frame, base_frame and camera_frame override
 it only when given (empty = the file's value). With stereo:=true the node reads the rectified pair on
 <camera>/<left_image>, <left_camera_info>, <right_image>, <right_camera_info> (image, camera_info and depth are
 then unused). The launch ends when the node exits: with code 0 after Ctrl-C, with
@@ -31,6 +31,7 @@ PARAMETER_ARGUMENTS = {
     "device": "auto|cuda|cuda:N|cpu",
     "max_keypoints": "keypoint budget per frame (16..20000)",
     "use_depth": "true: subscribe to the registered depth topic (metric pose)",
+    "compressed_depth": "true (with use_depth): subscribe to <depth>/compressedDepth (compressed_depth_image_transport)",
     "rolling_shutter_readout": "RGB-D: the colour camera's row readout time, s (rolling shutter); 0 = global shutter",
     "stereo": "true: subscribe to a rectified stereo pair (left_image, left_camera_info, right_image, "
               "right_camera_info; metric pose)",
@@ -44,7 +45,8 @@ PARAMETER_ARGUMENTS = {
 
 # the type a PARAMETER_ARGUMENTS value must parse to (YAML, as launch_ros passes it); rcl would keep the params
 # file's value without a word when an override's type differs (use_depth:=ture, max_keypoints:=abc)
-ARGUMENT_TYPES = {"max_keypoints": (int,), "use_depth": (bool,), "rolling_shutter_readout": (float, int),
+ARGUMENT_TYPES = {"max_keypoints": (int,), "use_depth": (bool,), "compressed_depth": (bool,),
+                  "rolling_shutter_readout": (float, int),
                   "stereo": (bool,), "compressed": (bool,), "pipelined": (bool,)}
 BOOLEAN_ARGUMENTS = ("use_sim_time", "rviz")
 
@@ -123,6 +125,7 @@ def _node(context):
             ("image/compressed", PathJoinSubstitution([camera, LaunchConfiguration("image"), "compressed"])),
             ("camera_info", PathJoinSubstitution([camera, LaunchConfiguration("camera_info")])),
             ("depth", PathJoinSubstitution([camera, LaunchConfiguration("depth")])),
+            ("depth/compressedDepth", PathJoinSubstitution([camera, LaunchConfiguration("depth"), "compressedDepth"])),
         ] + [remapping for side in ("left", "right") for remapping in (
             (f"{side}/image_rect", PathJoinSubstitution([camera, LaunchConfiguration(f"{side}_image")])),
             (f"{side}/image_rect/compressed",

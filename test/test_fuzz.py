@@ -6,6 +6,7 @@ node: it survives, accounts for every image in /diagnostics, and still tracks a 
 from __future__ import annotations
 
 import random
+import struct
 import tracemalloc
 from types import SimpleNamespace
 
@@ -16,12 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from aliked_ros.compressed_depth import decode_compressed_depth, encode_compressed_depth
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.features import ExtractorConfig, create_extractor
 from aliked_ros.geometry.camera import DISTORTION_MODELS, CameraModel
 from aliked_ros.image_encoding import EncodingError, decode_compressed, decode_depth, decode_image
 from aliked_ros.odometry import Frame, FrameResult, OdometryConfig, VisualOdometry
-from aliked_ros.ros.decoding import CameraCache, CameraInfoError, frame_from_messages, image_from_message, rejection
+from aliked_ros.ros.decoding import (CameraCache, CameraInfoError, depth_from_message, frame_from_messages,
+                                     image_from_message, rejection)
 
 BOUNDED = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -100,6 +103,9 @@ def test_huge_declared_sizes_are_refused_before_allocating():
         huge = png[:16] + (100_000).to_bytes(4, "big") * 2 + png[24:]
         with pytest.raises(EncodingError, match="declares 100000x100000"):
             decode_compressed("png", huge)
+        format_, rvl = encode_compressed_depth(np.ones((2, 2), np.float32), "rvl")  # compressedDepth, RVL
+        with pytest.raises(EncodingError, match="declares 100000x100000"):
+            decode_compressed_depth(format_, rvl[:12] + struct.pack("<II", 100_000, 100_000) + rvl[20:])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -149,6 +155,45 @@ def test_decode_compressed_gives_an_image_or_an_error(data, fmt, expected_size):
     assert image.dtype == np.uint8 and image.ndim in (2, 3) and image.size > 0
     if camera is not None:
         assert image.shape[1::-1][:2] == (camera.width, camera.height)
+
+
+VALID_COMPRESSED_DEPTH = [encode_compressed_depth(np.linspace(0.4, 12, 30, dtype=np.float32).reshape(5, 6), codec,
+                                                  encoding)
+                          for codec in ("png", "rvl") for encoding in ("16UC1", "32FC1")]
+
+
+@st.composite
+def compressed_depth_messages(draw):
+    format_, data = draw(st.sampled_from(VALID_COMPRESSED_DEPTH))
+    data = bytearray(data)
+    kind = draw(st.sampled_from(["random", "mutated", "truncated", "size", "format"]))
+    if kind == "random":
+        data = bytearray(draw(st.binary(max_size=256)))
+    elif kind == "truncated":
+        data = data[: draw(st.integers(0, len(data)))]
+    elif kind == "size" and "rvl" in format_:  # another size in the RVL header
+        data[12:20] = struct.pack("<II", draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)))
+    elif kind == "format":
+        format_ = draw(st.sampled_from(["16UC1; compressedDepth", "32FC1; compressedDepth rvl", "png", "",
+                                        "8UC3; compressedDepth png", "16UC1; compressedDepth jpeg"]))
+    else:
+        for _ in range(draw(st.integers(1, 8))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return CompressedImage(format=format_, data=bytes(data))
+
+
+@BOUNDED
+@given(compressed_depth_messages(), st.sampled_from([None, (6, 5), (5, 6)]))
+def test_compressed_depth_gives_metres_or_a_counted_kind(msg, size):
+    try:
+        depth = depth_from_message(msg, size)
+    except AlikedRosError as error:
+        assert rejection(error)[0] in ("bad_encoding", "bad_depth")
+        return
+    assert depth.dtype == np.float32 and depth.ndim == 2 and depth.size > 0
+    assert not (depth <= 0).any() and not np.isinf(depth).any()
+    if size is not None:
+        assert depth.shape[::-1] == size
 
 
 @st.composite

@@ -135,6 +135,51 @@ def test_node_compressed_and_depth(shared_dir, weights_dir, ros_process, graph, 
     assert status.pose_source == "pnp"
 
 
+def test_node_compressed_depth(shared_dir, weights_dir, ros_process, graph, extractor_cache):
+    """Depth from compressed_depth_image_transport (``compressed_depth``: depth/compressedDepth; png and rvl in
+    one stream, as each message's format says): the poses are the offline pipeline's on the same millimetre
+    depth; a corrupt message and one of the wrong size are counted, and the node poses the next frame."""
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header
+    from vo_graph import camera_info_msg, image_msg
+
+    from aliked_ros.compressed_depth import decode_compressed_depth, encode_compressed_depth
+    from aliked_ros.odometry import Frame
+
+    sequence = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
+    frames = list(sequence)[:8]
+    node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "use_depth:=true", "-p", "qos:=reliable",
+                      "-p", "compressed_depth:=true", "-r", "depth/compressedDepth:=/cam/depth/compressedDepth")
+    g = graph(reliable=True, compressed_depth=True)
+    g.wait_for_node(node, depth=True)
+    for i, frame in enumerate(frames[:5]):
+        status = g.publish_and_wait(frame, depth_encoding="rvl" if i % 2 else "png")
+    assert status.pose_source == "pnp" and status.state == TrackingStatus.STATE_TRACKING
+
+    def send_bad_depth(stamp, format_, data, received):
+        header = Header(stamp=stamp_of(stamp), frame_id="cam")
+        g.pub_info.publish(camera_info_msg(frames[5].camera, header))
+        g.pub_depth.publish(CompressedImage(header=header, format=format_, data=data))
+        g.pub_image.publish(image_msg(frames[5].image, header))
+        assert g.spin_until(lambda: int(g.latest_diagnostics().get("frames_received", 0)) == received, 20)
+
+    format_, data = encode_compressed_depth(frames[5].depth, "rvl")
+    send_bad_depth(frames[4].stamp + 0.01, format_, data[:len(data) // 2], 6)  # cut short
+    small_format, small = encode_compressed_depth(frames[5].depth[::2, ::2], "png")
+    send_bad_depth(frames[4].stamp + 0.02, small_format, small, 7)
+    for frame in frames[5:]:
+        status = g.publish_and_wait(frame, depth_encoding="rvl")
+    assert status.pose_source == "pnp" and status.state == TrackingStatus.STATE_TRACKING
+    assert g.spin_until(lambda: frame_counts(g.latest_diagnostics()) == (8, 0, 2), 10), g.latest_diagnostics()
+    diagnostics = g.latest_diagnostics()
+    assert int(diagnostics["rejected_bad_encoding"]) == 1 and int(diagnostics["rejected_bad_depth"]) == 1, diagnostics
+    millimetres = [Frame(f.image, f.stamp, f.camera, decode_compressed_depth(*encode_compressed_depth(f.depth)))
+                   for f in frames]
+    offline = run_offline(_Frames(millimetres, sequence), VisualOdometry(extractor_cache("orb")), progress=False)
+    g.spin_until(lambda: len(g.odometry) >= len(frames), 10)
+    np.testing.assert_allclose(camera_poses(g), offline.trajectory.poses, atol=1e-6)
+
+
 def test_params_file_namespace_and_remap(shared_dir, weights_dir, ros_process, graph, tmp_path):
     """``aliked-vo run --params-file FILE --ros-args ...``: the file's values, and a ``-p`` given after it wins
     over the file (as with ``ros2 run ... --ros-args --params-file FILE -p ...``)."""

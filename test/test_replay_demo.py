@@ -32,8 +32,9 @@ def cli(*args: str) -> list[str]:
 class Listener:
     """Counts what a replay publishes (pytest process)."""
 
-    def __init__(self, context, namespace="/camera", use_sim_time=False):
+    def __init__(self, context, namespace="/camera", use_sim_time=False, compressed_depth=False):
         from rclpy.parameter import Parameter
+        from sensor_msgs.msg import CompressedImage
 
         self.node = rclpy.create_node("replay_listener", context=context,
                                       parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)])
@@ -41,7 +42,10 @@ class Listener:
         self.images, self.infos, self.depths = [], [], []
         self.node.create_subscription(Image, f"{namespace}/image", self.images.append, qos)
         self.node.create_subscription(CameraInfo, f"{namespace}/camera_info", self.infos.append, qos)
-        self.node.create_subscription(Image, f"{namespace}/depth", self.depths.append, qos)
+        if compressed_depth:
+            self.node.create_subscription(CompressedImage, f"{namespace}/depth/compressedDepth", self.depths.append, qos)
+        else:
+            self.node.create_subscription(Image, f"{namespace}/depth", self.depths.append, qos)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
 
@@ -159,20 +163,30 @@ def test_replay_tum_folder_into_node_equals_eval(shared_dir, weights_dir, ros_pr
     graph.close()
 
 
-@pytest.mark.parametrize("ros1", [True, False], ids=["ros1-bag", "ros2-bag"])
-def test_replay_bags_with_clock(ros1, tmp_path, ros_process, ros_context):
+@pytest.mark.parametrize("ros1, depth_codec", [(True, None), (False, None), (False, "rvl")],
+                         ids=["ros1-bag", "ros2-bag", "ros2-bag-compressed-depth"])
+def test_replay_bags_with_clock(ros1, depth_codec, tmp_path, ros_process, ros_context):
+    """``depth_codec``: the bag's depth in compressedDepth (rvl), replayed with ``--compressed-depth png``."""
+    from aliked_ros.compressed_depth import decode_compressed_depth
     from aliked_ros.datasets.bag_writer import write_bag
 
     sequence = SyntheticSequence(SynthConfig(frames=6))
-    bag = write_bag(sequence, tmp_path / ("synth.bag" if ros1 else "synth"), ros1=ros1)
-    listener = Listener(ros_context, use_sim_time=True)
-    replay = ros_process(cli("replay", str(bag), "--rate", "0", "--clock", "--quiet", "--wait-subscribers", "30"),
-                         name="replay")
+    bag = write_bag(sequence, tmp_path / ("synth.bag" if ros1 else "synth"), ros1=ros1, compressed_depth=depth_codec)
+    listener = Listener(ros_context, use_sim_time=True, compressed_depth=depth_codec is not None)
+    replay = ros_process(cli("replay", str(bag), "--rate", "0", "--clock", "--quiet", "--wait-subscribers", "30",
+                             *(["--compressed-depth", "png"] if depth_codec else [])), name="replay")
     assert listener.spin_until(lambda: len(listener.images) == 6 and len(listener.depths) == 6, 60), replay.output()
     assert replay.wait(30) == 0, replay.output()
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in listener.images]
     np.testing.assert_allclose(stamps, sequence.stamps, atol=1e-6)
-    assert listener.images[0].encoding == "rgb8" and listener.depths[0].encoding == "32FC1"
+    assert listener.images[0].encoding == "rgb8"
+    if depth_codec:
+        assert listener.depths[0].format == "16UC1; compressedDepth png"
+        for message, frame in zip(listener.depths, sequence):
+            depth = decode_compressed_depth(message.format, message.data)
+            assert np.nanmax(np.abs(depth - frame.depth)) <= 0.0005 + 1e-6
+    else:
+        assert listener.depths[0].encoding == "32FC1"
     assert listener.infos[0].k[0] == pytest.approx(sequence.camera.fx)
     # the use_sim_time node's clock follows /clock: it ends at the last frame's stamp
     listener.spin_until(lambda: abs(listener.node.get_clock().now().nanoseconds * 1e-9 - sequence.stamps[-1]) < 1e-6, 5)

@@ -316,15 +316,17 @@ def test_ros2_launch_replay_tools_tf_params_reset_and_sigint(shared_dir, ros_pro
         g.close()
 
     # --- the dumped parameters, back through --params-file (launch's params_file), are accepted as they are; launch
-    # arguments given override them (compressed, use_depth), the others keep the file's values ----------------------
+    # arguments given override them (compressed, use_depth, compressed_depth), the others keep the file's values ----
     relaunched = launch(ros_process, tools_env, "camera:=/cam", "image:=image", f"params_file:={dumped}",
-                        "compressed:=true", "use_depth:=true", "depth:=depth", name="launch_dumped")
+                        "compressed:=true", "use_depth:=true", "compressed_depth:=true", "depth:=depth",
+                        name="launch_dumped")
     got = until(lambda: (r := ros2("param", "get", NODE, "publish_tf", "--timeout", "5")).returncode == 0
                 and "value is" in r.stdout and r.stdout, 90, step=1.0)
     assert got and got.strip() == "Boolean value is: False", (got, relaunched.output()[-3000:])
     assert ros2("param", "get", NODE, "extractor", "--timeout", "20").stdout.strip() == "String value is: orb"
     assert ros2("param", "get", NODE, "base_frame", "--timeout", "20").stdout.strip() == "String value is: robot_base"
-    subscribers = {"/cam/image/compressed": "sensor_msgs/msg/CompressedImage", "/cam/depth": "sensor_msgs/msg/Image",
+    subscribers = {"/cam/image/compressed": "sensor_msgs/msg/CompressedImage",
+                   "/cam/depth/compressedDepth": "sensor_msgs/msg/CompressedImage",
                    "/cam/camera_info": "sensor_msgs/msg/CameraInfo"}
     info_text = until(lambda: (r := ros2("node", "info", NODE)).returncode == 0
                       and parse_node_info(r.stdout).get("Subscribers") == subscribers and r.stdout, 60, step=1.0)

@@ -52,9 +52,11 @@ class VoGraph:
     """Publishers to the node's inputs and subscribers to its outputs, on one test node."""
 
     def __init__(self, context, namespace: str = "/cam", node_ns: str = "/aliked_vo", reliable: bool = False,
-                 compressed: bool = False, stereo: bool = False) -> None:
+                 compressed: bool = False, stereo: bool = False, compressed_depth: bool = False) -> None:
         """``stereo``: publish <namespace>/left/image_rect, left/camera_info, right/image_rect, right/camera_info
-        (the node with stereo:=true and those remapped) instead of image and camera_info."""
+        (the node with stereo:=true and those remapped) instead of image and camera_info. ``compressed_depth``:
+        depth as compressed_depth_image_transport's messages on <namespace>/depth/compressedDepth (``publish``'s
+        ``depth_encoding`` is then the codec, png or rvl)."""
         self.node = rclpy.create_node("vo_test_client", context=context)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
         out_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
@@ -64,7 +66,9 @@ class VoGraph:
             (f"{namespace}/image", f"{namespace}/camera_info")
         self.pub_image = self.node.create_publisher(image_type, image_topic + suffix, qos)
         self.pub_info = self.node.create_publisher(CameraInfo, info_topic, qos)
-        self.pub_depth = self.node.create_publisher(Image, f"{namespace}/depth", qos)
+        self.compressed_depth = compressed_depth
+        self.pub_depth = self.node.create_publisher(CompressedImage, f"{namespace}/depth/compressedDepth", qos) \
+            if compressed_depth else self.node.create_publisher(Image, f"{namespace}/depth", qos)
         self.pub_right_image = self.pub_right_info = None
         if stereo:
             self.pub_right_image = self.node.create_publisher(image_type, f"{namespace}/right/image_rect{suffix}", qos)
@@ -121,7 +125,11 @@ class VoGraph:
                                     header)
         else:
             self.pub_info.publish(camera_info_msg(camera or frame.camera, header))
-        if depth_encoding is not None and frame.depth is not None:
+        if depth_encoding is not None and frame.depth is not None and self.compressed_depth:
+            from aliked_ros.ros.publishing import compressed_depth_message
+
+            self.pub_depth.publish(compressed_depth_message(frame.depth, header, depth_encoding))
+        elif depth_encoding is not None and frame.depth is not None:
             depth = frame.depth.astype(np.float32) if depth_encoding == "32FC1" else \
                 np.nan_to_num(frame.depth * 1000, nan=0).round().astype(np.uint16)
             self.pub_depth.publish(image_msg(depth, header, depth_encoding))

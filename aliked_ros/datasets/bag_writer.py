@@ -1,7 +1,8 @@
 """Writing a ``Sequence`` as a rosbag (ROS 2 sqlite3/mcap, or ROS 1 .bag) with the ``rosbags`` library.
 
 Topics (TUM's names by default): rgb8 images, their camera_info, and with depth 32FC1 images in metres (NaN where
-unknown, as TUM's own bags). A stereo sequence: the rectified left and right images and their camera_infos on
+unknown, as TUM's own bags; with ``compressed_depth`` = "png" or "rvl", 16UC1 millimetres as
+compressed_depth_image_transport writes them, on ``<depth topic>/compressedDepth``). A stereo sequence: the rectified left and right images and their camera_infos on
 ``/stereo/left/image_rect``, ``/stereo/left/camera_info``, ``/stereo/right/image_rect``,
 ``/stereo/right/camera_info`` (P of the right one with Tx = -fx B), which ``BagSequence`` reads back as stereo.
 Message stamps are the frames' stamps; so are the bag's receive times.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros.compressed_depth import encode_compressed_depth
 from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CameraModel
 
@@ -49,7 +51,8 @@ def camera_info_message(typestore, camera: CameraModel, header, ros1: bool, proj
 
 
 def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage: str = "sqlite3",
-              frame_id: str = "camera_rgb_optical_frame", topics: dict[str, str] | None = None) -> Path:
+              frame_id: str = "camera_rgb_optical_frame", topics: dict[str, str] | None = None,
+              compressed_depth: str | None = None) -> Path:
     """Write ``sequence`` to ``path`` (a folder for ROS 2, a .bag file for ROS 1); returns the path."""
     from rosbags.typesys import Stores, get_typestore
 
@@ -71,7 +74,10 @@ def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage:
     with writer:
         image_conn = writer.add_connection(topics["image"], Image.__msgtype__, typestore=typestore)
         info_conn = writer.add_connection(topics["camera_info"], "sensor_msgs/msg/CameraInfo", typestore=typestore)
-        depth_conn = writer.add_connection(topics["depth"], Image.__msgtype__, typestore=typestore) \
+        CompressedImage = typestore.types["sensor_msgs/msg/CompressedImage"]
+        depth_type = CompressedImage if compressed_depth else Image
+        depth_topic = f"{topics['depth']}/compressedDepth" if compressed_depth else topics["depth"]
+        depth_conn = writer.add_connection(depth_topic, depth_type.__msgtype__, typestore=typestore) \
             if sequence.has_depth and not sequence.has_stereo else None
         right_conn = right_info_conn = None
         if sequence.has_stereo:
@@ -93,7 +99,11 @@ def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage:
                 writer.write(right_conn, time_ns, serialize(image_message(frame.right_image, header), Image.__msgtype__))
                 info = camera_info_message(typestore, frame.stereo.right, header, ros1, frame.stereo.projections()[1])
                 writer.write(right_info_conn, time_ns, serialize(info, info.__msgtype__))
-            if depth_conn is not None and frame.depth is not None:
+            if depth_conn is not None and frame.depth is not None and compressed_depth:
+                format_, data = encode_compressed_depth(frame.depth, compressed_depth, "16UC1")
+                depth = CompressedImage(header=header, format=format_, data=np.frombuffer(data, np.uint8))
+                writer.write(depth_conn, time_ns, serialize(depth, CompressedImage.__msgtype__))
+            elif depth_conn is not None and frame.depth is not None:
                 metres = np.ascontiguousarray(frame.depth, dtype="<f4")
                 depth = Image(header=header, height=metres.shape[0], width=metres.shape[1], encoding="32FC1",
                               is_bigendian=0, step=metres.shape[1] * 4, data=metres.view(np.uint8).reshape(-1))

@@ -1,9 +1,11 @@
 """Rosbags (ROS 1 ``.bag``; ROS 2 sqlite3 or mcap folders/files), read with the pure-Python ``rosbags`` library.
 
 Topics: ``image_topic`` (sensor_msgs/Image or CompressedImage), ``camera_info_topic`` and, with ``use_depth``,
-``depth_topic`` (Image, 16UC1 mm or 32FC1 m). Left as None they are found: TUM's names
+``depth_topic`` (Image, 16UC1 mm or 32FC1 m; or a CompressedImage ``.../compressedDepth`` topic of
+compressed_depth_image_transport, png or rvl). Left as None they are found: TUM's names
 (/camera/rgb/image_color, /camera/rgb/camera_info, /camera/depth/image) when present, else the only image
-topic, the camera_info beside it and the only image topic with "depth" in its name. Frames carry the
+topic, the camera_info beside it and the only depth topic (an image topic with "depth" in its name; a raw one
+before its own compressedDepth, a RealSense's aligned_depth_to_color before the others). Frames carry the
 images' header stamps; each image is paired with the depth image nearest in stamp (within 20 ms).
 Ground truth: a TUM-format ``groundtruth.txt`` in a ROS 2 bag's folder or beside the bag, if present.
 
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aliked_ros.compressed_depth import decode_compressed_depth
 from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import (StereoCamera, StereoRectification, is_rectified_camera_info,
@@ -75,8 +78,19 @@ def decode_image_message(msg, msgtype: str, scale: ScaleTo8Bit | None = None) ->
     return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), scale)
 
 
-def decode_depth_message(msg) -> np.ndarray:
+def decode_depth_message(msg, msgtype: str = IMAGE_TYPES[0]) -> np.ndarray:
+    if msgtype.endswith("CompressedImage"):
+        return decode_compressed_depth(msg.format, msg.data)
     return decode_depth(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+
+
+def is_depth_topic(topic: str, msgtype: str) -> bool:
+    """An image topic that holds depth: a raw one with "depth" in its name, or the compressedDepth topic of one
+    (image_transport advertises a compressedDepth topic beside a colour image too: that one is not depth)."""
+    if msgtype == IMAGE_TYPES[1]:
+        base, sep, _ = topic.rpartition("/compressedDepth")
+        return bool(sep) and not _ and "depth" in base.lower()
+    return msgtype == IMAGE_TYPES[0] and "depth" in topic.lower()
 
 
 class BagSequence(Sequence):
@@ -96,7 +110,7 @@ class BagSequence(Sequence):
             raise DatasetError(f"cannot read bag {path}: {error}") from None
         listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items()))
         images = [t for t, m in topics.items() if m in IMAGE_TYPES]
-        colour = [t for t in images if "depth" not in t]
+        colour = [t for t in images if "depth" not in t.lower()]
         self.right_image_topic = None
         pairs = [(t, _right_of(t)) for t in colour if _right_of(t) in colour]
         if stereo or (stereo is None and camera_info is None):  # None: stereo when the bag has a pair
@@ -126,13 +140,16 @@ class BagSequence(Sequence):
             self.camera_info_topic = self._choose(camera_info_topic, default_info, infos, "camera_info", listing, topics, (CAMERA_INFO_TYPE,))
         self.depth_topic = None
         if use_depth:
-            depth_candidates = [t for t in images if "depth" in t and topics[t] == IMAGE_TYPES[0]]
+            depth_candidates = [t for t in images if is_depth_topic(t, topics[t])]
+            # a raw depth topic and its own compressedDepth: the raw one
+            depth_candidates = [t for t in depth_candidates if t.removesuffix("/compressedDepth") == t
+                                or t.removesuffix("/compressedDepth") not in depth_candidates]
             if depth_topic is not None or TUM_TOPICS[2] in topics or depth_candidates:
                 # a RealSense bag has several: the one registered to the colour camera, else the caller names one
                 registered = next((t for t in depth_candidates if "aligned_depth_to_color" in t), TUM_TOPICS[2])
                 preferred = TUM_TOPICS[2] if TUM_TOPICS[2] in topics else registered
                 self.depth_topic = self._choose(depth_topic, preferred, depth_candidates, "depth", listing, topics,
-                                                IMAGE_TYPES[:1])
+                                                IMAGE_TYPES)
         if self.depth_topic is not None and counts.get(self.depth_topic, 0) == 0:
             print(f"warning: {self.path}: depth topic {self.depth_topic} has no messages: read as monocular",
                   file=sys.stderr)
@@ -222,7 +239,7 @@ class BagSequence(Sequence):
         corrupt JPEG): skipped, counted in ``skipped_messages`` and named on stderr."""
         try:
             if connection.topic == self.depth_topic:
-                return decode_depth_message(msg)
+                return decode_depth_message(msg, connection.msgtype)
             scale = self._sixteen_bit.for_camera("right") if connection.topic == self.right_image_topic \
                 else self._sixteen_bit
             return decode_image_message(msg, connection.msgtype, scale)

@@ -27,7 +27,8 @@ Structure (each part testable on its own):
 
 Topics (relative names, remap or namespace them):
   in   ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, parameter ``compressed``),
-       ``camera_info``, optional ``depth`` (registered depth, 16UC1 mm or 32FC1 m; parameter ``use_depth``);
+       ``camera_info``, optional ``depth`` (registered depth, 16UC1 mm or 32FC1 m; parameter ``use_depth``) or
+       ``depth/compressedDepth`` (compressed_depth_image_transport's png or rvl; parameter ``compressed_depth``);
        with ``stereo`` instead: ``left/image_rect`` (the camera tracked and posed), ``left/camera_info``,
        ``right/image_rect``, ``right/camera_info`` (``.../image_rect/compressed`` with ``compressed``): a
        rectified pair, left and right paired by stamp (``stereo_sync_tolerance``, 0 = exact), the metric scale
@@ -189,7 +190,12 @@ class VoNode(Node):
             self.create_subscription(image_type, "image" + suffix, self._on_image, qos)
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
         if p("use_depth"):
-            self.create_subscription(Image, "depth", self._on_depth, qos)
+            if p("compressed_depth"):
+                self.create_subscription(CompressedImage, "depth/compressedDepth", self._on_depth, qos)
+            else:
+                self.create_subscription(Image, "depth", self._on_depth, qos)
+        elif p("compressed_depth"):
+            self.get_logger().warning("compressed_depth applies with use_depth:=true only: no depth is subscribed")
 
         self.outputs = OutputSet(self, self._param)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -263,6 +269,8 @@ class VoNode(Node):
         declare("rectified", False, "the image is rectified (image_proc's image_rect): intrinsics from camera_info's "
                 "P, no distortion; false: the raw image, K and D (monocular and RGB-D; stereo always reads P)")
         declare("use_depth", False, "subscribe to a registered depth image (16UC1 mm or 32FC1 m) for metric pose")
+        declare("compressed_depth", False, "with use_depth: subscribe to depth/compressedDepth (CompressedImage "
+                "of compressed_depth_image_transport, png or rvl) instead of depth")
         declare("depth_sync_tolerance", 0.02, "max stamp difference between image and depth, s", floating=(0.0, 1.0))
         declare("rolling_shutter_readout", 0.0, "RGB-D: the colour camera's rolling shutter reads its rows out over "
                 "this long, s (top to bottom, image stamp = centre row); 0 = global shutter", floating=(0.0, 0.1))
@@ -378,7 +386,7 @@ class VoNode(Node):
         self.inputs.add_image(stamp_ns(msg.header.stamp), msg)
 
     @guarded
-    def _on_depth(self, msg: Image) -> None:
+    def _on_depth(self, msg: Image | CompressedImage) -> None:
         self.inputs.add_paired("depth", stamp_ns(msg.header.stamp), msg)
 
     @guarded

@@ -12,6 +12,7 @@ from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from aliked_ros.compressed_depth import encode_compressed_depth
 from aliked_ros.geometry.camera import CameraModel
 from aliked_ros.msg import FrameKeypoints, TrackingStatus
 from aliked_ros.ros.frames import quaternion
@@ -48,6 +49,12 @@ def compressed_message(image: np.ndarray, header: Header, fmt: str = "png") -> C
     if not ok:
         raise ValueError(f"cannot encode image as {fmt}")
     return CompressedImage(header=header, format=fmt, data=encoded.tobytes())
+
+
+def compressed_depth_message(depth: np.ndarray, header: Header, codec: str = "png") -> CompressedImage:
+    """Depth in metres as compressed_depth_image_transport publishes a 16UC1 (millimetre) depth image."""
+    format_, data = encode_compressed_depth(depth, codec, "16UC1")
+    return CompressedImage(header=header, format=format_, data=data)
 
 
 def camera_info_message(camera: CameraModel, header: Header) -> CameraInfo:

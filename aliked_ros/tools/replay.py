@@ -4,7 +4,8 @@ image / camera_info / depth topics with the original stamps.
 ``--rate 1`` plays in real time, ``--rate 0`` as fast as possible; ``--wait-for STATUS_TOPIC`` publishes each
 frame only after the aliked_vo node reported the previous one (lock-step: nothing is dropped, whatever the
 processing speed). ``--clock`` publishes /clock from the frame stamps for nodes with use_sim_time. Ctrl-C stops
-cleanly. Depth goes out as 32FC1 (metres), images as rgb8/mono8 (or PNG with ``--compressed``).
+cleanly. Depth goes out as 32FC1 (metres; or 16UC1 millimetres on ``<depth>/compressedDepth`` with
+``--compressed-depth png|rvl``), images as rgb8/mono8 (or PNG with ``--compressed``).
 
 A stereo source (KITTI with image_1, EuRoC with cam1 — rectified on reading —, a stereo bag; ``--no-stereo``:
 the left camera alone) goes out as ``<ns>/left/image_rect``, ``<ns>/left/camera_info``, ``<ns>/right/image_rect``,
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--right-camera-info-topic", default=None, help="stereo: override <ns>/right/camera_info")
     parser.add_argument("--no-depth", action="store_true", help="do not publish depth")
     parser.add_argument("--compressed", action="store_true", help="publish <image>/compressed (PNG) instead")
+    parser.add_argument("--compressed-depth", choices=("png", "rvl"), default=None,
+                        help="publish depth on <depth>/compressedDepth (16UC1 mm, compressed_depth_image_transport's "
+                             "png or rvl) instead of 32FC1 metres on <depth>")
     parser.add_argument("--frame-id", default="camera_optical_frame")
     parser.add_argument("--clock", action="store_true", help="publish /clock from the frame stamps")
     parser.add_argument("--qos", choices=["reliable", "sensor_data"], default="reliable")
@@ -94,8 +98,11 @@ class Replayer:
         self.pub_image = image_publisher(image_topic)
         self.pub_info = node.create_publisher(CameraInfo, args.camera_info_topic or
                                               (f"{ns}/left/camera_info" if stereo else f"{ns}/camera_info"), qos)
+        compressed_depth = getattr(args, "compressed_depth", None)  # callers may build args without it
+        depth_topic = args.depth_topic or f"{ns}/depth"
         self.pub_depth = None if args.no_depth or stereo or not depth else \
-            node.create_publisher(Image, args.depth_topic or f"{ns}/depth", qos)
+            node.create_publisher(CompressedImage, f"{depth_topic}/compressedDepth", qos) if compressed_depth else \
+            node.create_publisher(Image, depth_topic, qos)
         self.pub_right_image = self.pub_right_info = None
         if stereo:
             self.pub_right_image = image_publisher(getattr(args, "right_image_topic", None) or f"{ns}/right/image_rect")
@@ -141,7 +148,8 @@ class Replayer:
         is published."""
         from rosgraph_msgs.msg import Clock
 
-        from aliked_ros.ros.publishing import camera_info_message, compressed_message, image_message, make_header
+        from aliked_ros.ros.publishing import (camera_info_message, compressed_depth_message, compressed_message,
+                                               image_message, make_header)
 
         args = self.args
         published = depth_published = right_published = missed = 0
@@ -179,7 +187,9 @@ class Replayer:
                                                  else image_message(frame.right_image, header))
                     right_published += 1
                 if self.pub_depth is not None and frame.depth is not None:
-                    self.pub_depth.publish(image_message(frame.depth, header))
+                    codec = getattr(args, "compressed_depth", None)
+                    self.pub_depth.publish(compressed_depth_message(frame.depth, header, codec) if codec
+                                           else image_message(frame.depth, header))
                     depth_published += 1
                 self.pub_image.publish(compressed_message(frame.image, header) if args.compressed
                                        else image_message(frame.image, header))

@@ -1,0 +1,154 @@
+"""Depth in compressed_depth_image_transport's ``compressedDepth`` format (png and rvl): the wire format against
+messages built by hand from the plugin's definition, real depth through both codecs, malformed messages, and a
+RealSense-style bag (colour raw, depth compressed) read as RGB-D. The node's side: test_node.py."""
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from aliked_ros.compressed_depth import (compressed_depth_size, decode_compressed_depth, encode_compressed_depth,
+                                         parse_format, rvl_decode, rvl_encode)
+from aliked_ros.datasets import open_sequence
+from aliked_ros.datasets.bag_writer import write_bag
+from aliked_ros.image_encoding import EncodingError
+from aliked_ros.odometry import Frame, VisualOdometry
+from aliked_ros.tools.eval import run_offline
+
+# RvlCodec on [0, 0, 5, 7, 0], worked by hand: zeros 2 -> nibble 2; non-zeros 2 -> 2; 5 - 0 zig-zags to 10 =
+# 0b1_010 -> nibbles 0xA (010, more follows), 0x1; 7 - 5 -> 4; zeros 1 -> 1; non-zeros 0 -> 0. Seven nibbles
+# 2 2 A 1 4 1 0, first in the top of the word, the last word shifted up: 0x22A14100, little-endian.
+RVL_EXAMPLE = ([0, 0, 5, 7, 0], bytes.fromhex("0041a122"))
+
+
+def _header(quant_a: float = 0.0, quant_b: float = 0.0) -> bytes:
+    return struct.pack("<iff", 0, quant_a, quant_b)  # ConfigHeader {INV_DEPTH, depthParam[2]}
+
+
+def test_rvl_matches_the_plugins_codec():
+    pixels, stream = RVL_EXAMPLE
+    assert rvl_encode(np.array(pixels, np.uint16)) == stream
+    assert rvl_decode(stream, len(pixels)).tolist() == pixels
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 9, 1000):  # runs of every kind, and deltas across the whole 16-bit range
+        for _ in range(20):
+            pixels = rng.integers(0, 65536, size).astype(np.uint16)
+            pixels[rng.random(size) < 0.4] = 0
+            assert np.array_equal(rvl_decode(rvl_encode(pixels), size), pixels)
+
+
+def test_hand_built_messages_decode_as_the_plugin_defines():
+    millimetres = np.array([[0, 500, 1234], [65535, 1, 0]], np.uint16)
+    ok, png = cv2.imencode(".png", millimetres)
+    for format_ in ("16UC1; compressedDepth png", "16UC1; compressedDepth"):  # the ROS 1 / older ROS 2 format
+        depth = decode_compressed_depth(format_, _header() + png.tobytes())
+        expected = np.where(millimetres > 0, millimetres / 1000.0, np.nan).astype(np.float32)
+        np.testing.assert_array_equal(depth, expected)
+    rvl = _header() + struct.pack("<II", 3, 2) + rvl_encode(millimetres.ravel())
+    assert compressed_depth_size("16UC1; compressedDepth rvl", rvl) == (3, 2)
+    np.testing.assert_array_equal(decode_compressed_depth("16UC1; compressedDepth rvl", rvl), expected)
+    # 32FC1: quantised inverse depth with the plugin's defaults (depth_max 10 m, depth_quantization 100)
+    quant_a = 100.0 * 101.0
+    quant_b = 1.0 - quant_a / 10.0
+    inverse = np.array([[0, 1, 19191], [10100, 2000, 0]], np.uint16)
+    ok, png = cv2.imencode(".png", inverse)
+    depth = decode_compressed_depth("32FC1; compressedDepth png", _header(quant_a, quant_b) + png.tobytes())
+    expected = np.where(inverse > 0, np.float32(quant_a) / (inverse.astype(np.float32) - np.float32(quant_b)), np.nan)
+    np.testing.assert_allclose(depth, expected, rtol=1e-6)
+    assert depth[0, 1] == pytest.approx(10.0) and depth[0, 2] == pytest.approx(0.5, abs=1e-4)
+
+
+@pytest.mark.parametrize("codec", ["png", "rvl"])
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
+def test_real_depth_through_each_codec(shared_dir, codec, encoding):
+    depth = next(iter(open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd"))).depth
+    format_, data = encode_compressed_depth(depth, codec, encoding)
+    assert format_ == f"{encoding}; compressedDepth {codec}" and len(data) < depth.size
+    decoded = decode_compressed_depth(format_, data)
+    assert decoded.shape == depth.shape and decoded.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(depth) | (depth >= 10.0))
+    # millimetres: half a millimetre; inverse depth: its quantum at 10 m is 1 cm, finer nearer
+    bound = 0.0005 if encoding == "16UC1" else np.nanmax(depth) ** 2 / (100 * 101)
+    assert np.nanmax(np.abs(decoded - depth)) <= bound * 1.0001
+
+
+def test_malformed_messages_are_refused_with_a_reason():
+    format_, data = encode_compressed_depth(np.full((4, 6), 1.5, np.float32), "rvl")
+    cases = [
+        ("16UC1; compressedDepth jpeg", data, "unsupported compressed depth format"),
+        ("rgb8; compressedDepth png", data, "expected 16UC1"),
+        (format_, data[:12], "not even its 12-byte header"),
+        (format_, data[:15], "ends inside its size"),
+        (format_, data[:20], "the stream ends after"),
+        (format_, data[:12] + struct.pack("<II", 1 << 16, 1 << 16) + data[20:], "declares 65536x65536 px"),
+        (format_, data[:12] + struct.pack("<II", 3, 4) + data[20:], "runs beyond the image"),
+        ("16UC1; compressedDepth png", data, "holds no PNG"),
+        ("32FC1; compressedDepth rvl", _header(float("nan"), 1.0) + data[12:], "unusable quantisation"),
+    ]
+    ok, eight_bit = cv2.imencode(".png", np.zeros((4, 6), np.uint8))
+    cases.append(("16UC1; compressedDepth png", _header() + eight_bit.tobytes(), "not a readable 16-bit"))
+    for format_case, data_case, message in cases:
+        with pytest.raises(EncodingError, match=message):
+            decode_compressed_depth(format_case, data_case)
+    with pytest.raises(EncodingError):
+        parse_format("png")
+    rng = np.random.default_rng(0)  # corrupt streams: an EncodingError or an image, never another exception
+    for _ in range(300):
+        corrupt = bytearray(data)
+        corrupt[20 + rng.integers(len(data) - 20)] = rng.integers(256)
+        try:
+            assert decode_compressed_depth(format_, bytes(corrupt)).shape == (4, 6)
+        except EncodingError:
+            pass
+
+
+class _MillimetreDepth:
+    """The sequence's frames with their depth rounded to millimetres (what a 16UC1 depth camera sends)."""
+
+    def __init__(self, sequence, count: int) -> None:
+        self.frames = [Frame(f.image, f.stamp, f.camera, np.where(f.depth < 10, np.round(f.depth * 1000) / 1000,
+                                                                    np.nan).astype(np.float32))
+                       for f, _ in zip(sequence, range(count))]
+        self.name = sequence.name
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames)
+
+
+@pytest.mark.parametrize("codec, ros1", [("rvl", False), ("png", True)], ids=["rvl-ros2", "png-ros1"])
+def test_realsense_style_bag_with_compressed_depth(shared_dir, tmp_path, extractor_cache, codec, ros1):
+    """Colour raw, depth on .../aligned_depth_to_color/image_raw/compressedDepth (as a RealSense bag recorded
+    with image_transport's topics): found as the depth topic, decoded, and posed as the same frames with
+    millimetre depth."""
+    folder = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
+    topics = {"image": "/camera/color/image_raw", "camera_info": "/camera/color/camera_info",
+              "depth": "/camera/aligned_depth_to_color/image_raw"}
+    bag = open_sequence(write_bag(folder, tmp_path / ("rs.bag" if ros1 else "rs"), ros1=ros1, topics=topics,
+                                  compressed_depth=codec))
+    assert bag.has_depth and bag.depth_topic == "/camera/aligned_depth_to_color/image_raw/compressedDepth"
+    expected = _MillimetreDepth(folder, 10)
+    for got, want in zip(bag, expected.frames):
+        np.testing.assert_array_equal(got.depth, want.depth)
+    extractor = extractor_cache("orb")
+    from_bag = run_offline(bag, VisualOdometry(extractor), max_frames=10, progress=False)
+    reference = run_offline(expected, VisualOdometry(extractor), progress=False)
+    np.testing.assert_allclose(from_bag.trajectory.poses, reference.trajectory.poses, atol=1e-9)
+    assert np.linalg.norm(from_bag.trajectory.poses[-1][:3, 3]) > 0.005  # metric motion, not a standstill
+
+
+def test_which_bag_topics_are_depth():
+    """image_transport advertises every plugin's topic beside every image: the colour camera's compressedDepth
+    and the depth camera's JPEG-compressed topic are not depth."""
+    from aliked_ros.datasets.rosbag import is_depth_topic
+
+    compressed, raw = "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image"
+    assert is_depth_topic("/camera/aligned_depth_to_color/image_raw/compressedDepth", compressed)
+    assert is_depth_topic("/camera/depth/image_rect_raw", raw)
+    assert not is_depth_topic("/camera/color/image_raw/compressedDepth", compressed)
+    assert not is_depth_topic("/camera/depth/image_rect_raw/compressed", compressed)
+    assert not is_depth_topic("/camera/depth/image_rect_raw/compressedDepth/extra", compressed)

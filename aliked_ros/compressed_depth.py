@@ -30,11 +30,6 @@ _MILLIMETRES = ("16uc1", "mono16")
 _INVERSE_DEPTH = ("32fc1",)
 
 
-def is_compressed_depth(format_: str) -> bool:
-    """The format string of a compressedDepth message (not of a JPEG/PNG colour image)."""
-    return "compresseddepth" in format_.lower()
-
-
 def parse_format(format_: str) -> tuple[str, str]:
     """(encoding lower-cased, codec "png" or "rvl") of a compressedDepth ``format`` string, read as the plugin's
     decoder reads it; EncodingError for any other."""
@@ -103,18 +98,21 @@ def decode_compressed_depth(format_: str, data) -> np.ndarray:
 def encode_compressed_depth(depth: np.ndarray, codec: str = "png", encoding: str = "16UC1",
                             depth_max: float = 10.0, quantization: float = 100.0) -> tuple[str, bytes]:
     """(format, data) of a compressedDepth message for ``depth`` in metres (NaN, 0 or negative: none), as the
-    plugin's publisher writes it with its parameters ``depth_max`` and ``depth_quantization`` (depths at or beyond
-    ``depth_max`` are dropped, as there). 16UC1 rounds to millimetres (the plugin takes a 16UC1 image as it is);
-    32FC1 stores quantised inverse depth (depths too near for 16 bits are dropped instead of wrapping)."""
+    plugin's publisher writes it with its parameters ``depth_max`` and ``depth_quantization``. 16UC1: millimetres,
+    rounded (the plugin takes a 16UC1 image as it is), those above ``depth_max`` dropped; 32FC1: quantised inverse
+    depth, depths at or beyond ``depth_max`` dropped, as there, and those too near for 16 bits too (instead of
+    wrapping)."""
     if codec not in ("png", "rvl"):
         raise ValueError(f"codec {codec!r}: png or rvl")
     depth = np.asarray(depth, np.float32)
-    valid = np.isfinite(depth) & (depth > 0) & (depth < depth_max)
+    valid = np.isfinite(depth) & (depth > 0)
     quant_a = quant_b = 0.0
     if encoding.lower() in _MILLIMETRES:
-        millimetres = np.where(valid, np.round(np.where(valid, depth, 0) * 1000.0), 0)
-        pixels = np.clip(millimetres, 0, 65535).astype(np.uint16)
+        millimetres = np.round(np.where(valid, depth, 0) * 1000.0)
+        valid &= millimetres <= min(int(depth_max * 1000.0), 65535)
+        pixels = np.where(valid, millimetres, 0).astype(np.uint16)
     elif encoding.lower() in _INVERSE_DEPTH:
+        valid &= depth < depth_max
         quant_a = np.float32(quantization * (quantization + 1.0))
         quant_b = np.float32(1.0 - quant_a / np.float32(depth_max))
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -17,6 +17,45 @@ from aliked_ros.image_encoding import EncodingError
 from aliked_ros.odometry import Frame, VisualOdometry
 from aliked_ros.tools.eval import run_offline
 
+def _rvl_compress_reference(pixels) -> bytes:
+    """RvlCodec::CompressRVL, statement by statement (32-bit ints), as the oracle for the vectorised encoder."""
+    words, state = [], {"word": 0, "nibbles": 0}
+
+    def encode_vle(value: int) -> None:
+        while True:
+            nibble = value & 0x7
+            value >>= 3
+            if value:
+                nibble |= 0x8
+            state["word"] = ((state["word"] << 4) | nibble) & 0xFFFFFFFF
+            state["nibbles"] += 1
+            if state["nibbles"] == 8:
+                words.append(state["word"])
+                state["word"] = state["nibbles"] = 0
+            if not value:
+                break
+
+    i, previous, n = 0, 0, len(pixels)
+    while i != n:
+        zeros = 0
+        while i != n and not pixels[i]:
+            i, zeros = i + 1, zeros + 1
+        encode_vle(zeros)
+        nonzeros = 0
+        while i + nonzeros != n and pixels[i + nonzeros]:
+            nonzeros += 1
+        encode_vle(nonzeros)
+        for _ in range(nonzeros):
+            current = int(pixels[i])
+            i += 1
+            delta = current - previous
+            encode_vle(((delta << 1) ^ (delta >> 31)) & 0xFFFFFFFF)
+            previous = current
+    if state["nibbles"]:
+        words.append((state["word"] << 4 * (8 - state["nibbles"])) & 0xFFFFFFFF)
+    return struct.pack(f"<{len(words)}I", *words)
+
+
 # RvlCodec on [0, 0, 5, 7, 0], worked by hand: zeros 2 -> nibble 2; non-zeros 2 -> 2; 5 - 0 zig-zags to 10 =
 # 0b1_010 -> nibbles 0xA (010, more follows), 0x1; 7 - 5 -> 4; zeros 1 -> 1; non-zeros 0 -> 0. Seven nibbles
 # 2 2 A 1 4 1 0, first in the top of the word, the last word shifted up: 0x22A14100, little-endian.
@@ -31,12 +70,15 @@ def test_rvl_matches_the_plugins_codec():
     pixels, stream = RVL_EXAMPLE
     assert rvl_encode(np.array(pixels, np.uint16)) == stream
     assert rvl_decode(stream, len(pixels)).tolist() == pixels
+    assert _rvl_compress_reference(pixels) == stream
     rng = np.random.default_rng(3)
-    for size in (1, 2, 9, 1000):  # runs of every kind, and deltas across the whole 16-bit range
+    for size in (1, 2, 9, 1000):  # runs of every kind, negative deltas, deltas across the whole 16-bit range
         for _ in range(20):
             pixels = rng.integers(0, 65536, size).astype(np.uint16)
             pixels[rng.random(size) < 0.4] = 0
-            assert np.array_equal(rvl_decode(rvl_encode(pixels), size), pixels)
+            stream = rvl_encode(pixels)
+            assert stream == _rvl_compress_reference(pixels.tolist())
+            assert np.array_equal(rvl_decode(stream, size), pixels)
 
 
 def test_hand_built_messages_decode_as_the_plugin_defines():
@@ -68,7 +110,8 @@ def test_real_depth_through_each_codec(shared_dir, codec, encoding):
     assert format_ == f"{encoding}; compressedDepth {codec}" and len(data) < depth.size
     decoded = decode_compressed_depth(format_, data)
     assert decoded.shape == depth.shape and decoded.dtype == np.float32
-    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(depth) | (depth >= 10.0))
+    dropped = np.round(depth * 1000) > 10000 if encoding == "16UC1" else depth >= 10.0  # beyond depth_max
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(depth) | dropped)
     # millimetres: half a millimetre; inverse depth: its quantum at 10 m is 1 cm, finer nearer
     bound = 0.0005 if encoding == "16UC1" else np.nanmax(depth) ** 2 / (100 * 101)
     assert np.nanmax(np.abs(decoded - depth)) <= bound * 1.0001
@@ -108,10 +151,11 @@ class _MillimetreDepth:
     """The sequence's frames with their depth rounded to millimetres (what a 16UC1 depth camera sends)."""
 
     def __init__(self, sequence, count: int) -> None:
-        self.frames = [Frame(f.image, f.stamp, f.camera, np.where(f.depth < 10, np.round(f.depth * 1000) / 1000,
+        self.frames = [Frame(f.image, f.stamp, f.camera, np.where(np.round(f.depth * 1000) <= 10000,
+                                                                    np.round(f.depth * 1000) / 1000,
                                                                     np.nan).astype(np.float32))
                        for f, _ in zip(sequence, range(count))]
-        self.name = sequence.name
+        self.name = getattr(sequence, "name", "frames")
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -139,6 +183,97 @@ def test_realsense_style_bag_with_compressed_depth(shared_dir, tmp_path, extract
     reference = run_offline(expected, VisualOdometry(extractor), progress=False)
     np.testing.assert_allclose(from_bag.trajectory.poses, reference.trajectory.poses, atol=1e-9)
     assert np.linalg.norm(from_bag.trajectory.poses[-1][:3, 3]) > 0.005  # metric motion, not a standstill
+
+
+def _write_realsense_bag(path, frames, raw: bool, empty: tuple[str, ...] = ()):
+    """A bag as ``ros2 bag record -a`` keeps a RealSense (realsense-ros 4.x names): each image raw and as
+    image_transport's compressed and compressedDepth topics, and three camera_infos; the depth camera's own
+    camera_info differs from the colour one. ``raw``: with the raw image topics; ``empty``: topics recorded
+    without a message."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from aliked_ros.datasets.bag_writer import camera_info_message
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    Image, Compressed = store.types["sensor_msgs/msg/Image"], store.types["sensor_msgs/msg/CompressedImage"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    colour, depth, aligned = ("/camera/camera/color/image_raw", "/camera/camera/depth/image_rect_raw",
+                              "/camera/camera/aligned_depth_to_color/image_raw")
+    topics = {f"{colour}/compressed": Compressed, f"{colour}/compressedDepth": Compressed,
+              f"{depth}/compressed": Compressed, f"{depth}/compressedDepth": Compressed,
+              f"{aligned}/compressed": Compressed, f"{aligned}/compressedDepth": Compressed,
+              **({colour: Image, depth: Image, aligned: Image} if raw else {}),
+              **{f"/camera/camera/{name}/camera_info": store.types["sensor_msgs/msg/CameraInfo"]
+                 for name in ("color", "depth", "aligned_depth_to_color")}}
+    with Writer(path, version=9) as writer:
+        connections = {topic: writer.add_connection(topic, kind.__msgtype__, typestore=store)
+                       for topic, kind in topics.items()}
+        for frame in frames:
+            ns = int(round(frame.stamp * 1e9))
+            header = Header(stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id="camera")
+            millimetres = np.where(np.isfinite(frame.depth), np.round(frame.depth * 1000), 0).astype("<u2")
+            depth_format, depth_data = encode_compressed_depth(frame.depth, "rvl")
+            png = cv2.imencode(".png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))[1].reshape(-1)
+            messages = {
+                colour: Image(header=header, height=480, width=640, encoding="rgb8", is_bigendian=0, step=1920,
+                              data=frame.image.reshape(-1)),
+                f"{colour}/compressed": Compressed(header=header, format="rgb8; png compressed bgr8", data=png),
+                f"{depth}/compressedDepth": Compressed(header=header, format=depth_format,
+                                                       data=np.frombuffer(depth_data, np.uint8)),
+                f"{aligned}/compressedDepth": Compressed(header=header, format=depth_format,
+                                                         data=np.frombuffer(depth_data, np.uint8))}
+            for topic in (depth, aligned):
+                messages[topic] = Image(header=header, height=480, width=640, encoding="16UC1", is_bigendian=0,
+                                        step=1280, data=millimetres.view(np.uint8).reshape(-1))
+            for name in ("color", "depth", "aligned_depth_to_color"):
+                camera = frame.camera if name != "depth" else type(frame.camera)(
+                    frame.camera.width, frame.camera.height, 0.9 * frame.camera.fx, 0.9 * frame.camera.fy,
+                    frame.camera.cx, frame.camera.cy)
+                messages[f"/camera/camera/{name}/camera_info"] = camera_info_message(store, camera, header, False)
+            for topic, message in messages.items():
+                if topic in connections and topic not in empty:
+                    writer.write(connections[topic], ns, store.serialize_cdr(message, message.__msgtype__))
+    return path
+
+
+def test_realsense_bag_recorded_with_all_topics(shared_dir, tmp_path):
+    """``ros2 bag record -a`` of a RealSense: the raw colour image and the colour camera's camera_info, the
+    depth registered to it; recorded with compressed topics only: the colour camera's compressed image (its
+    camera_info still the colour one) and the registered compressedDepth, also when its raw topic was recorded
+    empty."""
+    folder = open_sequence(shared_dir / "data/tum_fr1_rpy_rgbd")
+    frames = [frame for frame, _ in zip(folder, range(3))]
+    everything = open_sequence(_write_realsense_bag(tmp_path / "all", frames, raw=True))
+    assert (everything.image_topic, everything.camera_info_topic, everything.depth_topic) == (
+        "/camera/camera/color/image_raw", "/camera/camera/color/camera_info",
+        "/camera/camera/aligned_depth_to_color/image_raw")
+    compressed = open_sequence(_write_realsense_bag(tmp_path / "compressed", frames, raw=False))
+    empty_raw = open_sequence(_write_realsense_bag(tmp_path / "empty_raw", frames, raw=True,
+                                                   empty=("/camera/camera/color/image_raw",
+                                                          "/camera/camera/aligned_depth_to_color/image_raw")))
+    for bag in (compressed, empty_raw):
+        assert (bag.image_topic, bag.camera_info_topic, bag.depth_topic) == (
+            "/camera/camera/color/image_raw/compressed", "/camera/camera/color/camera_info",
+            "/camera/camera/aligned_depth_to_color/image_raw/compressedDepth")
+        assert bag.camera == folder.camera and len(bag) == 3
+    expected = _MillimetreDepth(frames, 3).frames
+    for bag in (everything, compressed):
+        for got, want in zip(bag, expected, strict=True):
+            np.testing.assert_array_equal(got.image, want.image)
+            np.testing.assert_array_equal(got.depth, want.depth)
+
+
+def test_a_compressed_depth_of_another_size_is_skipped_before_decoding(shared_dir, tmp_path, capsys):
+    """A bag's compressedDepth message that declares another size than the camera (a few bytes can declare
+    millions of pixels) is skipped and counted, not decoded."""
+    from aliked_ros.datasets.rosbag import decode_depth_message
+
+    format_, data = encode_compressed_depth(np.zeros((2, 2), np.float32), "rvl")  # all invalid: a tiny stream
+    huge = data[:12] + struct.pack("<II", 8192, 8192) + data[20:]
+    message = type("Message", (), {"format": format_, "data": huge})()
+    with pytest.raises(EncodingError, match="8192x8192 px, the camera 640x480"):
+        decode_depth_message(message, "sensor_msgs/msg/CompressedImage", (640, 480))
 
 
 def test_which_bag_topics_are_depth():

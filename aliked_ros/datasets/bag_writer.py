@@ -76,9 +76,10 @@ def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage:
         info_conn = writer.add_connection(topics["camera_info"], "sensor_msgs/msg/CameraInfo", typestore=typestore)
         CompressedImage = typestore.types["sensor_msgs/msg/CompressedImage"]
         depth_type = CompressedImage if compressed_depth else Image
-        depth_topic = f"{topics['depth']}/compressedDepth" if compressed_depth else topics["depth"]
-        depth_conn = writer.add_connection(depth_topic, depth_type.__msgtype__, typestore=typestore) \
-            if sequence.has_depth and not sequence.has_stereo else None
+        depth_conn = None
+        if sequence.has_depth and not sequence.has_stereo:
+            depth_topic = f"{topics['depth']}/compressedDepth" if compressed_depth else topics["depth"]
+            depth_conn = writer.add_connection(depth_topic, depth_type.__msgtype__, typestore=typestore)
         right_conn = right_info_conn = None
         if sequence.has_stereo:
             right_conn = writer.add_connection(topics["right_image"], Image.__msgtype__, typestore=typestore)

@@ -4,8 +4,11 @@ Topics: ``image_topic`` (sensor_msgs/Image or CompressedImage), ``camera_info_to
 ``depth_topic`` (Image, 16UC1 mm or 32FC1 m; or a CompressedImage ``.../compressedDepth`` topic of
 compressed_depth_image_transport, png or rvl). Left as None they are found: TUM's names
 (/camera/rgb/image_color, /camera/rgb/camera_info, /camera/depth/image) when present, else the only image
-topic, the camera_info beside it and the only depth topic (an image topic with "depth" in its name; a raw one
-before its own compressedDepth, a RealSense's aligned_depth_to_color before the others). Frames carry the
+topic, the camera_info beside it and the only depth topic (an image topic with "depth" in its name; a
+RealSense's aligned_depth_to_color before the others). A bag recorded with ``ros2 bag record -a`` holds each
+image once per image_transport plugin (``.../compressed``, ``.../compressedDepth``): topics without messages are
+passed over, a raw topic is taken before its own compressed ones, and the camera_info is the one beside the
+raw topic's name. Frames carry the
 images' header stamps; each image is paired with the depth image nearest in stamp (within 20 ms).
 Ground truth: a TUM-format ``groundtruth.txt`` in a ROS 2 bag's folder or beside the bag, if present.
 
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros.compressed_depth import decode_compressed_depth
+from aliked_ros.compressed_depth import compressed_depth_size, decode_compressed_depth
 from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import (StereoCamera, StereoRectification, is_rectified_camera_info,
@@ -78,10 +81,30 @@ def decode_image_message(msg, msgtype: str, scale: ScaleTo8Bit | None = None) ->
     return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), scale)
 
 
-def decode_depth_message(msg, msgtype: str = IMAGE_TYPES[0]) -> np.ndarray:
+def decode_depth_message(msg, msgtype: str = IMAGE_TYPES[0], size: tuple[int, int] | None = None) -> np.ndarray:
+    """Depth in metres; a compressedDepth message that declares another ``size`` (width, height) than the colour
+    camera's is refused (EncodingError) before it is decoded (its few bytes could declare millions of pixels)."""
     if msgtype.endswith("CompressedImage"):
+        declared = compressed_depth_size(msg.format, msg.data)
+        if size is not None and declared != tuple(size):
+            raise EncodingError(f"depth image is {declared[0]}x{declared[1]} px, the camera {size[0]}x{size[1]}")
         return decode_compressed_depth(msg.format, msg.data)
     return decode_depth(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+
+
+TRANSPORT_SUFFIXES = ("/compressed", "/compressedDepth", "/zstd")  # image_transport's topics beside an image
+
+
+def transport_base(topic: str) -> str:
+    """The raw image topic that an image_transport topic (``<base>/compressed`` ...) carries."""
+    return next((topic.removesuffix(s) for s in TRANSPORT_SUFFIXES if topic.endswith(s)), topic)
+
+
+def _candidates(topics: list[str], counts: dict[str, int]) -> list[str]:
+    """``topics`` without those that hold no message (when others do) and without a transport topic whose raw
+    topic is among them too."""
+    topics = [t for t in topics if counts.get(t, 0) > 0] or topics
+    return [t for t in topics if transport_base(t) == t or transport_base(t) not in topics]
 
 
 def is_depth_topic(topic: str, msgtype: str) -> bool:
@@ -110,7 +133,7 @@ class BagSequence(Sequence):
             raise DatasetError(f"cannot read bag {path}: {error}") from None
         listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items()))
         images = [t for t, m in topics.items() if m in IMAGE_TYPES]
-        colour = [t for t in images if "depth" not in t.lower()]
+        colour = _candidates([t for t in images if "depth" not in t.lower()], counts)
         self.right_image_topic = None
         pairs = [(t, _right_of(t)) for t in colour if _right_of(t) in colour]
         if stereo or (stereo is None and camera_info is None):  # None: stereo when the bag has a pair
@@ -133,17 +156,14 @@ class BagSequence(Sequence):
         if self.has_stereo:
             use_depth = False
         self.image_topic = self._choose(image_topic, TUM_TOPICS[0], colour, "image", listing, topics, IMAGE_TYPES)
-        default_info = self.image_topic.rsplit("/", 1)[0] + "/camera_info"
+        default_info = transport_base(self.image_topic).rsplit("/", 1)[0] + "/camera_info"
         infos = [t for t, m in topics.items() if m == CAMERA_INFO_TYPE]
         self.camera_info_topic = None
         if camera_info is None:
             self.camera_info_topic = self._choose(camera_info_topic, default_info, infos, "camera_info", listing, topics, (CAMERA_INFO_TYPE,))
         self.depth_topic = None
         if use_depth:
-            depth_candidates = [t for t in images if is_depth_topic(t, topics[t])]
-            # a raw depth topic and its own compressedDepth: the raw one
-            depth_candidates = [t for t in depth_candidates if t.removesuffix("/compressedDepth") == t
-                                or t.removesuffix("/compressedDepth") not in depth_candidates]
+            depth_candidates = _candidates([t for t in images if is_depth_topic(t, topics[t])], counts)
             if depth_topic is not None or TUM_TOPICS[2] in topics or depth_candidates:
                 # a RealSense bag has several: the one registered to the colour camera, else the caller names one
                 registered = next((t for t in depth_candidates if "aligned_depth_to_color" in t), TUM_TOPICS[2])
@@ -239,7 +259,7 @@ class BagSequence(Sequence):
         corrupt JPEG): skipped, counted in ``skipped_messages`` and named on stderr."""
         try:
             if connection.topic == self.depth_topic:
-                return decode_depth_message(msg, connection.msgtype)
+                return decode_depth_message(msg, connection.msgtype, (self.camera.width, self.camera.height))
             scale = self._sixteen_bit.for_camera("right") if connection.topic == self.right_image_topic \
                 else self._sixteen_bit
             return decode_image_message(msg, connection.msgtype, scale)

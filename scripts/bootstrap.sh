@@ -6,6 +6,7 @@
 #                                 launch, launch_ros, message_filters), and tf2_msgs (no wheel exists) generated
 #                                 from test/tf2_msgs into the venv, so that tests can observe the node's TF output
 # Reuses .venv when present; reinstalls the package every time (the CMake message build takes ~15 s).
+# Dependencies at the versions in scripts/constraints.txt (tested; ALIKED_ROS_UNPINNED=1: the newest allowed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A parent process of the ROS wheels' bootstrapper may have left these behind; let the venv set its own.
@@ -19,6 +20,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+constraints=(-c scripts/constraints.txt)
+if [ "${ALIKED_ROS_UNPINNED:-0}" = "1" ]; then constraints=(); echo "bootstrap: unpinned (newest allowed)" >&2; fi
 
 # torch first: a request for any other torch version pulls GBs of CUDA packages on a CPU-only machine.
 # A torch already in the venv (e.g. a CUDA build on a GPU robot) is kept.
@@ -29,9 +32,9 @@ fi
 # The build requirements of pyproject.toml, installed once into the venv so that rebuilds need no isolation.
 build_requires=$(.venv/bin/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['build-system']['requires']))")
 # shellcheck disable=SC2086
-pip install $build_requires
+pip install "${constraints[@]}" $build_requires
 echo "bootstrap: installing aliked_ros$extras (builds the ROS 2 messages)" >&2
-pip install --no-build-isolation ".$extras"
+pip install "${constraints[@]}" --no-build-isolation ".$extras"
 
 if [ "${1:-}" = "--test" ]; then
   kit="${ALIKED_ROS_SHARED:-../shared}/ros-python"

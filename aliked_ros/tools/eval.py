@@ -147,9 +147,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "PX of the detection (the node's keyframe_alignment; README \"Keyframe alignment\"); "
                              f"default {OdometryConfig.keyframe_alignment_px} = off")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
-    parser.add_argument("--image-topic", default=None)
-    parser.add_argument("--camera-info-topic", default=None)
-    parser.add_argument("--depth-topic", default=None)
+    parser.add_argument("--image-topic", default=None, help="bag: the image topic (default: found)")
+    parser.add_argument("--camera-info-topic", default=None, help="bag: the camera_info topic (default: found)")
+    parser.add_argument("--depth-topic", default=None,
+                        help="bag: the depth topic, an Image (16UC1 mm, 32FC1 m) or a .../compressedDepth "
+                             "(default: found)")
     parser.add_argument("--right-image-topic", default=None, help="stereo bag: the right camera's image topic")
     parser.add_argument("--right-camera-info-topic", default=None)
     parser.add_argument("--max-frames", type=positive_int, default=None)

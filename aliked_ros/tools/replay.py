@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="s to wait for an image subscriber before starting (0: do not wait)")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--bag-image-topic", default=None, help="image topic to read from a bag (default: found)")
-    parser.add_argument("--bag-camera-info-topic", default=None)
-    parser.add_argument("--bag-depth-topic", default=None)
+    parser.add_argument("--bag-camera-info-topic", default=None, help="camera_info topic to read from a bag")
+    parser.add_argument("--bag-depth-topic", default=None,
+                        help="depth topic to read from a bag: an Image or a .../compressedDepth (default: found)")
     parser.add_argument("--max-frames", type=positive_int, default=None)
     parser.add_argument("--start", type=non_negative_int, default=0, metavar="N",
                         help="skip the first N frames of the source (e.g. to continue an earlier replay)")

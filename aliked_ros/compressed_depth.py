@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from aliked_ros.image_encoding import MAX_PIXELS, EncodingError, compressed_size
+from aliked_ros.jit import compiled
 
 HEADER = struct.Struct("<iff")  # compressionFormat (INV_DEPTH = 0), depthParam[0] (A), depthParam[1] (B)
 RVL_SIZE = struct.Struct("<II")  # width (cols), height (rows)
@@ -139,38 +140,133 @@ def _nibbles(stream: bytes) -> np.ndarray:
     return np.stack((words >> 4, words & 0xF), axis=1).ravel()
 
 
-def _vle_values(stream: bytes) -> np.ndarray:
-    """Every number in an RVL stream, in order (a trailing number cut off by the stream's end is dropped)."""
+def _vle_values(stream: bytes) -> tuple[np.ndarray, bool]:
+    """The numbers of an RVL stream, in order, up to the first that is cut off by the stream's end or longer than
+    11 nibbles (33 bits: no count or zig-zag delta of 16-bit pixels is that long); and whether such a long one
+    ended them (the stream is corrupt from there; a decoder that needs no more numbers never reads it)."""
     nibbles = _nibbles(stream)
     last = np.flatnonzero(nibbles < 8)  # a value's last nibble has no "more follows" bit
     if last.size == 0:
-        return np.zeros(0, np.int64)
-    nibbles = nibbles[:last[-1] + 1]
+        return np.zeros(0, np.int64), nibbles.size > 10
     first = np.concatenate(([0], last[:-1] + 1))
+    too_long = np.flatnonzero(last - first > 10)
+    if too_long.size:
+        last, first = last[:too_long[0]], first[:too_long[0]]
+    elif nibbles.size - last[-1] - 1 > 10:  # the cut-off tail is too long already
+        too_long = np.array([last.size])
+    if last.size == 0:
+        return np.zeros(0, np.int64), bool(too_long.size)
+    nibbles = nibbles[:last[-1] + 1]
     index = np.arange(nibbles.size, dtype=np.int32)
     starts = np.zeros(nibbles.size, np.int32)
     starts[first] = first
     place = index - np.maximum.accumulate(starts)  # the nibble's place in its number (0: lowest 3 bits)
-    if place.max() > 10:  # 11 nibbles hold 33 bits: no count or zig-zag delta of 16-bit pixels is that long
-        raise EncodingError("compressed depth (rvl): a number longer than 32 bits; the stream is corrupt")
-    return np.add.reduceat((nibbles & 7).astype(np.int64) << (3 * place), first)
+    return np.add.reduceat((nibbles & 7).astype(np.int64) << (3 * place), first), bool(too_long.size)
+
+
+_RVL_ENDS, _RVL_BEYOND, _RVL_TOO_LONG = 1, 2, 3  # the kernel's statuses (0: the image is complete)
+
+
+def _rvl_decompress(words, out):  # numba: compiled()
+    """``RvlCodec::DecompressRVL`` into ``out`` (uint16, zeros) from the stream's 32-bit ``words``, in one pass
+    with every bound checked: (status, pixels decoded), status 0 once ``out`` is complete, else _RVL_ENDS,
+    _RVL_BEYOND or _RVL_TOO_LONG."""
+    num = out.shape[0]
+    pixel = 0
+    previous = 0
+    expecting = 0  # 0: a count of zeros, 1: a count of non-zeros, 2: a pixel's zig-zag delta
+    remaining = 0  # pixels left in the current non-zero run
+    value = 0
+    shift = 0
+    for i in range(words.shape[0]):
+        word = np.int64(words[i])
+        for k in range(8):
+            nibble = (word >> (28 - 4 * k)) & 0xF
+            value |= (nibble & 7) << shift
+            if nibble & 8:  # more follows
+                shift += 3
+                if shift > 30:
+                    return _RVL_TOO_LONG, pixel
+                continue
+            if expecting == 0:
+                if pixel + value > num:
+                    return _RVL_BEYOND, pixel
+                pixel += value
+                expecting = 1
+            elif expecting == 1:
+                if pixel + value > num:
+                    return _RVL_BEYOND, pixel
+                remaining = value
+                if value > 0:
+                    expecting = 2
+                else:
+                    expecting = 0
+                    if pixel == num:
+                        return 0, pixel
+            else:
+                delta = (value >> 1) ^ -(value & 1)
+                previous = (previous + delta) & 0xFFFF
+                out[pixel] = previous
+                pixel += 1
+                remaining -= 1
+                if remaining == 0:
+                    expecting = 0
+                    if pixel == num:
+                        return 0, pixel
+            value = 0
+            shift = 0
+    return _RVL_ENDS, pixel
+
+
+def _rvl_kernel():
+    """``_rvl_decompress`` compiled by numba, or None (numpy instead: ~15 ms for a 640 x 480 depth image)."""
+    return compiled(_rvl_decompress, (np.zeros(1, np.uint32), np.zeros(2, np.uint16)),
+                    "RVL depth is decoded by numpy")
+
+
+def prepare_kernels() -> None:
+    """Compile (or load) the RVL kernel now rather than on the first depth image (~1 s the first time on a
+    machine)."""
+    _rvl_kernel()
 
 
 def rvl_decode(stream: bytes, num_pixels: int) -> np.ndarray:
     """``num_pixels`` uint16 pixels from an RVL stream (EncodingError where it does not hold exactly that)."""
-    numbers = _vle_values(stream)
+    kernel = _rvl_kernel()
+    if kernel is not None:
+        out = np.zeros(num_pixels, np.uint16)
+        status, pixel = kernel(np.frombuffer(stream, "<u4", count=len(stream) // 4), out)
+        if status == 0:
+            return out
+        raise EncodingError({_RVL_ENDS: f"compressed depth (rvl): the stream ends after {pixel} of {num_pixels} pixels",
+                             _RVL_BEYOND: f"compressed depth (rvl): runs beyond the image's {num_pixels} pixels",
+                             _RVL_TOO_LONG: "compressed depth (rvl): a number longer than 32 bits; the stream is "
+                                            "corrupt"}[status])
+    return rvl_decode_numpy(stream, num_pixels)
+
+
+def rvl_decode_numpy(stream: bytes, num_pixels: int) -> np.ndarray:
+    """``rvl_decode`` without numba (the same pixels; the same errors, but for which of two it names first)."""
+    numbers, too_long = _vle_values(stream)
     values = numbers.tolist()  # the run loop below reads a list (numpy scalars are slow one at a time)
     runs_at, runs_from, runs_length = [], [], []  # per non-zero run: its first pixel, first value, length
+
+    def ended(pixel: int) -> EncodingError:
+        if too_long:
+            return EncodingError("compressed depth (rvl): a number longer than 32 bits; the stream is corrupt")
+        return EncodingError(f"compressed depth (rvl): the stream ends after {pixel} of {num_pixels} pixels")
+
     pixel = index = 0
     while pixel < num_pixels:
         if index + 2 > len(values):
-            raise EncodingError(f"compressed depth (rvl): the stream ends after {pixel} of {num_pixels} pixels")
+            raise ended(pixel)
         zeros, nonzeros = values[index], values[index + 1]
         index += 2
         pixel += zeros
-        if pixel + nonzeros > num_pixels or index + nonzeros > len(values):
-            raise EncodingError(f"compressed depth (rvl): runs beyond the image's {num_pixels} pixels or the "
-                                "stream's end")
+        if pixel + nonzeros > num_pixels:
+            raise EncodingError(f"compressed depth (rvl): runs beyond the image's {num_pixels} pixels")
+        if index + nonzeros > len(values):
+            raise ended(pixel)
         if nonzeros:
             runs_at.append(pixel)
             runs_from.append(index)

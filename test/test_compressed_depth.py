@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from aliked_ros.compressed_depth import (compressed_depth_size, decode_compressed_depth, encode_compressed_depth,
-                                         parse_format, rvl_decode, rvl_encode)
+from aliked_ros.compressed_depth import (_rvl_kernel, compressed_depth_size, decode_compressed_depth,
+                                         encode_compressed_depth, parse_format, rvl_decode, rvl_decode_numpy,
+                                         rvl_encode)
 from aliked_ros.datasets import open_sequence
 from aliked_ros.datasets.bag_writer import write_bag
 from aliked_ros.image_encoding import EncodingError
@@ -79,6 +80,34 @@ def test_rvl_matches_the_plugins_codec():
             stream = rvl_encode(pixels)
             assert stream == _rvl_compress_reference(pixels.tolist())
             assert np.array_equal(rvl_decode(stream, size), pixels)
+
+
+def test_rvl_kernel_and_numpy_decode_alike():
+    """The numba kernel (the default) and the numpy path (without numba) give the same pixels, and refuse the
+    same streams: valid ones, and corrupt ones (a byte changed, cut short, random bytes)."""
+    assert _rvl_kernel() is not None, "numba is a dependency: its RVL kernel must compile"
+    rng = np.random.default_rng(7)
+    for trial in range(3000):
+        pixels = rng.integers(0, 65536, 50).astype(np.uint16)
+        pixels[rng.random(50) < 0.4] = 0
+        stream = bytearray(rvl_encode(pixels))
+        kind = trial % 4
+        if kind == 1:
+            stream[rng.integers(len(stream))] = rng.integers(256)
+        elif kind == 2:
+            stream = stream[:rng.integers(len(stream) + 1)]
+        elif kind == 3:
+            stream = bytearray(rng.integers(0, 256, rng.integers(0, 64)).astype(np.uint8).tobytes())
+        size = 50 if kind == 0 else int(rng.integers(1, 80))
+        outcomes = []
+        for decode in (rvl_decode, rvl_decode_numpy):
+            try:
+                outcomes.append(decode(bytes(stream), size).tolist())
+            except EncodingError:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1], (trial, bytes(stream).hex(), size)
+        if kind == 0:
+            assert outcomes[0] == pixels.tolist()
 
 
 def test_hand_built_messages_decode_as_the_plugin_defines():

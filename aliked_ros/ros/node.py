@@ -71,6 +71,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from aliked_ros.errors import AlikedRosError
+from aliked_ros.compressed_depth import prepare_kernels as prepare_compressed_depth_kernels
 from aliked_ros.features import EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.geometry.transforms import make_transform
 from aliked_ros.image_encoding import SixteenBitScale
@@ -191,6 +192,7 @@ class VoNode(Node):
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
         if p("use_depth"):
             if p("compressed_depth"):
+                prepare_compressed_depth_kernels()
                 self.create_subscription(CompressedImage, "depth/compressedDepth", self._on_depth, qos)
             else:
                 self.create_subscription(Image, "depth", self._on_depth, qos)

@@ -2,6 +2,8 @@
 
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/camera image:=image_raw extractor:=aliked-t16 rviz:=true
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/stereo stereo:=true    # <camera>/left/image_rect, ...
+ros2 launch aliked_ros aliked_vo.launch.py namespace:=front camera:=/front_camera odom_frame:=front_odom \
+    base_frame:=base_link    # one of several cameras: /front/aliked_vo/odometry, ... (rviz follows the namespace)
 
 Node parameters come from ``params_file`` (default: the package's config/params.yaml); the launch arguments
 extractor, device, max_keypoints, use_depth, compressed_depth, rolling_shutter_readout, stereo, compressed,
@@ -13,15 +15,17 @@ code 1 when the node failed (e.g. a parameter it refuses at start: its one-line 
 misspelt argument, an override of the wrong type, a missing params_file or a true/false that is neither stop the
 launch before the node starts (code 1, one line).
 """
+import atexit
 import os
+import re
 import signal
+import tempfile
 
 import yaml
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 
@@ -56,8 +60,8 @@ def _check_arguments(context):
     undeclared one), an override of the wrong type, a params_file that is not there, a true/false that is neither."""
     import difflib
 
-    declared = [*PARAMETER_ARGUMENTS, *BOOLEAN_ARGUMENTS, "camera", "image", "camera_info", "depth", "left_image",
-                "left_camera_info", "right_image", "right_camera_info", "params_file"]
+    declared = [*PARAMETER_ARGUMENTS, *BOOLEAN_ARGUMENTS, "namespace", "camera", "image", "camera_info", "depth",
+                "left_image", "left_camera_info", "right_image", "right_camera_info", "params_file"]
     given = context.launch_configurations
     for name in given:
         if name not in declared and (close := difflib.get_close_matches(name, declared, n=1, cutoff=0.85)):
@@ -75,6 +79,10 @@ def _check_arguments(context):
     for name in BOOLEAN_ARGUMENTS:
         if given.get(name, "false").lower() not in ("true", "false", "1", "0"):
             raise RuntimeError(f"launch argument {name}:={given[name]} is not true or false")
+    namespace = given.get("namespace", "")
+    if namespace and not re.fullmatch(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", namespace):
+        raise RuntimeError(f"launch argument namespace:={namespace} is not a ROS namespace (names of letters, digits "
+                           "and _, not starting with a digit, separated by /)")
     params_file = LaunchConfiguration("params_file").perform(context)
     if not os.path.isfile(params_file):
         raise RuntimeError(f"params_file {params_file}: no such file")
@@ -97,15 +105,36 @@ def _odom_frame(context) -> str:
     return "odom"
 
 
+def _node_path(context) -> str:
+    """The node's full name: /aliked_vo, or /<namespace>/aliked_vo."""
+    namespace = context.launch_configurations.get("namespace", "").strip("/")
+    return f"/{namespace}/aliked_vo" if namespace else "/aliked_vo"
+
+
+def _rviz_config(context) -> str:
+    """The package's rviz view; with a namespace, a copy whose topics are the namespaced node's."""
+    config = os.path.join(get_package_share_directory("aliked_ros"), "config", "aliked_vo.rviz")
+    if _node_path(context) == "/aliked_vo":
+        return config
+    with open(config) as file:
+        text = file.read().replace("Value: /aliked_vo/", f"Value: {_node_path(context)}/")
+    handle, path = tempfile.mkstemp(prefix="aliked_vo_", suffix=".rviz")
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    atexit.register(os.remove, path)  # rviz has read it by then
+    return path
+
+
 def _rviz(context):
-    share = get_package_share_directory("aliked_ros")
+    if context.launch_configurations.get("rviz", "false").lower() not in ("true", "1"):
+        return []
     return [Node(
         package="rviz2",
         executable="rviz2",
         name="rviz2",
-        arguments=["-d", os.path.join(share, "config", "aliked_vo.rviz"), "-f", _odom_frame(context)],
+        namespace=LaunchConfiguration("namespace"),
+        arguments=["-d", _rviz_config(context), "-f", _odom_frame(context)],
         parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
-        condition=IfCondition(LaunchConfiguration("rviz")),
     )]
 
 
@@ -118,6 +147,7 @@ def _node(context):
         package="aliked_ros",
         executable="vo_node",
         name="aliked_vo",
+        namespace=LaunchConfiguration("namespace"),
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[
@@ -147,6 +177,8 @@ def _on_node_exit(event, context):
 def generate_launch_description():
     share = get_package_share_directory("aliked_ros")
     arguments = [
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="the node's namespace (one node per camera: front -> /front/aliked_vo/...)"),
         DeclareLaunchArgument("camera", default_value="/camera", description="camera namespace"),
         DeclareLaunchArgument("image", default_value="image_raw", description="image topic in the camera namespace"),
         DeclareLaunchArgument("camera_info", default_value="camera_info", description="camera_info topic"),

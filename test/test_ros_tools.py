@@ -427,15 +427,20 @@ def test_stamp_synchronizer_pairs_like_message_filters(seed, ros_context):
 
 
 
-def test_rviz_fixed_frame_follows_the_odometry_frame(tmp_path):
-    """rviz starts with the node's odom_frame as its fixed frame: the launch argument, else the params file's."""
+def _launch_module():
     import importlib.util
-
-    from launch import LaunchContext
 
     spec = importlib.util.spec_from_file_location("aliked_vo_launch", REPO_ROOT / "launch/aliked_vo.launch.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_rviz_fixed_frame_follows_the_odometry_frame(tmp_path):
+    """rviz starts with the node's odom_frame as its fixed frame: the launch argument, else the params file's."""
+    from launch import LaunchContext
+
+    module = _launch_module()
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    odom_frame: vo_odom\n")
     context = LaunchContext()
@@ -445,6 +450,55 @@ def test_rviz_fixed_frame_follows_the_odometry_frame(tmp_path):
     assert module._odom_frame(context) == "vo_odom"
     context.launch_configurations["odom_frame"] = "map_odom"
     assert module._odom_frame(context) == "map_odom"
+
+
+def test_rviz_shows_the_namespaced_nodes_topics(tools_env, monkeypatch):
+    """With namespace:=front the node is /front/aliked_vo, and rviz's view shows its topics, not /aliked_vo's."""
+    from launch import LaunchContext
+
+    monkeypatch.setenv("AMENT_PREFIX_PATH", tools_env["AMENT_PREFIX_PATH"])  # the package's share directory
+
+    module = _launch_module()
+    context = LaunchContext()
+    assert module._rviz_config(context).endswith("aliked_ros/config/aliked_vo.rviz")  # the package's own
+    context.launch_configurations["namespace"] = "/robot1/front"
+    text = Path(module._rviz_config(context)).read_text()
+    topics = set(re.findall(r"Value: (/\S+)", text))
+    assert topics == {"/robot1/front/aliked_vo/path", "/robot1/front/aliked_vo/odometry",
+                      "/robot1/front/aliked_vo/debug_image"}, topics
+
+
+def test_two_cameras_two_launched_nodes(shared_dir, ros_process, ros2, tools_env, ros_context):
+    """One launch per camera with namespace:= and camera:=: two nodes, /front/aliked_vo and /rear/aliked_vo, each
+    on its own camera's topics with its own outputs and TF frames; a bad namespace is refused before any start."""
+    refused = ros2("launch", "aliked_ros", "aliked_vo.launch.py", "namespace:=9front", timeout=60)
+    assert refused.returncode == 1 and "namespace:=9front is not a ROS namespace" in refused.stdout + refused.stderr
+    launches = {side: launch(ros_process, tools_env, f"namespace:={side}", f"camera:=/{side}_cam", "image:=image",
+                             "extractor:=orb", f"odom_frame:={side}_odom", f"base_frame:={side}_base",
+                             name=f"launch_{side}")
+                for side in ("front", "rear")}
+    graphs = {side: VoGraph(ros_context, namespace=f"/{side}_cam", node_ns=f"/{side}/aliked_vo")
+              for side in ("front", "rear")}
+    try:
+        for side, g in graphs.items():
+            g.wait_for_node(launches[side])
+        frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:3]
+        for frame in frames:
+            graphs["front"].publish_and_wait(frame)
+        graphs["rear"].publish_and_wait(frames[0])
+        for g in graphs.values():
+            g.spin_until(lambda: False, 0.5)
+        assert len(graphs["front"].status) == 3 and len(graphs["rear"].status) == 1
+        assert {m.header.frame_id for m in graphs["front"].odometry} == {"front_odom"}
+        assert {m.child_frame_id for m in graphs["rear"].odometry} == {"rear_base"}
+        names = until(lambda: (r := ros2("node", "list")).returncode == 0 and
+                      {"/front/aliked_vo", "/rear/aliked_vo"} <= set(r.stdout.split()) and r.stdout, 30, step=1.0)
+        assert names, ros2("node", "list").stdout
+        for side, process in launches.items():
+            stop_launch_with_sigint(process, node_pid(process))
+    finally:
+        for g in graphs.values():
+            g.close()
 
 
 @pytest.mark.parametrize("argument, message", [

@@ -220,7 +220,9 @@ def _rvl_decompress(words, out):  # numba: compiled()
 
 def _rvl_kernel():
     """``_rvl_decompress`` compiled by numba, or None (numpy instead: ~15 ms for a 640 x 480 depth image)."""
-    return compiled(_rvl_decompress, (np.zeros(1, np.uint32), np.zeros(2, np.uint16)),
+    # the words as rvl_decode passes them: a read-only view of the message's bytes (numba types it apart from a
+    # writable array: compiled for the other, the first depth image would compile again)
+    return compiled(_rvl_decompress, (np.frombuffer(bytes(4), "<u4"), np.zeros(2, np.uint16)),
                     "RVL depth is decoded by numpy")
 
 
@@ -246,7 +248,7 @@ def rvl_decode(stream: bytes, num_pixels: int) -> np.ndarray:
 
 
 def rvl_decode_numpy(stream: bytes, num_pixels: int) -> np.ndarray:
-    """``rvl_decode`` without numba (the same pixels; the same errors, but for which of two it names first)."""
+    """``rvl_decode`` without numba (the same pixels and errors)."""
     numbers, too_long = _vle_values(stream)
     values = numbers.tolist()  # the run loop below reads a list (numpy scalars are slow one at a time)
     runs_at, runs_from, runs_length = [], [], []  # per non-zero run: its first pixel, first value, length
@@ -258,15 +260,19 @@ def rvl_decode_numpy(stream: bytes, num_pixels: int) -> np.ndarray:
 
     pixel = index = 0
     while pixel < num_pixels:
+        if index + 1 > len(values):
+            raise ended(pixel)
+        pixel += values[index]  # zeros
+        if pixel > num_pixels:
+            raise EncodingError(f"compressed depth (rvl): runs beyond the image's {num_pixels} pixels")
         if index + 2 > len(values):
             raise ended(pixel)
-        zeros, nonzeros = values[index], values[index + 1]
+        nonzeros = values[index + 1]
         index += 2
-        pixel += zeros
         if pixel + nonzeros > num_pixels:
             raise EncodingError(f"compressed depth (rvl): runs beyond the image's {num_pixels} pixels")
         if index + nonzeros > len(values):
-            raise ended(pixel)
+            raise ended(pixel + len(values) - index)  # the run's pixels the stream still held
         if nonzeros:
             runs_at.append(pixel)
             runs_from.append(index)

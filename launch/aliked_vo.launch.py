@@ -3,7 +3,7 @@
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/camera image:=image_raw extractor:=aliked-t16 rviz:=true
 ros2 launch aliked_ros aliked_vo.launch.py camera:=/stereo stereo:=true    # <camera>/left/image_rect, ...
 ros2 launch aliked_ros aliked_vo.launch.py namespace:=front camera:=/front_camera odom_frame:=front_odom \
-    base_frame:=base_link    # one of several cameras: /front/aliked_vo/odometry, ... (rviz follows the namespace)
+    base_frame:=front_base    # one of several cameras: /front/aliked_vo/odometry, ... (rviz follows the namespace)
 
 Node parameters come from ``params_file`` (default: the package's config/params.yaml); the launch arguments
 extractor, device, max_keypoints, use_depth, compressed_depth, rolling_shutter_readout, stereo, compressed,
@@ -17,7 +17,6 @@ launch before the node starts (code 1, one line).
 """
 import atexit
 import os
-import re
 import signal
 import tempfile
 
@@ -28,6 +27,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 
 # launch argument -> (help); passed to the node as the parameter of the same name when not empty
 PARAMETER_ARGUMENTS = {
@@ -80,9 +80,15 @@ def _check_arguments(context):
         if given.get(name, "false").lower() not in ("true", "false", "1", "0"):
             raise RuntimeError(f"launch argument {name}:={given[name]} is not true or false")
     namespace = given.get("namespace", "")
-    if namespace and not re.fullmatch(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", namespace):
-        raise RuntimeError(f"launch argument namespace:={namespace} is not a ROS namespace (names of letters, digits "
-                           "and _, not starting with a digit, separated by /)")
+    if namespace:
+        from rclpy.exceptions import InvalidNamespaceException
+        from rclpy.validate_namespace import validate_namespace
+
+        try:
+            validate_namespace("/" + namespace.removeprefix("/"))
+        except InvalidNamespaceException as error:
+            reason = str(error).splitlines()[0].removeprefix("Invalid namespace: ").rstrip(":")
+            raise RuntimeError(f"launch argument namespace:={namespace} is not a ROS namespace: {reason}") from None
     params_file = LaunchConfiguration("params_file").perform(context)
     if not os.path.isfile(params_file):
         raise RuntimeError(f"params_file {params_file}: no such file")
@@ -106,9 +112,11 @@ def _odom_frame(context) -> str:
 
 
 def _node_path(context) -> str:
-    """The node's full name: /aliked_vo, or /<namespace>/aliked_vo."""
-    namespace = context.launch_configurations.get("namespace", "").strip("/")
-    return f"/{namespace}/aliked_vo" if namespace else "/aliked_vo"
+    """The node's full name: /aliked_vo, or /<namespace>/aliked_vo, under any namespace this launch file is
+    included in (PushRosNamespace)."""
+    namespace = make_namespace_absolute(prefix_namespace(context.launch_configurations.get("ros_namespace"),
+                                                         context.launch_configurations.get("namespace") or None))
+    return f"{(namespace or '/').rstrip('/')}/aliked_vo"
 
 
 def _rviz_config(context) -> str:
@@ -179,7 +187,8 @@ def generate_launch_description():
     arguments = [
         DeclareLaunchArgument("namespace", default_value="",
                               description="the node's namespace (one node per camera: front -> /front/aliked_vo/...)"),
-        DeclareLaunchArgument("camera", default_value="/camera", description="camera namespace"),
+        DeclareLaunchArgument("camera", default_value="/camera",
+                              description="camera namespace (a relative one is inside the node's namespace)"),
         DeclareLaunchArgument("image", default_value="image_raw", description="image topic in the camera namespace"),
         DeclareLaunchArgument("camera_info", default_value="camera_info", description="camera_info topic"),
         DeclareLaunchArgument("depth", default_value="depth/image_raw", description="registered depth topic"),

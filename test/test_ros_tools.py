@@ -461,18 +461,22 @@ def test_rviz_shows_the_namespaced_nodes_topics(tools_env, monkeypatch):
     module = _launch_module()
     context = LaunchContext()
     assert module._rviz_config(context).endswith("aliked_ros/config/aliked_vo.rviz")  # the package's own
-    context.launch_configurations["namespace"] = "/robot1/front"
+    context.launch_configurations["namespace"] = "front"
+    context.launch_configurations["ros_namespace"] = "robot1"  # this launch file included under PushRosNamespace
     text = Path(module._rviz_config(context)).read_text()
     topics = set(re.findall(r"Value: (/\S+)", text))
     assert topics == {"/robot1/front/aliked_vo/path", "/robot1/front/aliked_vo/odometry",
                       "/robot1/front/aliked_vo/debug_image"}, topics
+    context.launch_configurations.update({"namespace": "/", "ros_namespace": ""})
+    assert module._node_path(context) == "/aliked_vo"
 
 
 def test_two_cameras_two_launched_nodes(shared_dir, ros_process, ros2, tools_env, ros_context):
     """One launch per camera with namespace:= and camera:=: two nodes, /front/aliked_vo and /rear/aliked_vo, each
     on its own camera's topics with its own outputs and TF frames; a bad namespace is refused before any start."""
     refused = ros2("launch", "aliked_ros", "aliked_vo.launch.py", "namespace:=9front", timeout=60)
-    assert refused.returncode == 1 and "namespace:=9front is not a ROS namespace" in refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "namespace:=9front is not a ROS namespace: namespace must not have a token " \
+        "that starts with a number" in refused.stdout + refused.stderr, refused
     launches = {side: launch(ros_process, tools_env, f"namespace:={side}", f"camera:=/{side}_cam", "image:=image",
                              "extractor:=orb", f"odom_frame:={side}_odom", f"base_frame:={side}_base",
                              name=f"launch_{side}")
@@ -489,6 +493,9 @@ def test_two_cameras_two_launched_nodes(shared_dir, ros_process, ros2, tools_env
         for g in graphs.values():
             g.spin_until(lambda: False, 0.5)
         assert len(graphs["front"].status) == 3 and len(graphs["rear"].status) == 1
+        for side, processed in (("front", "3"), ("rear", "1")):  # each node's own /diagnostics status
+            assert graphs[side].spin_until(
+                lambda: graphs[side].latest_diagnostics().get("frames_processed") == processed, 10), side
         assert {m.header.frame_id for m in graphs["front"].odometry} == {"front_odom"}
         assert {m.child_frame_id for m in graphs["rear"].odometry} == {"rear_base"}
         names = until(lambda: (r := ros2("node", "list")).returncode == 0 and

@@ -60,7 +60,7 @@ class VoGraph:
         self.node = rclpy.create_node("vo_test_client", context=context)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
         out_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-        self.compressed, self.stereo = compressed, stereo
+        self.compressed, self.stereo, self.node_ns = compressed, stereo, node_ns
         image_type, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
         image_topic, info_topic = (f"{namespace}/left/image_rect", f"{namespace}/left/camera_info") if stereo else \
             (f"{namespace}/image", f"{namespace}/camera_info")
@@ -158,7 +158,7 @@ class VoGraph:
     def latest_diagnostics(self) -> dict[str, str]:
         for array in reversed(self.diagnostics):
             for status in array.status:
-                if status.name.startswith("aliked_vo"):
+                if status.name.startswith(f"{self.node_ns.lstrip('/')}:"):  # this node's, not another's
                     return {kv.key: kv.value for kv in status.values} | {"_level": status.level, "_message": status.message}
         return {}
 

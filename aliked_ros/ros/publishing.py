@@ -183,7 +183,9 @@ class OutputSet:
 
     def publish_diagnostics(self, level: int, message: str, values: dict[str, str]) -> None:
 
-        status = DiagnosticStatus(name="aliked_vo: visual odometry frontend", level=bytes([level]), message=message,
+        # named by the node (aliked_vo, or front/aliked_vo under a namespace): aggregators key on the name
+        status = DiagnosticStatus(name=f"{self._node.get_fully_qualified_name().lstrip('/')}: visual odometry frontend",
+                                  level=bytes([level]), message=message,
                                   hardware_id=self._node.get_fully_qualified_name(),
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         self.diagnostics.publish(DiagnosticArray(header=Header(stamp=self._node.get_clock().now().to_msg()),

@@ -28,6 +28,12 @@ from aliked_ros.jit import compiled
 HEADER = struct.Struct("<iff")  # compressionFormat (INV_DEPTH = 0), depthParam[0] (A), depthParam[1] (B)
 RVL_SIZE = struct.Struct("<II")  # width (cols), height (rows)
 _MILLIMETRES = ("16uc1", "mono16")
+
+
+class DepthSizeError(EncodingError):
+    """A compressedDepth message that declares another size than the one expected (found before decoding)."""
+
+
 _INVERSE_DEPTH = ("32fc1",)
 
 
@@ -52,7 +58,6 @@ def parse_format(format_: str) -> tuple[str, str]:
 def compressed_depth_size(format_: str, data) -> tuple[int, int]:
     """(width, height) declared by a compressedDepth message, read from its PNG or RVL header only."""
     _, codec = parse_format(format_)
-    data = memoryview(bytes(data))
     if len(data) <= HEADER.size:
         raise EncodingError(f"compressed depth of {len(data)} bytes: not even its {HEADER.size}-byte header and an image")
     image = bytes(data[HEADER.size:HEADER.size + 32])
@@ -69,12 +74,15 @@ def compressed_depth_size(format_: str, data) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def decode_compressed_depth(format_: str, data) -> np.ndarray:
+def decode_compressed_depth(format_: str, data, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Depth in metres (H,W) float32, NaN where invalid, from a compressedDepth message's ``format`` and ``data``
-    (EncodingError for anything malformed)."""
+    (EncodingError for anything malformed; DepthSizeError, before decoding, for another size than
+    ``expected_size`` = (width, height): a few bytes can declare millions of pixels)."""
     encoding, codec = parse_format(format_)
-    width, height = compressed_depth_size(format_, data)
     data = bytes(data)
+    width, height = compressed_depth_size(format_, data)
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise DepthSizeError(f"depth image is {width}x{height} px, expected {expected_size[0]}x{expected_size[1]}")
     _, quant_a, quant_b = HEADER.unpack_from(data)
     payload = data[HEADER.size:]
     if codec == "png":

@@ -301,7 +301,7 @@ def test_a_compressed_depth_of_another_size_is_skipped_before_decoding(shared_di
     format_, data = encode_compressed_depth(np.zeros((2, 2), np.float32), "rvl")  # all invalid: a tiny stream
     huge = data[:12] + struct.pack("<II", 8192, 8192) + data[20:]
     message = type("Message", (), {"format": format_, "data": huge})()
-    with pytest.raises(EncodingError, match="8192x8192 px, the camera 640x480"):
+    with pytest.raises(EncodingError, match="8192x8192 px, expected 640x480"):
         decode_depth_message(message, "sensor_msgs/msg/CompressedImage", (640, 480))
 
 

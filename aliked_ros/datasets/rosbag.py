@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aliked_ros.compressed_depth import compressed_depth_size, decode_compressed_depth
+from aliked_ros.compressed_depth import decode_compressed_depth
 from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import (StereoCamera, StereoRectification, is_rectified_camera_info,
@@ -85,10 +85,7 @@ def decode_depth_message(msg, msgtype: str = IMAGE_TYPES[0], size: tuple[int, in
     """Depth in metres; a compressedDepth message that declares another ``size`` (width, height) than the colour
     camera's is refused (EncodingError) before it is decoded (its few bytes could declare millions of pixels)."""
     if msgtype.endswith("CompressedImage"):
-        declared = compressed_depth_size(msg.format, msg.data)
-        if size is not None and declared != tuple(size):
-            raise EncodingError(f"depth image is {declared[0]}x{declared[1]} px, the camera {size[0]}x{size[1]}")
-        return decode_compressed_depth(msg.format, msg.data)
+        return decode_compressed_depth(msg.format, msg.data, size)
     return decode_depth(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from aliked_ros.compressed_depth import compressed_depth_size, decode_compressed_depth
+from aliked_ros.compressed_depth import DepthSizeError, decode_compressed_depth
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.geometry.camera import CalibrationError, CameraModel
 from aliked_ros.geometry.stereo import StereoCamera
@@ -136,10 +136,10 @@ def depth_from_message(message: Any, size: tuple[int, int] | None = None) -> np.
     CompressedImage in compressedDepth format (``aliked_ros.compressed_depth``); with ``size`` = (width, height)
     of the colour image, a depth image of another size is refused (FrameError) before it is decoded."""
     if is_compressed(message):
-        declared = compressed_depth_size(message.format, message.data)
-        if size is not None and declared != tuple(size):
-            raise FrameError(f"depth image is {declared[0]}x{declared[1]} px, colour image {size[0]}x{size[1]}")
-        return decode_compressed_depth(message.format, message.data)
+        try:
+            return decode_compressed_depth(message.format, message.data, size)
+        except DepthSizeError as error:
+            raise FrameError(f"{error} (the colour image's)") from None
     if size is not None and (message.width, message.height) != tuple(size):
         raise FrameError(f"depth image is {message.width}x{message.height} px, colour image {size[0]}x{size[1]}")
     return decode_depth(message.encoding, message.height, message.width, message.step, message.data,

@@ -99,10 +99,10 @@ class Replayer:
         self.pub_image = image_publisher(image_topic)
         self.pub_info = node.create_publisher(CameraInfo, args.camera_info_topic or
                                               (f"{ns}/left/camera_info" if stereo else f"{ns}/camera_info"), qos)
-        compressed_depth = getattr(args, "compressed_depth", None)  # callers may build args without it
+        self.depth_codec = getattr(args, "compressed_depth", None)  # callers may build args without it
         depth_topic = args.depth_topic or f"{ns}/depth"
         self.pub_depth = None if args.no_depth or stereo or not depth else \
-            node.create_publisher(CompressedImage, f"{depth_topic}/compressedDepth", qos) if compressed_depth else \
+            node.create_publisher(CompressedImage, f"{depth_topic}/compressedDepth", qos) if self.depth_codec else \
             node.create_publisher(Image, depth_topic, qos)
         self.pub_right_image = self.pub_right_info = None
         if stereo:
@@ -188,8 +188,8 @@ class Replayer:
                                                  else image_message(frame.right_image, header))
                     right_published += 1
                 if self.pub_depth is not None and frame.depth is not None:
-                    codec = getattr(args, "compressed_depth", None)
-                    self.pub_depth.publish(compressed_depth_message(frame.depth, header, codec) if codec
+                    self.pub_depth.publish(compressed_depth_message(frame.depth, header, self.depth_codec)
+                                           if self.depth_codec
                                            else image_message(frame.depth, header))
                     depth_published += 1
                 self.pub_image.publish(compressed_message(frame.image, header) if args.compressed

@@ -3,6 +3,7 @@ outputs received and compared with the offline pipeline."""
 from __future__ import annotations
 
 import ast
+import time
 from pathlib import Path
 
 import numpy as np
@@ -297,17 +298,24 @@ def test_slow_processing_drops_old_frames(shared_dir, weights_dir, ros_process, 
     node = start_node(ros_process, weights_dir, "-p", "qos:=reliable")
     g = graph(reliable=True)
     g.wait_for_node(node)
-    for frame in frames:  # 20 frames in ~0.4 s; the node needs ~0.2 s per frame (aliked-t16 on 2 CPU cores)
-        g.publish(frame)
-        g.spin_until(lambda: False, 0.02)
+    messages = [g.messages(frame) for frame in frames]  # built ahead: publishing alone sets the input rate
+    started = time.monotonic()
+    for i, frame_messages in enumerate(messages):  # 20 frames at 100 Hz, faster than aliked-t16 on these CPUs
+        time.sleep(max(0.0, started + 0.01 * i - time.monotonic()))
+        g.publish_messages(frame_messages)
+    publishing_s = time.monotonic() - started
     g.spin_until(lambda: (d := g.latest_diagnostics()) and int(d["frames_received"]) == 20
                  and sum(frame_counts(d)) == 20, 60)
     diagnostics = g.latest_diagnostics()
     processed, dropped, rejected = frame_counts(diagnostics)
     assert int(diagnostics["frames_received"]) == g.published == 20
-    assert processed + dropped == 20 and rejected == 0 and dropped > 5, diagnostics
+    assert processed + dropped == 20 and rejected == 0 and dropped > 0, diagnostics
     # a frame is counted when processed, then published: the last status may still be on its way
     assert g.spin_until(lambda: len(g.status) == processed, 10), (len(g.status), processed)
+    # no backlog, whatever the machine's speed: while frames came in, the extractor started at most one frame per
+    # (fastest) extraction; after the last one came, only the one being extracted and the newest were left
+    fastest_s = min(s.extract_ms for s in g.status) / 1000.0
+    assert processed <= publishing_s / fastest_s + 2, (processed, publishing_s, fastest_s)
     assert g.status[-1].frames_dropped == dropped
     # the newest frame is never dropped: it was processed, last, and the statuses came in time order
     assert g.status[-1].header.stamp == g.keypoints[-1].header.stamp == stamp_of(frames[-1].stamp)

@@ -111,39 +111,53 @@ class VoGraph:
         """One frame. Stereo graphs: the right camera_info (``right_info``, else the frame's pair) and image
         (``right_image``, else the frame's) too, unless ``right`` is False (a right stream that stopped)."""
         stamp = frame.stamp if stamp is None else stamp
+        self.publish_messages(self.messages(frame, depth_encoding, stamp, camera, image, right, right_info,
+                                            right_image))
+        return stamp
+
+    def messages(self, frame, depth_encoding: str | None = None, stamp: float | None = None, camera=None,
+                 image: np.ndarray | None = None, right: bool = True, right_info: CameraInfo | None = None,
+                 right_image: np.ndarray | None = None) -> list[tuple]:
+        """``publish``'s (publisher, message) pairs for one frame, built ahead (the image last)."""
+        stamp = frame.stamp if stamp is None else stamp
         from std_msgs.msg import Header
 
         header = Header(stamp=stamp_of(stamp), frame_id="camera_rgb_optical_frame")
+        out = []
         if self.stereo:
             left_info, default_right_info = stereo_camera_info_msgs(frame.stereo, header)
-            self.pub_info.publish(left_info)
+            out.append((self.pub_info, left_info))
             if right:
                 if right_info is not None:
                     right_info.header = header
-                self.pub_right_info.publish(right_info or default_right_info)
-                self._publish_image(self.pub_right_image, frame.right_image if right_image is None else right_image,
-                                    header)
+                out.append((self.pub_right_info, right_info or default_right_info))
+                out.append((self.pub_right_image, self._image_message(
+                    frame.right_image if right_image is None else right_image, header)))
         else:
-            self.pub_info.publish(camera_info_msg(camera or frame.camera, header))
+            out.append((self.pub_info, camera_info_msg(camera or frame.camera, header)))
         if depth_encoding is not None and frame.depth is not None and self.compressed_depth:
             from aliked_ros.ros.publishing import compressed_depth_message
 
-            self.pub_depth.publish(compressed_depth_message(frame.depth, header, depth_encoding))
+            out.append((self.pub_depth, compressed_depth_message(frame.depth, header, depth_encoding)))
         elif depth_encoding is not None and frame.depth is not None:
             depth = frame.depth.astype(np.float32) if depth_encoding == "32FC1" else \
                 np.nan_to_num(frame.depth * 1000, nan=0).round().astype(np.uint16)
-            self.pub_depth.publish(image_msg(depth, header, depth_encoding))
-        self._publish_image(self.pub_image, frame.image if image is None else image, header)
-        self.published += 1
-        return stamp
+            out.append((self.pub_depth, image_msg(depth, header, depth_encoding)))
+        out.append((self.pub_image, self._image_message(frame.image if image is None else image, header)))
+        return out
 
-    def _publish_image(self, publisher, image: np.ndarray, header) -> None:
+    def publish_messages(self, messages: list[tuple]) -> None:
+        """Publish one frame's ``messages`` (counted as one published frame)."""
+        for publisher, message in messages:
+            publisher.publish(message)
+        self.published += 1
+
+    def _image_message(self, image: np.ndarray, header):
         if self.compressed:
             bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
             ok, png = cv2.imencode(".png", bgr)
-            publisher.publish(CompressedImage(header=header, format="png", data=png.tobytes()))
-        else:
-            publisher.publish(image_msg(image, header, "rgb8" if image.ndim == 3 else "mono8"))
+            return CompressedImage(header=header, format="png", data=png.tobytes())
+        return image_msg(image, header, "rgb8" if image.ndim == 3 else "mono8")
 
     def publish_and_wait(self, frame, timeout: float = 60.0, **kwargs) -> TrackingStatus:
         """Lock-step: publish one frame, wait for the node's status for its stamp (republish once if the frame

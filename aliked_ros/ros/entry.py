@@ -1,17 +1,37 @@
 """The ``vo_node`` executable (``ros2 run aliked_ros vo_node``): the node, with a quiet exit for a Ctrl-C that
-comes while its imports load (torch, rclpy: ~2 s), where Python would print a KeyboardInterrupt traceback and
-``ros2 launch`` report a failed node. Exit code 130 then (interrupted), else the node's own."""
+comes while its imports load (torch, rclpy: ~2 s), where Python would print a traceback and ``ros2 launch`` report
+a failed node. Exit code 130 then (interrupted), else the node's own.
+
+A KeyboardInterrupt raised inside a compiled extension's initialisation does not reach here as one: pybind11 turns
+it into ``ImportError: initialization failed`` (scipy.optimize, poselib), which a package may wrap again
+(RuntimeError). So the SIGINT itself is recorded, and any failure of the imports after one is the interruption."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 
 def main() -> int:
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         from aliked_ros.ros.node import main as node_main
-    except KeyboardInterrupt:
-        print("aliked_vo: interrupted while starting", file=sys.stderr)
-        return 130
+    except BaseException:
+        if not interrupted:
+            raise
+        node_main = None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:  # also one that an import swallowed
+        print("aliked_vo: interrupted while starting", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # not a normal exit: half-initialised extension modules are not torn down
     return node_main()
 
 

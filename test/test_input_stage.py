@@ -236,29 +236,29 @@ def test_stereo_right_camera_pairs_by_exact_stamp_with_its_camera_info_and_a_sto
 def test_a_worker_that_was_busy_takes_the_image_about_to_arrive():
     """A 10 Hz camera (real arrival times): a take just before the next image is due waits for it (and the image
     that waited is dropped); a take just after an arrival does not wait; with next_frame_wait 0 it never waits.
-    (A slow camera, 0.3 s: the waits, up to 120 ms, stand well apart from thread wake-up delays on a loaded
+    (A slow camera, 0.5 s: the waits, up to 200 ms, stand well apart from thread wake-up delays on a loaded
     machine; the bounds are the decisions, not speeds.)"""
-    period = 0.3
+    period = 0.5
     for fraction in (0.4, 0.0):
         stage = InputStage(camera_info_wait=0.0, next_frame_wait=fraction)
         for k in range(6):  # the camera's rhythm
             stage.add_image(k * NS, f"image{k}")
             time.sleep(period)
         # now image5 has waited a whole period and image6 is due: a busy worker comes back
-        threading.Timer(0.03, stage.add_image, (6 * NS, "image6")).start()
+        threading.Timer(0.08, stage.add_image, (6 * NS, "image6")).start()
         start = time.monotonic()
         work = stage.take(timeout=1)
         waited = time.monotonic() - start
-        if fraction:
-            assert work.frame.image == "image6" and 0.02 < waited < fraction * period, waited
+        if fraction:  # (image6 may also have come before the take, late on a loaded machine: the same decision)
+            assert work.frame.image == "image6" and waited < fraction * period, waited
             assert stage.snapshot().dropped == 6  # image0-5: image5 superseded while the worker waited
         else:
-            assert work.frame.image == "image5"  # at once: image6 came 30 ms later
+            assert work.frame.image == "image5"  # at once: image6 came 80 ms later
         stage.finish_processed(work.frame)
-        time.sleep(0.03)
+        time.sleep(0.08)
         stage.add_image(7 * NS, "image7")  # taken as it arrives: the next is a period away
         start = time.monotonic()
-        assert stage.take(timeout=1).frame.image == "image7" and time.monotonic() - start < 0.1  # (a wait: 120 ms)
+        assert stage.take(timeout=1).frame.image == "image7" and time.monotonic() - start < 0.15  # (a wait: 200 ms)
 
 
 def test_reset_request_travels_with_the_next_frame():

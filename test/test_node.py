@@ -313,9 +313,10 @@ def test_slow_processing_drops_old_frames(shared_dir, weights_dir, ros_process, 
     # a frame is counted when processed, then published: the last status may still be on its way
     assert g.spin_until(lambda: len(g.status) == processed, 10), (len(g.status), processed)
     # no backlog, whatever the machine's speed: while frames came in, the extractor started at most one frame per
-    # (fastest) extraction; after the last one came, only the one being extracted and the newest were left
+    # (fastest) extraction; after the last one came, only the one being extracted and the newest were left (+ 1:
+    # the node's own arrival window may be an extraction longer than the publishing, on a loaded machine)
     fastest_s = min(s.extract_ms for s in g.status) / 1000.0
-    assert processed <= publishing_s / fastest_s + 2, (processed, publishing_s, fastest_s)
+    assert processed <= publishing_s / fastest_s + 3, (processed, publishing_s, fastest_s)
     assert g.status[-1].frames_dropped == dropped
     # the newest frame is never dropped: it was processed, last, and the statuses came in time order
     assert g.status[-1].header.stamp == g.keypoints[-1].header.stamp == stamp_of(frames[-1].stamp)
@@ -411,6 +412,30 @@ def test_ctrl_c_while_the_node_starts_is_a_quiet_exit(ros_process):
     os.killpg(node.popen.pid, signal.SIGINT)
     assert node.wait(60) in (0, 130), node.output()
     assert "Traceback" not in node.output(), node.output()
+
+
+def test_ctrl_c_twice_while_processing_is_a_clean_exit(shared_dir, weights_dir, ros_process, graph):
+    """Two SIGINTs 20 ms apart while a frame is being processed (Ctrl-C in the terminal of ``ros2 launch``
+    reaches the node, and launch passes its own on): the second ends the wait for the stages, said in one line;
+    exit 0, no traceback."""
+    import os
+    import signal
+    import time
+
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))
+    node = start_node(ros_process, weights_dir, "-p", "qos:=reliable")
+    g = graph(reliable=True)
+    g.wait_for_node(node)
+    for frame in frames[:3]:
+        g.publish_and_wait(frame)
+    for frame in frames[3:6]:  # three more queued: the worker is busy with one when the signals come
+        g.publish(frame)
+    g.spin_until(lambda: len(g.status) > 3, 10)
+    os.killpg(node.popen.pid, signal.SIGINT)
+    time.sleep(0.02)
+    os.killpg(node.popen.pid, signal.SIGINT)
+    assert node.wait(15) == 0, node.output()[-3000:]
+    assert "Traceback" not in node.output() and "[ERROR]" not in node.output(), node.output()[-3000:]
 
 
 def test_launch_file_is_consistent():

@@ -52,6 +52,7 @@ what fails (``callback_error``).
 from __future__ import annotations
 
 import functools
+import signal
 import os
 import sys
 import threading
@@ -549,29 +550,36 @@ class VoNode(Node):
         self.outputs.publish_debug(header, result, image)
         self.outputs.publish_status(header, result, self.inputs.snapshot().dropped)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
         """Stop taking frames and wait for the stages to finish theirs, ``SHUTDOWN_WAIT_S`` in all: within the
         time ``ros2 launch`` gives a node after Ctrl-C before it escalates to SIGTERM. A stage still busy then
         (a first frame's kernel compilation) is left behind, said once: the threads are daemons, and what it
-        finishes is not published (the node's handles are destroyed next)."""
+        finishes is not published (the node's handles are destroyed next). Returns whether every stage finished."""
         self.inputs.close()
         deadline = time.monotonic() + SHUTDOWN_WAIT_S
-        for worker in self._workers:
-            worker.join(timeout=max(deadline - time.monotonic(), 0.0))
-        self._closed = True
+        try:
+            for worker in self._workers:
+                worker.join(timeout=max(deadline - time.monotonic(), 0.0))
+        finally:  # a second Ctrl-C ends the wait (and main says so), not the clean-up
+            self._closed = True
         busy = [worker.name for worker in self._workers if worker.is_alive()]
         if busy:
             self.get_logger().warning(f"shutting down with {', '.join(busy)} still busy (its frame is dropped)")
+        return not busy
 
 
 def main(args: list[str] | None = None) -> int:
     try:
         rclpy.init(args=args)
+    except KeyboardInterrupt:  # (between the imports, which entry.py covers, and the node)
+        print("aliked_vo: interrupted while starting", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 130
     except RuntimeError as error:  # rcl cannot parse the arguments, e.g. "-p camera_mount:=[0.1, 0, 0.3]" (a list
         #                            mixing integers and floats: write 0.0)
         print(f"aliked_vo: error: {str(error).split(', at ')[0]}", file=sys.stderr, flush=True)
         return 2
-    node = None
+    node, code = None, 0
     try:
         node = VoNode()
         rclpy.spin(node)
@@ -586,16 +594,38 @@ def main(args: list[str] | None = None) -> int:
     except (ConfigurationError, ParameterException) as error:  # (ParameterException: one of rclpy's own parameters,
         #                                                             e.g. use_sim_time:=maybe)
         print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
-        return 2
+        code = 2
     except AlikedRosError as error:
         print(f"aliked_vo: error: {error}", file=sys.stderr, flush=True)
-        return 1
+        code = 1
     finally:
+        stages_finished = _clean_up(node)
+    if not stages_finished:
+        # a stage still runs compiled code (torch, numba): the interpreter's exit would unload the libraries under
+        # it (std::terminate, an abort) -- leave without tearing anything down
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _clean_up(node: VoNode | None) -> bool:
+    """Stop the stages, destroy the node, shut rclpy down; whether the stages finished. A second Ctrl-C (pressed
+    twice, or the terminal's and ``ros2 launch``'s own both reaching the node) ends the wait for the stages, said in
+    one line, not the clean-up. Ctrl-C is ignored from then on: the process is exiting, and Python's own exit
+    restores the default action, which would kill it with SIGINT halfway through (SIGTERM still stops it)."""
+    stages_finished = True
+    try:
         if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+            stages_finished = node.shutdown()
+    except KeyboardInterrupt:
+        print("aliked_vo: interrupted again: not waiting for the stages", file=sys.stderr, flush=True)
+        stages_finished = False
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if node is not None:
+        node.destroy_node()
+    rclpy.try_shutdown()
+    return stages_finished
 
 
 if __name__ == "__main__":  # python -m aliked_ros.ros.node (the pip install's lib/aliked_ros/vo_node)

@@ -162,7 +162,9 @@ def test_node_compressed_depth(shared_dir, weights_dir, ros_process, graph, extr
         g.pub_info.publish(camera_info_msg(frames[5].camera, header))
         g.pub_depth.publish(CompressedImage(header=header, format=format_, data=data))
         g.pub_image.publish(image_msg(frames[5].image, header))
-        assert g.spin_until(lambda: int(g.latest_diagnostics().get("frames_received", 0)) == received, 20)
+        # received and decided (a frame still waiting for its pair would count as dropped once the next came)
+        assert g.spin_until(lambda: (d := g.latest_diagnostics()) and int(d.get("frames_received", 0)) == received
+                            and sum(frame_counts(d)) == received, 20)
 
     format_, data = encode_compressed_depth(frames[5].depth, "rvl")
     send_bad_depth(frames[4].stamp + 0.01, format_, data[:len(data) // 2], 6)  # cut short
@@ -279,7 +281,7 @@ def test_camera_info_is_paired_with_the_image_by_stamp(shared_dir, weights_dir, 
         return Header(stamp=stamp_of(frame.stamp), frame_id="camera_rgb_optical_frame")
 
     g.pub_image.publish(image_msg(frames[0].image, header(frames[0])))  # never gets a camera_info
-    g.spin_until(lambda: False, 2.5)  # > camera_info_wait, with margin for a loaded machine
+    assert g.spin_until(lambda: g.latest_diagnostics().get("rejected_no_camera_info") == "1", 20)
     g.pub_image.publish(image_msg(frames[1].image, header(frames[1])))
     g.spin_until(lambda: False, 0.2)  # the worker is waiting for this frame's camera_info
     g.pub_info.publish(camera_info_msg(frames[1].camera, header(frames[1])))
@@ -332,7 +334,7 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     from rcl_interfaces.srv import GetParameters
     from rclpy.event_handler import SubscriptionEventCallbacks
 
-    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:4]
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:7]
     # float parameters given as whole numbers (ROS types them INTEGER / INTEGER_ARRAY) are taken as floats
     node = start_node(ros_process, weights_dir, "-p", "extractor:=orb", "-p", "qos:=reliable",
                       "-p", "next_frame_wait:=0", "-p", "camera_mount:=[0, 0, 1]")
@@ -352,9 +354,12 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     g.node.create_subscription(Image, "/aliked_vo/debug_image", debug_images.append, 5, event_callbacks=
                                SubscriptionEventCallbacks(matched=lambda info: matched.append(info.current_count)))
     assert g.spin_until(lambda: matched and matched[-1] > 0, 10)
-    g.spin_until(lambda: False, 0.5)  # the node's side of the match
-    assert g.publish_and_wait(frames[1]).frame_index == 1
-    assert g.spin_until(lambda: debug_images, 5)
+    g.spin_until(lambda: False, 0.5)  # the node's side of the match (its discovery may take longer: frames 2-4)
+    for frame in frames[1:5]:
+        g.publish_and_wait(frame)
+        if g.spin_until(lambda: debug_images, 2):
+            break
+    assert debug_images
     assert (debug_images[0].encoding, debug_images[0].width, debug_images[0].height) == ("rgb8", 640, 480)
     assert debug_images[0].header.stamp == g.status[-1].header.stamp
     reset = g.node.create_client(Trigger, "/aliked_vo/reset")
@@ -362,7 +367,7 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     future = reset.call_async(Trigger.Request())
     g.spin_until(future.done, 10)
     assert future.result().success
-    assert g.publish_and_wait(frames[2]).frame_index == 0
+    assert g.publish_and_wait(frames[5]).frame_index == 0
     setter = g.node.create_client(SetParameters, "/aliked_vo/set_parameters")
     assert setter.wait_for_service(timeout_sec=10)
 
@@ -380,7 +385,7 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     out_of_range = set_parameter("path_max_length", 0)
     assert not out_of_range.successful
     assert set_parameter("next_frame_wait", 0.2).successful and not set_parameter("next_frame_wait", 1.5).successful
-    assert g.publish_and_wait(frames[3]).frame_index == 1  # frames still go through
+    assert g.publish_and_wait(frames[6]).frame_index == 1  # frames still go through
     assert node.running
 
 

@@ -295,10 +295,10 @@ def test_ctrl_c_during_demo_leaves_no_process(weights_dir, tmp_path, ros_process
 
     from conftest import leftover_test_processes
 
-    demo = ros_process(cli("demo", "--frames", "40", "--output-dir", str(tmp_path), "--extractor", "orb"),
+    demo = ros_process(cli("demo", "--frames", "120", "--output-dir", str(tmp_path), "--extractor", "orb"),
                        name="demo", extra_env={"ALIKED_WEIGHTS_DIR": str(weights_dir)})
     assert demo.wait_for_output("replaying", 120), demo.output()
-    time.sleep(1.0)
+    time.sleep(1.0)  # (120 lock-step frames: several seconds on any machine measured)
     os.killpg(demo.popen.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     assert demo.wait(30) == 130, demo.output()
     assert "interrupted" in demo.output()

@@ -282,7 +282,8 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
         scaled = alignment == "sim3" and np.linalg.norm(true - true.mean(axis=0), axis=1).max() >= MIN_SCALE_EXTENT_M
         plans.append((map_id, members, score, scaled))
     plans.sort(key=lambda plan: not plan[3])
-    run_scale, run_scale_poses = None, 0  # sim3: the scale of the segment with the most scored poses that fixes one, for those at rest
+    # sim3: the scale of the segment with the most scored poses that fixes one, for those at rest
+    run_scale, run_scale_poses = None, 0
     for map_id, members, score, scaled in plans:
         scored[score] = True
         R, t, s = umeyama(est[score, :3, 3], gt[score, :3, 3], with_scale=scaled)

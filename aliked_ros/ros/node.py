@@ -52,8 +52,8 @@ what fails (``callback_error``).
 from __future__ import annotations
 
 import functools
-import signal
 import os
+import signal
 import sys
 import threading
 import time

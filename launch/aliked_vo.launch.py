@@ -8,7 +8,9 @@ ros2 launch aliked_ros aliked_vo.launch.py namespace:=front camera:=/front_camer
 Node parameters come from ``params_file`` (default: the package's config/params.yaml); the launch arguments
 extractor, device, max_keypoints, use_depth, compressed_depth, rolling_shutter_readout, stereo, compressed,
 pipelined, odom_frame, base_frame and camera_frame override
-it only when given (empty = the file's value). With stereo:=true the node reads the rectified pair on
+it only when given (empty = the file's value), and so does any other node parameter given as ``name:=value``
+(``rectified:=true``, ``next_frame_wait:=0.2``: every key of config/params.yaml, checked against that file's
+type). With stereo:=true the node reads the rectified pair on
 <camera>/<left_image>, <left_camera_info>, <right_image>, <right_camera_info> (image, camera_info and depth are
 then unused). The launch ends when the node exits: with code 0 after Ctrl-C, with
 code 1 when the node failed (e.g. a parameter it refuses at start: its one-line reason is printed above). A
@@ -55,17 +57,53 @@ ARGUMENT_TYPES = {"max_keypoints": (int,), "use_depth": (bool,), "compressed_dep
 BOOLEAN_ARGUMENTS = ("use_sim_time", "rviz")
 
 
+def _node_parameters() -> dict:
+    """Every node parameter and its default (the package's config/params.yaml lists them all)."""
+    path = os.path.join(get_package_share_directory("aliked_ros"), "config", "params.yaml")
+    with open(path) as file:
+        return yaml.safe_load(file)["/**"]["ros__parameters"]
+
+
+def _parameters_given(context) -> list[str]:
+    """Node parameters given as undeclared launch arguments (``rectified:=true``): passed on like the declared
+    ones. (Other undeclared names are left alone: an including launch file's own configurations are seen here.)"""
+    return [name for name in context.launch_configurations
+            if name not in PARAMETER_ARGUMENTS and name not in ("use_sim_time",) and name in _node_parameters()]
+
+
+def _type_error(text: str, default) -> str | None:
+    """Why ``text`` (a launch argument, parsed as YAML as launch_ros does) cannot set a parameter whose default is
+    ``default``, or None: a float parameter takes a whole number too, a list one a list."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if type(value) is int else "a whole number"
+    if isinstance(default, float):
+        return None if type(value) in (int, float) else "a number"
+    if isinstance(default, list):
+        return None if isinstance(value, list) else "a list ([a, b, ...])"
+    return None
+
+
 def _check_arguments(context):
     """Refuse, with one line, what the node would otherwise start without: a misspelt argument (launch ignores an
     undeclared one), an override of the wrong type, a params_file that is not there, a true/false that is neither."""
     import difflib
 
+    parameters = _node_parameters()
     declared = [*PARAMETER_ARGUMENTS, *BOOLEAN_ARGUMENTS, "namespace", "camera", "image", "camera_info", "depth",
-                "left_image", "left_camera_info", "right_image", "right_camera_info", "params_file"]
+                "left_image", "left_camera_info", "right_image", "right_camera_info", "params_file", *parameters]
     given = context.launch_configurations
     for name in given:
         if name not in declared and (close := difflib.get_close_matches(name, declared, n=1, cutoff=0.85)):
             raise RuntimeError(f"unknown launch argument {name!r}: did you mean {close[0]!r}?")
+    for name in _parameters_given(context):
+        if given[name] != "" and (expected := _type_error(given[name], parameters[name])):
+            raise RuntimeError(f"launch argument {name}:={given[name]} is not {expected}")
     for name, types in ARGUMENT_TYPES.items():
         text = given.get(name, "")
         if text == "":
@@ -148,8 +186,8 @@ def _rviz(context):
 
 def _node(context):
     camera = LaunchConfiguration("camera")
-    overrides = {name: LaunchConfiguration(name) for name in PARAMETER_ARGUMENTS
-                 if context.launch_configurations.get(name, "") != ""}
+    given = [*PARAMETER_ARGUMENTS, *_parameters_given(context)]
+    overrides = {name: LaunchConfiguration(name) for name in given if context.launch_configurations.get(name, "") != ""}
     overrides["use_sim_time"] = LaunchConfiguration("use_sim_time")
     return [Node(
         package="aliked_ros",

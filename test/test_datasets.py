@@ -56,6 +56,11 @@ def test_bag_round_trip_gives_same_odometry(shared_dir, tmp_path, extractor_cach
     bag_path = write_bag(folder, tmp_path / ("seq.bag" if ros1 else "seq"), ros1=ros1)
     bag = open_sequence(bag_path)
     assert isinstance(bag, BagSequence) and len(bag) == 40 and bag.has_depth and bag.camera == folder.camera
+    if ros1:  # one file: its ground truth is the caller's (a groundtruth.txt beside it is read back)
+        assert bag.groundtruth is None
+    else:  # written into the bag's folder: eval scores a bag as it scores the folder
+        np.testing.assert_array_equal(bag.groundtruth.stamps, folder.groundtruth.stamps)
+        np.testing.assert_allclose(bag.groundtruth.poses, folder.groundtruth.poses, atol=1e-9)
     extractor = extractor_cache("orb")
     from_folder = run_offline(folder, VisualOdometry(extractor), max_frames=10, progress=False)
     from_bag = run_offline(bag, VisualOdometry(extractor), max_frames=10, progress=False)

@@ -186,7 +186,9 @@ def test_ros2_launch_replay_tools_tf_params_reset_and_sigint(shared_dir, ros_pro
     text = text.replace("background_mapping: true", "background_mapping: false")  # poses compared with eval's
     text = text.replace("camera_mount: [0.0, 0.0, 0.0]", f"camera_mount: {mount}")
     params.write_text(text + "    max_keypoint: 500   # a typo: warned once, ignored\n")
-    launched = launch(ros_process, tools_env, "extractor:=orb", "camera:=/cam", "image:=image", f"params_file:={params}")
+    # path_max_length: a node parameter that is not a declared launch argument, passed on all the same
+    launched = launch(ros_process, tools_env, "extractor:=orb", "camera:=/cam", "image:=image", f"params_file:={params}",
+                      "path_max_length:=500")
 
     g = VoGraph(ros_context, namespace="/cam", node_ns=NODE, reliable=True)  # qos: reliable, like the replay
     try:
@@ -296,6 +298,7 @@ def test_ros2_launch_replay_tools_tf_params_reset_and_sigint(shared_dir, ros_pro
         dumped = tmp_path / "dumped.yaml"
         dumped.write_text(dump.stdout)
         assert yaml.safe_load(dump.stdout)[NODE]["ros__parameters"]["publish_tf"] is False
+        assert yaml.safe_load(dump.stdout)[NODE]["ros__parameters"]["path_max_length"] == 500  # (the file: 1000)
 
         # --- reset service; then more frames: odometry goes on, TF stays off, status shows the new map ----------
         map_before = g.status[-1].map_id
@@ -514,7 +517,11 @@ def test_two_cameras_two_launched_nodes(shared_dir, ros_process, ros2, tools_env
     ("max_keypoints:=abc", "launch argument max_keypoints:=abc is not a number"),
     ("params_file:=/nonexistent/params.yaml", "params_file /nonexistent/params.yaml: no such file"),
     ("rviz:=yes", "launch argument rviz:=yes is not true or false"),
-], ids=["misspelt", "bool_typo", "not_a_number", "no_params_file", "rviz_yes"])
+    ("next_frame_wait:=soon", "launch argument next_frame_wait:=soon is not a number"),  # a parameter, undeclared
+    ("camera_mount:=0.1", "launch argument camera_mount:=0.1 is not a list ([a, b, ...])"),
+    ("publis_tf:=false", "unknown launch argument 'publis_tf': did you mean 'publish_tf'?"),
+], ids=["misspelt", "bool_typo", "not_a_number", "no_params_file", "rviz_yes", "parameter_not_a_number",
+        "parameter_not_a_list", "parameter_misspelt"])
 def test_ros2_launch_refuses_what_the_node_would_silently_ignore(argument, message, ros_process, tools_env):
     """Launch drops an undeclared argument, rcl keeps the params file's value when an override's type differs and
     starts on defaults without the params file, and rviz:=yes failed after the node had started (left running):

@@ -5,7 +5,9 @@ unknown, as TUM's own bags; with ``compressed_depth`` = "png" or "rvl", 16UC1 mi
 compressed_depth_image_transport writes them, on ``<depth topic>/compressedDepth``). A stereo sequence: the rectified left and right images and their camera_infos on
 ``/stereo/left/image_rect``, ``/stereo/left/camera_info``, ``/stereo/right/image_rect``,
 ``/stereo/right/camera_info`` (P of the right one with Tx = -fx B), which ``BagSequence`` reads back as stereo.
-Message stamps are the frames' stamps; so are the bag's receive times.
+Message stamps are the frames' stamps; so are the bag's receive times. A ROS 2 bag's folder also gets the
+sequence's ground truth as ``groundtruth.txt`` (TUM format), where ``BagSequence`` reads it back; a ROS 1 .bag is
+one file: its ground truth is left to the caller (a ``groundtruth.txt`` beside the bag is read back).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from aliked_ros.compressed_depth import encode_compressed_depth
 from aliked_ros.datasets.base import DatasetError, Sequence
 from aliked_ros.geometry.camera import CameraModel
+from aliked_ros.trajectory import write_tum
 
 DEFAULT_TOPICS = {"image": "/camera/rgb/image_color", "camera_info": "/camera/rgb/camera_info",
                   "depth": "/camera/depth/image"}
@@ -109,4 +112,6 @@ def write_bag(sequence: Sequence, path: str | Path, ros1: bool = False, storage:
                 depth = Image(header=header, height=metres.shape[0], width=metres.shape[1], encoding="32FC1",
                               is_bigendian=0, step=metres.shape[1] * 4, data=metres.view(np.uint8).reshape(-1))
                 writer.write(depth_conn, time_ns, serialize(depth, Image.__msgtype__))
+    if not ros1 and sequence.groundtruth is not None:  # where BagSequence looks (rosbag2 reads only its own files)
+        write_tum(path / "groundtruth.txt", sequence.groundtruth)
     return path

@@ -32,7 +32,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian pixel noise sigma, grey levels")
     parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma, px")
-    parser.add_argument("--distortion", default="", help="plumb_bob k1,k2,p1,p2,k3 (rendered exactly)")
+    parser.add_argument("--distortion", default="",
+                        help="plumb_bob k1,k2,p1,p2,k3 (rendered exactly); write --distortion=-0.1,... when k1 < 0")
     parser.add_argument("--stereo", type=float, default=0.0, metavar="BASELINE",
                         help="also render a rectified right camera BASELINE metres to the right (stereo frames)")
     parser.add_argument("--rolling-shutter", type=float, default=0.0, metavar="SECONDS",

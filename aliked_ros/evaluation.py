@@ -39,7 +39,8 @@ Definitions (used by ``aliked-vo eval`` and ``aliked-vo demo``):
     freedom: 1 for an honest covariance, > 1 when it claims more certainty than the estimate has
     (``nees_ratio_median`` beside it);
   - ``path_length_m``: the length of the aligned estimated path over the scored poses, ``true_path_length_m`` the
-    true one over the same poses (their ratio shows a scale error or lost motion).
+    true one over the same poses (their ratio shows a scale error or lost motion); NaN (JSON null) when no pose
+    was scored.
 """
 from __future__ import annotations
 
@@ -310,8 +311,11 @@ def evaluate(estimate: Trajectory, groundtruth: Trajectory, alignment: str = "si
     segments.sort(key=lambda segment: segment.map_id)
     ate = float(np.sqrt(np.mean(np.sum((aligned[scored] - gt[scored, :3, 3]) ** 2, axis=1)))) if scored.any() \
         else float("nan")
+    # no pose scored (e.g. a monocular map that never started): the path lengths are unknown, not 0
+    path_m = float(sum(seg.path_length_m for seg in segments)) if segments else float("nan")
+    true_path_m = float(sum(seg.true_path_length_m for seg in segments)) if segments else float("nan")
     return Metrics(int(ok.sum()), alignment, ate, _summary(rot), _summary(tdir),
-                   float(sum(seg.path_length_m for seg in segments)), max(scales)[1] if scales else float("nan"),
+                   path_m, max(scales)[1] if scales else float("nan"),
                    estimate.stamps[ok], aligned, gt[:, :3, 3], missed, float(np.mean(drift)) if drift else float("nan"),
                    length_m or float("nan"), int((~init & ~scored & ~short).sum()), segments,
-                   float(sum(seg.true_path_length_m for seg in segments)), np.array(nees), int(short.sum()))
+                   true_path_m, np.array(nees), int(short.sum()))

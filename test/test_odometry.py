@@ -295,6 +295,8 @@ def test_eval_json_is_strict_when_a_metric_has_nothing_to_measure(shared_dir):
 
     report = json.loads(result.stdout, parse_constant=refuse)
     assert report["tdir_err_deg"] == {"median": None, "mean": None} and report["frames"] == 10
+    # monocular at rest: no map starts, no pose is scored: the path lengths are unknown (were 0.0, "no motion")
+    assert report["segments"] == [] and report["path_length_m"] is None and report["true_path_length_m"] is None
 
 
 def test_eval_scores_another_systems_trajectory(shared_dir, tmp_path):

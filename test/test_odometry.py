@@ -414,8 +414,10 @@ def test_eval_fails_when_nothing_associates_with_the_ground_truth(shared_dir, tm
     (["replay", "{fr2}", "--rate", "-1"], 2, "argument --rate: -1 is not >= 0"),
     (["bench-vo", "{fr2}", "--extractor", "orb", "--solvers", "lmm"], 2, "unknown solver lmm"),
     (["extract", "{image}", "--extractor", "orb", "-o", "/nonexistent/x.npz"], 1, "No such file or directory"),
+    (["demo", "--domain-id", "233"], 2, "argument --domain-id: 233 is not a ROS_DOMAIN_ID (0..232)"),
+    (["bench", "soak", "--domain-id", "-1"], 2, "argument --domain-id: -1 is not a ROS_DOMAIN_ID (0..232)"),
 ], ids=["max_frames_0", "max_keypoints_negative", "camera_info_missing", "demo_frames_negative", "replay_rate_negative",
-        "unknown_solver", "output_folder_missing"])
+        "unknown_solver", "output_folder_missing", "demo_domain_id", "soak_domain_id"])
 def test_tool_options_out_of_range_are_one_line_errors(args, code, message, shared_dir):
     """A user's mistake in a tool's options: one line and a non-zero exit, not a traceback, and never taken as "no
     limit" (--max-frames 0 ran every frame, --frames -3 replayed them all, --rate -1 played at full speed)."""

@@ -12,12 +12,15 @@ from collections.abc import Mapping
 from aliked_ros.resources import config_file
 
 PROFILE_NAME = "fastdds_loopback.xml"
+MAX_DOMAIN_ID = 232  # the largest whose ports fit the default port mapping (7400 + 250 x domain + ...)
+
 
 
 def loopback_environment(domain_id: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``base`` (default: ``os.environ``) with DDS confined to loopback.
 
-    ``domain_id`` (0..101 are safe with the default port mapping) sets ``ROS_DOMAIN_ID``; None keeps the base's.
+    ``domain_id`` (0..232; 0..101 stay clear of Linux's ephemeral ports) sets ``ROS_DOMAIN_ID``; None keeps the
+    base's.
     """
     env = dict(os.environ if base is None else base)
     profile = str(config_file(PROFILE_NAME))
@@ -26,8 +29,8 @@ def loopback_environment(domain_id: int | None = None, base: Mapping[str, str] |
     env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
     env.pop("ROS_LOCALHOST_ONLY", None)
     if domain_id is not None:
-        if not 0 <= domain_id <= 101:
-            raise ValueError(f"ROS_DOMAIN_ID must be in 0..101, got {domain_id}")
+        if not 0 <= domain_id <= MAX_DOMAIN_ID:
+            raise ValueError(f"ROS_DOMAIN_ID must be in 0..{MAX_DOMAIN_ID}, got {domain_id}")
         env["ROS_DOMAIN_ID"] = str(domain_id)
     return env
 

@@ -28,7 +28,7 @@ from aliked_ros.evaluation import evaluate, json_safe, report_fields
 from aliked_ros.features import ALIKED_MODELS, EXTRACTORS
 from aliked_ros.features.weights import resolve_weights
 from aliked_ros.synth import SynthConfig, SyntheticSequence
-from aliked_ros.tools.options import positive_float, positive_int
+from aliked_ros.tools.options import domain_id, positive_float, positive_int
 from aliked_ros.trajectory import Trajectory, write_tum
 
 
@@ -39,13 +39,6 @@ def _baseline(text: str) -> float:
     value = float(text)
     if not 0 < value < 10:
         raise argparse.ArgumentTypeError(f"stereo baseline {value} m: it takes a number of metres in (0, 10)")
-    return value
-
-
-def _domain_id(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 101:
-        raise argparse.ArgumentTypeError(f"{value} is not in 0..101 (the ROS_DOMAIN_IDs that loopback DDS uses)")
     return value
 
 
@@ -65,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="BASELINE",
                         help=f"a rectified stereo pair, BASELINE metres apart (default {DEFAULT_BASELINE_M}; with "
                              "--source: its two cameras): the node with stereo:=true, metric, se3 alignment")
-    parser.add_argument("--domain-id", type=_domain_id, default=None,
-                        help="ROS_DOMAIN_ID for the demo graph, 0..101 (default: random)")
+    parser.add_argument("--domain-id", type=domain_id, default=None,
+                        help="ROS_DOMAIN_ID for the demo graph, 0..232 (default: random in 1..101)")
     parser.add_argument("--timeout", type=positive_float, default=120.0, help="s to wait for the node to start")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
 

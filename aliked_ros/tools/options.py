@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from aliked_ros.ros.dds import MAX_DOMAIN_ID
+
 
 def _number(kind, check, wanted: str):
     def parse(text: str):
@@ -22,3 +24,5 @@ positive_int = _number(int, lambda v: v >= 1, ">= 1")
 non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
 positive_float = _number(float, lambda v: v > 0, "> 0")
 non_negative_float = _number(float, lambda v: v >= 0, ">= 0")
+# ROS_DOMAIN_ID: 0..232 as ROS 2 allows (0..101 stay clear of Linux's ephemeral ports, which 102-232 may meet)
+domain_id = _number(int, lambda v: 0 <= v <= MAX_DOMAIN_ID, f"a ROS_DOMAIN_ID (0..{MAX_DOMAIN_ID})")

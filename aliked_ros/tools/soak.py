@@ -44,7 +44,7 @@ import numpy as np
 
 from aliked_ros.errors import AlikedRosError
 from aliked_ros.tools.demo import stop_process
-from aliked_ros.tools.options import positive_int
+from aliked_ros.tools.options import domain_id, positive_int
 
 NAMESPACE = "/soak/camera"
 NODE_NAME = "/aliked_vo"
@@ -405,7 +405,8 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup,
                         help="soak: fraction of the frames before the RSS slope is fitted")
     parser.add_argument("--node-log", default=None, help="soak: write the node's log here (default: a temp file)")
-    parser.add_argument("--domain-id", type=int, default=None, help="soak: ROS_DOMAIN_ID (default: random 1..101)")
+    parser.add_argument("--domain-id", type=domain_id, default=None,
+                        help="soak: ROS_DOMAIN_ID, 0..232 (default: random 1..101)")
 
 
 def run(args: argparse.Namespace) -> int:

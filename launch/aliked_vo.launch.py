@@ -18,6 +18,7 @@ misspelt argument, an override of the wrong type, a missing params_file or a tru
 launch before the node starts (code 1, one line).
 """
 import atexit
+import functools
 import os
 import signal
 import tempfile
@@ -49,14 +50,10 @@ PARAMETER_ARGUMENTS = {
 }
 
 
-# the type a PARAMETER_ARGUMENTS value must parse to (YAML, as launch_ros passes it); rcl would keep the params
-# file's value without a word when an override's type differs (use_depth:=ture, max_keypoints:=abc)
-ARGUMENT_TYPES = {"max_keypoints": (int,), "use_depth": (bool,), "compressed_depth": (bool,),
-                  "rolling_shutter_readout": (float, int),
-                  "stereo": (bool,), "compressed": (bool,), "pipelined": (bool,)}
 BOOLEAN_ARGUMENTS = ("use_sim_time", "rviz")
 
 
+@functools.cache
 def _node_parameters() -> dict:
     """Every node parameter and its default (the package's config/params.yaml lists them all)."""
     path = os.path.join(get_package_share_directory("aliked_ros"), "config", "params.yaml")
@@ -68,12 +65,13 @@ def _parameters_given(context) -> list[str]:
     """Node parameters given as undeclared launch arguments (``rectified:=true``): passed on like the declared
     ones. (Other undeclared names are left alone: an including launch file's own configurations are seen here.)"""
     return [name for name in context.launch_configurations
-            if name not in PARAMETER_ARGUMENTS and name not in ("use_sim_time",) and name in _node_parameters()]
+            if name not in PARAMETER_ARGUMENTS and name in _node_parameters()]
 
 
 def _type_error(text: str, default) -> str | None:
     """Why ``text`` (a launch argument, parsed as YAML as launch_ros does) cannot set a parameter whose default is
-    ``default``, or None: a float parameter takes a whole number too, a list one a list."""
+    ``default``, or None: a float parameter takes a whole number too, a list one a list. (rcl would keep the params
+    file's value without a word when an override's type differs: use_depth:=ture, max_keypoints:=abc.)"""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -81,7 +79,7 @@ def _type_error(text: str, default) -> str | None:
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "true or false"
     if isinstance(default, int):
-        return None if type(value) is int else "a whole number"
+        return None if type(value) is int else "a number (a whole one)"
     if isinstance(default, float):
         return None if type(value) in (int, float) else "a number"
     if isinstance(default, list):
@@ -101,19 +99,9 @@ def _check_arguments(context):
     for name in given:
         if name not in declared and (close := difflib.get_close_matches(name, declared, n=1, cutoff=0.85)):
             raise RuntimeError(f"unknown launch argument {name!r}: did you mean {close[0]!r}?")
-    for name in _parameters_given(context):
-        if given[name] != "" and (expected := _type_error(given[name], parameters[name])):
+    for name in [*PARAMETER_ARGUMENTS, *_parameters_given(context)]:
+        if given.get(name, "") != "" and (expected := _type_error(given[name], parameters[name])):
             raise RuntimeError(f"launch argument {name}:={given[name]} is not {expected}")
-    for name, types in ARGUMENT_TYPES.items():
-        text = given.get(name, "")
-        if text == "":
-            continue
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        if type(value) not in types:
-            raise RuntimeError(f"launch argument {name}:={text} is not {'true or false' if bool in types else 'a number'}")
     for name in BOOLEAN_ARGUMENTS:
         if given.get(name, "false").lower() not in ("true", "false", "1", "0"):
             raise RuntimeError(f"launch argument {name}:={given[name]} is not true or false")

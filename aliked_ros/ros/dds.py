@@ -15,7 +15,6 @@ PROFILE_NAME = "fastdds_loopback.xml"
 MAX_DOMAIN_ID = 232  # the largest whose ports fit the default port mapping (7400 + 250 x domain + ...)
 
 
-
 def loopback_environment(domain_id: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``base`` (default: ``os.environ``) with DDS confined to loopback.
 

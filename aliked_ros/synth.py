@@ -34,6 +34,13 @@ The camera moves at ``speed_m_s`` except: it accelerates smoothly from rest over
 start, and it halts ``stops`` times for ``stop_s`` seconds and ``rotations`` times for ``rotation_s`` seconds
 while turning on the spot (yaw out to +-``rotation_deg`` and back, about the optical centre: no parallax at
 all). The events are spread evenly over the run, each with a smooth 0.5 s slow-down and speed-up.
+
+Moving objects (``movers`` > 0): people-sized panels (0.5 m x 1.7 m, textured like the scene, facing the camera
+at rest) standing on the floor at depths of 1.4, 4.0 and 2.7 m (``make_movers``), each walking to and fro across the scene (x from
+-1.8 to 1.8 m) at ``mover_speed_m_s``: what a robot's camera sees while someone walks past. They are positioned at
+each row band's own time (rolling shutter), occlude the scene and are in the depth image; the ground truth is the
+camera's alone. Their textures and paths come from their own random stream, so a sequence without movers is the
+same as before they existed.
 """
 from __future__ import annotations
 
@@ -73,6 +80,8 @@ class SynthConfig:
     stereo_baseline_m: float = 0.0  # > 0: render a rectified right camera this far along +x (stereo frames)
     rolling_shutter_s: float = 0.0  # > 0: rows exposed top to bottom over this long (readout time); 0: global
     pixel_samples: int = 1  # each pixel the mean of this many x this many samples over its area; 1: its centre
+    movers: int = 0  # people-sized panels walking across the scene (moving objects; not in the ground truth)
+    mover_speed_m_s: float = 1.2
 
     def __post_init__(self) -> None:
         if self.path not in ("arc", "loop"):
@@ -85,6 +94,8 @@ class SynthConfig:
             raise ValueError(f"rolling shutter readout must be in [0, frame period), got {self.rolling_shutter_s} s")
         if self.pixel_samples < 1:
             raise ValueError(f"pixel_samples must be >= 1, got {self.pixel_samples}")
+        if self.movers < 0 or self.mover_speed_m_s < 0:
+            raise ValueError(f"movers >= 0 and mover speed >= 0 are required, got {self.movers}, {self.mover_speed_m_s}")
         if self.stereo_baseline_m > 0 and any(self.distortion):
             raise ValueError("a stereo pair is rendered rectified: no lens distortion with a stereo baseline")
 
@@ -137,6 +148,36 @@ def make_scene(rng: np.random.Generator, px_per_m: float) -> list[Face]:
         faces.append(face([cx + w / 2, top, cz - d / 2], [0, 0, d], [0, h, 0]))  # right side
         faces.append(face([cx - w / 2, top, cz - d / 2], [w, 0, 0], [0, 0, d]))  # top
     return faces
+
+
+@dataclass(frozen=True)
+class Mover:
+    """A panel ``width`` x ``height`` m standing on the floor at depth ``z`` (world frame), its centre walking to
+    and fro along x over [-``reach``, ``reach``] at ``speed`` m/s, at ``phase`` m along that walk at time 0."""
+
+    z: float
+    phase: float
+    speed: float
+    texture: np.ndarray = field(repr=False)
+    width: float = 0.5
+    height: float = 1.7
+    reach: float = 1.8
+
+    def face_at(self, time: float) -> Face:
+        """The panel at ``time`` (s from the first frame) as a ``Face`` (facing -z, towards the camera)."""
+        walk = (self.phase + self.speed * time) % (4 * self.reach)  # a triangle wave: out and back
+        x = -self.reach + (walk if walk <= 2 * self.reach else 4 * self.reach - walk)
+        return Face(np.array([x - self.width / 2, 1.5 - self.height, self.z]), np.array([self.width, 0.0, 0.0]),
+                    np.array([0.0, self.height, 0.0]), self.texture)
+
+
+def make_movers(config: SynthConfig) -> list[Mover]:
+    """``config.movers`` walkers, from their own random stream: the first at 1.4 m (in front of the boxes), the
+    second at 4.0 m (behind them), the third at 2.7 m (between them), then again 0.1 m further each round."""
+    rng = np.random.default_rng([config.seed, 7])
+    return [Mover((1.4, 4.0, 2.7)[k % 3] + 0.1 * (k // 3), float(rng.uniform(0, 7.2)), config.mover_speed_m_s,
+                  make_texture(rng, int(0.5 * config.texture_px_per_m), int(1.7 * config.texture_px_per_m)))
+            for k in range(config.movers)]
 
 
 def _smooth_step(x: np.ndarray) -> np.ndarray:
@@ -222,6 +263,7 @@ class SyntheticSequence(Sequence):
         self.camera = CameraModel(cfg.width, cfg.height, f, f, (cfg.width - 1) / 2, (cfg.height - 1) / 2,
                                   "plumb_bob", tuple(cfg.distortion))
         self.faces = make_scene(np.random.default_rng(cfg.seed), cfg.texture_px_per_m)
+        self.movers = make_movers(cfg)
         self.stamps = 1000.0 + np.arange(cfg.frames) / cfg.rate_hz
         self.groundtruth = Trajectory(self.stamps, camera_path(cfg))
         self.stereo = None
@@ -242,7 +284,8 @@ class SyntheticSequence(Sequence):
         self._rays = np.column_stack([normalized, np.ones(len(normalized))])  # camera frame, z = 1
         self._rays_t = np.ascontiguousarray(self._rays.T)
         # textures with an opaque alpha channel: warped alpha >= 128 marks the pixels inside a face
-        self._rgba = [np.dstack([f.texture, np.full(f.texture.shape[:2], 255, np.uint8)]) for f in self.faces]
+        self._rgba = [np.dstack([f.texture, np.full(f.texture.shape[:2], 255, np.uint8)])
+                      for f in [*self.faces, *self.movers]]
 
     def __len__(self) -> int:
         return self.config.frames
@@ -264,11 +307,11 @@ class SyntheticSequence(Sequence):
             middle = np.minimum((starts + band / 2) / n - 0.5, cfg.height - 1)
             times = index / cfg.rate_hz + (middle / (cfg.height - 1) - 0.5) * cfg.rolling_shutter_s
             poses = camera_path(cfg, times) @ (offset if right else np.eye(4))
-            colour, depth = zip(*(self._render_rows(pose, row, min(row + band, sample_height))
-                                  for pose, row in zip(poses, starts)))
+            colour, depth = zip(*(self._render_rows(pose, row, min(row + band, sample_height), time)
+                                  for pose, row, time in zip(poses, starts, times)))
             colour, depth = np.concatenate(colour), np.concatenate(depth)
         else:
-            colour, depth = self._render_rows(T, 0, sample_height)
+            colour, depth = self._render_rows(T, 0, sample_height, index / cfg.rate_hz)
         image = colour.reshape(sample_height, sample_width, 3)
         if n > 1:  # each pixel the mean of its samples; depth where they agree
             image = cv2.resize(image, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
@@ -285,9 +328,11 @@ class SyntheticSequence(Sequence):
         depth[~np.isfinite(depth)] = np.nan
         return np.clip(np.round(image), 0, 255).astype(np.uint8), depth
 
-    def _render_rows(self, T: np.ndarray, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+    def _render_rows(self, T: np.ndarray, row0: int, row1: int, time: float) -> tuple[np.ndarray, np.ndarray]:
         """(colour (P,3) float32, depth (P,) with inf where nothing is hit) of sample rows [row0, row1) (image
-        rows with one sample per pixel) seen from the camera pose ``T`` (T_world_camera)."""
+        rows with one sample per pixel) seen from the camera pose ``T`` (T_world_camera) at ``time`` (s from the
+        first frame: where the movers are)."""
+        faces = [*self.faces, *(mover.face_at(time) for mover in self.movers)]
         width = self._samples_size[0]
         rays = self._rays[row0 * width:row1 * width]
         rays_t = self._rays_t[:, row0 * width:row1 * width]
@@ -295,12 +340,12 @@ class SyntheticSequence(Sequence):
         depth = np.full(len(rays), np.inf)
         colour = np.zeros((len(rays), 3), np.float32)
         R_cw, t_cw = R.T, -R.T @ centre
-        normals = np.array([np.cross(face.u, face.v) for face in self.faces])
-        offsets = np.einsum("fi,fi->f", np.array([face.origin for face in self.faces]) - centre, normals)
+        normals = np.array([np.cross(face.u, face.v) for face in faces])
+        offsets = np.einsum("fi,fi->f", np.array([face.origin for face in faces]) - centre, normals)
         with np.errstate(divide="ignore", invalid="ignore"):
             # n . (R ray) = (R' n) . ray: the normals turn into the camera frame, not the rays into the world
             depths = offsets[:, None] / ((normals @ R) @ rays_t)  # (faces, pixels): ray parameter = camera z
-        for face, rgba, z in zip(self.faces, self._rgba, depths):
+        for face, rgba, z in zip(faces, self._rgba, depths):
             hit = np.isfinite(z) & (z > 0.05) & (z < depth)
             if not hit.any():
                 continue

@@ -97,6 +97,30 @@ def test_synth_pixel_area_is_the_mean_of_its_samples():
         SynthConfig(pixel_samples=0)
 
 
+def test_synth_movers_walk_across_the_scene_and_leave_the_rest_as_it_was():
+    """``movers``: people-sized panels walking to and fro in front of the scene. They occlude it (nearer than
+    what they cover, in the depth image too), they move from frame to frame while the camera stands still, and
+    everything they do not cover is the scene as rendered without them (their own random stream)."""
+    config = SynthConfig(frames=20, rate_hz=10.0, width=320, height=240, speed_m_s=0.0, seed=3)
+    plain = SyntheticSequence(config)
+    walked = SyntheticSequence(replace(config, movers=3))
+    covered = []
+    for index in (0, 5):
+        image, depth = walked.render(index)
+        plain_image, plain_depth = plain.render(index)
+        mask = ~np.isclose(np.nan_to_num(depth), np.nan_to_num(plain_depth), atol=1e-6)
+        assert 0.01 < mask.mean() < 0.6, mask.mean()  # someone is in view, not all of it
+        assert np.all(depth[mask] < np.nan_to_num(plain_depth[mask], nan=np.inf))  # in front of what they cover
+        assert 1.2 < np.nanmin(depth[mask]) and np.nanmax(depth[mask]) < 4.3  # at 1.4, 2.7 and 4.0 m
+        unchanged = ~cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # (edges blend)
+        assert np.array_equal(image[unchanged], plain_image[unchanged])
+        covered.append(mask)
+    assert (covered[0] != covered[1]).mean() > 0.005  # they walked on: 0.5 s at 1.2 m/s
+    assert np.array_equal(plain.groundtruth.poses, walked.groundtruth.poses)  # the camera's path is the same
+    with pytest.raises(ValueError, match="movers"):
+        SynthConfig(movers=-1)
+
+
 def test_synth_pixel_area_keeps_tracked_points_on_the_true_flow():
     """Why the option exists: at 120 Hz the view moves by a fraction of a pixel per frame, and with one sample per
     pixel a distant texture (minified: 2 texels per pixel at 4 m) aliases, so a patch tracked by Lucas-Kanade from

@@ -33,8 +33,9 @@ Per frame (``VisualOdometry.process``), top to bottom:
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
          else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
          once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
-  5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks,
-     local bundle adjustment (``optimizer``) — all or nothing.
+  5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks (no
+     depth point that moved since the previous frame: ``_still_since_previous``), local bundle adjustment
+     (``optimizer``) — all or nothing.
 
 Keyframes: a frame becomes one when its parallax to the last keyframe reaches ``keyframe_parallax_px``, or when
 it tracks too few of the keyframe's landmarks and has enough parallax to triangulate new ones (with depth: or
@@ -1032,13 +1033,40 @@ class VisualOdometry:
         if estimate.new_landmarks is not None:
             self.map.add_landmarks(*estimate.new_landmarks, metric=False)
         if obs.points_cam is not None:
-            has_depth = np.isfinite(obs.points_cam[:, 0])
+            has_depth = np.isfinite(obs.points_cam[:, 0]) & self._still_since_previous(obs, keyframe.T_odom_cam)
             self.map.add_landmarks(tracks.track_ids[has_depth],
                                    transform_points(keyframe.T_odom_cam, obs.points_cam[has_depth]), metric=True)
         if self.map.initialized and len(self.map.keyframes) >= 2:
             self._triangulate(keyframe.T_odom_cam, keyframe.track_ids, keyframe.normalized, anchors, obs.camera.focal)
             self.mapper.run(self.map, obs.camera.focal, obs.depth_sigma_per_m2)
         keyframe.tracked_landmarks = estimate.num_landmarks or int(self.map.lookup(keyframe.track_ids)[1].sum())
+
+    def _still_since_previous(self, obs: _Observed, T_odom_cam: np.ndarray) -> np.ndarray:
+        """(N,) bool: False for the keypoints whose depth point, seen from the previous frame, lies farther than
+        ``2 x reprojection_threshold_px`` (its depth's 3-sigma range along the ray allowed) from the keypoint it
+        matched there: a point that moved between the two frames (someone walking past) or a wrong match. Such
+        a point is no landmark: mapped, it would pull the next frames' poses with it. True for keypoints without
+        depth or without a match in the previous frame."""
+        still = np.ones(len(obs.normalized), bool)
+        if self._previous is None or not len(obs.matches):
+            return still
+        prev_rows, rows = obs.matches.indices[:, 0], obs.matches.indices[:, 1]
+        depth_ok = np.isfinite(obs.points_cam[rows, 0])
+        prev_rows, rows = prev_rows[depth_ok], rows[depth_ok]
+        T_prev_cam = invert(self._previous.T_odom_cam) @ T_odom_cam
+        points = obs.points_cam[rows]
+        spread = 3 * obs.depth_sigma_per_m2 * points[:, 2]  # 3 sigma_z / z
+        ends = []
+        for factor in (np.maximum(1.0 - spread, 0.05), 1.0 + spread):  # the depth's range along the ray
+            p = transform_points(T_prev_cam, points * factor[:, None])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ends.append(np.where(p[:, 2:3] > 1e-6, p[:, :2] / p[:, 2:3], np.nan))
+        a, ab = ends[0], ends[1] - ends[0]
+        seen = self._previous.normalized[prev_rows]
+        t = np.clip(np.einsum("mi,mi->m", seen - a, ab) / np.maximum(np.einsum("mi,mi->m", ab, ab), 1e-18), 0, 1)
+        distance_px = np.linalg.norm(a + t[:, None] * ab - seen, axis=1) * obs.camera.focal
+        still[rows] = ~(distance_px > 2 * self.config.reprojection_threshold_px)  # (NaN, behind it: kept)
+        return still
 
     def _triangulate(self, T_odom_cam: np.ndarray, track_ids: np.ndarray, normalized: np.ndarray, anchors: _Previous,
                      focal_px: float) -> None:

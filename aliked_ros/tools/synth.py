@@ -41,6 +41,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pixel-samples", type=int, default=defaults.pixel_samples, metavar="N",
                         help="each pixel the mean of N x N samples over its area, as a camera integrates the light "
                              "(1: one sample at its centre, which aliases distant textures; 2 takes 4x as long)")
+    parser.add_argument("--movers", type=int, default=defaults.movers, metavar="N",
+                        help="N people-sized panels walking to and fro across the scene (moving objects)")
+    parser.add_argument("--mover-speed", type=float, default=defaults.mover_speed_m_s, help="their speed, m/s")
 
 
 def synth_config(args: argparse.Namespace) -> SynthConfig:
@@ -52,7 +55,8 @@ def synth_config(args: argparse.Namespace) -> SynthConfig:
                        rotation_s=args.rotation_seconds, rotation_deg=args.rotation_deg,
                        stereo_baseline_m=getattr(args, "stereo", 0.0) or 0.0,
                        rolling_shutter_s=getattr(args, "rolling_shutter", 0.0) or 0.0,
-                       pixel_samples=getattr(args, "pixel_samples", 1))
+                       pixel_samples=getattr(args, "pixel_samples", 1), movers=getattr(args, "movers", 0),
+                       mover_speed_m_s=getattr(args, "mover_speed", SynthConfig.mover_speed_m_s))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,10 +36,10 @@ while turning on the spot (yaw out to +-``rotation_deg`` and back, about the opt
 all). The events are spread evenly over the run, each with a smooth 0.5 s slow-down and speed-up.
 
 Moving objects (``movers`` > 0): people-sized panels (0.5 m x 1.7 m, textured like the scene, facing the camera
-at rest) standing on the floor at depths of 1.4, 4.0 and 2.7 m (``make_movers``), each walking to and fro across the scene (x from
--1.8 to 1.8 m) at ``mover_speed_m_s``: what a robot's camera sees while someone walks past. They are positioned at
-each row band's own time (rolling shutter), occlude the scene and are in the depth image; the ground truth is the
-camera's alone. Their textures and paths come from their own random stream, so a sequence without movers is the
+at rest) standing on the floor at depths of 1.4, 4.0 and 2.7 m (``make_movers``), each walking to and fro across
+the scene (x from -1.8 to 1.8 m) at ``mover_speed_m_s``: what a robot's camera sees while someone walks past.
+They are positioned at each row band's own time (rolling shutter), occlude the scene and are in the depth image;
+the ground truth is the camera's alone. Their textures and paths come from their own random stream, so a sequence without movers is the
 same as before they existed.
 """
 from __future__ import annotations

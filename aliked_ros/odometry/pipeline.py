@@ -66,7 +66,7 @@ from scipy.spatial import cKDTree
 
 from aliked_ros.features import Extractor, Features
 from aliked_ros.geometry.camera import CameraModel
-from aliked_ros.geometry.multiview import (reprojection_errors, rotation_compensated_parallax, sampson_error,
+from aliked_ros.geometry.multiview import (project, reprojection_errors, rotation_compensated_parallax, sampson_error,
                                            transform_points, translation_from_points, triangulate)
 from aliked_ros.geometry.pose import absolute_pose, relative_pose, rotation_only
 from aliked_ros.geometry.rolling_shutter import points_to_stamp, row_times, to_stamp
@@ -1056,12 +1056,9 @@ class VisualOdometry:
         T_prev_cam = invert(self._previous.T_odom_cam) @ T_odom_cam
         points = obs.points_cam[rows]
         spread = 3 * obs.depth_sigma_per_m2 * points[:, 2]  # 3 sigma_z / z
-        ends = []
-        for factor in (np.maximum(1.0 - spread, 0.05), 1.0 + spread):  # the depth's range along the ray
-            p = transform_points(T_prev_cam, points * factor[:, None])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ends.append(np.where(p[:, 2:3] > 1e-6, p[:, :2] / p[:, 2:3], np.nan))
-        a, ab = ends[0], ends[1] - ends[0]
+        a, b = (project(transform_points(T_prev_cam, points * factor[:, None]))  # the depth's range along the ray
+                for factor in (np.maximum(1.0 - spread, 0.05), 1.0 + spread))
+        ab = b - a
         seen = self._previous.normalized[prev_rows]
         t = np.clip(np.einsum("mi,mi->m", seen - a, ab) / np.maximum(np.einsum("mi,mi->m", ab, ab), 1e-18), 0, 1)
         distance_px = np.linalg.norm(a + t[:, None] * ab - seen, axis=1) * obs.camera.focal

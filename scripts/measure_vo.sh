@@ -72,14 +72,15 @@ for path in sys.argv[1:]:
     name = r["source"].rstrip("/").split("/")[-1] + (" (stereo)" if r.get("stereo") else "")
     if r.get("rolling_shutter_s"):
         name += f" (rolling shutter {r['rolling_shutter_s'] * 1000:g} ms)"
-    ate, true = r["ate_rmse_m"], r["true_path_length_m"]
+    ate, true = r["ate_rmse_m"], r["true_path_length_m"]  # null: nothing scored (a map that never started)
     ratio = f"{r['path_length_m'] / true:.3f}" if true and true > 1e-3 else "-"
-    share = f"{100 * ate / true:.2f} %" if true and true > 1e-3 else "-"
+    share = f"{100 * ate / true:.2f} %" if ate is not None and true and true > 1e-3 else "-"
     drift = "-" if r["rpe_trans_pct"] is None else f"{r['rpe_trans_pct']:.2f} % / {r['rpe_segment_m']:.2g} m"
-    tdir = r["tdir_err_deg"]["median"]
+    rot, tdir = r["rot_err_deg"]["median"], r["tdir_err_deg"]["median"]
     nees = "-" if r.get("nees_ratio") is None else f"{r['nees_ratio']:.2f}"
     print(f"| {name} | {r['extractor']} | {r['poses']} / {r['frames']} | {len(r['segments'])} | {r['alignment']} | "
-          f"{ate * 1000:.2f} mm | {share} | {ratio} | {r['rot_err_deg']['median']:.3f} | "
+          f"{'-' if ate is None else f'{ate * 1000:.2f} mm'} | {share} | {ratio} | "
+          f"{'-' if rot is None else f'{rot:.3f}'} | "
           f"{'-' if tdir is None else f'{tdir:.2f}'} | {r['missed_motion_pairs']} | {drift} | "
           f"{nees} | {r['frame_ms_median']:.0f} |")
 PY

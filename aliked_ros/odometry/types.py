@@ -84,6 +84,10 @@ class OdometryConfig:
     stationary_release_chi2: float = 45.0  # ... and moves on when beyond this distance from where it rests (4x
     #                                        the entry bound: on turns on the spot the map's error, which the
     #                                        pose covariance leaves out, moves the centre past the entry bound)
+    stationary_image_px: float = 0.25  # monocular: a frame is at rest too when its keypoints moved by less than
+    #                                    this (median over the tracks it shares with the tracked frame
+    #                                    stationary_window_s back), whatever its pose says; 0: off
+    stationary_image_hold_px: float = 1.0  # ... and stays at rest while they stay within this of where they were
     # keyframes
     keyframe_parallax_px: float = 20.0  # median parallax to the last keyframe that makes a new keyframe
     keyframe_min_tracked: float = 0.6  # new keyframe when fewer than this fraction of its landmarks are tracked

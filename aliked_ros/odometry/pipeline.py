@@ -120,29 +120,6 @@ class _Observed:
     grey: np.ndarray | None = None  # the image, grey (H,W) uint8, when tracks are aligned to keyframes
 
 
-@dataclass
-class _Estimate:
-    """The outcome of posing one frame (nothing committed yet)."""
-
-    state: TrackingState
-    source: str
-    T_odom_cam: np.ndarray | None
-    verified: np.ndarray  # (M,) bool over the matches
-    covariance: np.ndarray | None = None
-    num_landmarks: int = 0
-    keyframe: bool = False
-    restart_initialization: bool = False  # monocular: replace keyframe 0 (its tracks died before initialising)
-    new_landmarks: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, odom positions) from initialisation
-    revived: tuple[np.ndarray, np.ndarray] | None = None  # (keypoint indices, track ids) that take up an earlier
-    #                                                       track: relocalisation, landmarks found by projection
-    relocalized: bool = False
-    rejected: np.ndarray | None = None  # track ids of landmarks that were outliers of the pose refinement
-    residuals: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, (n,2) px) of the refinement's inlier
-    #                                                         landmarks at the final pose (motion covariance)
-    rest_centre: np.ndarray | None = None  # (3,) odom: the camera is at rest there (its centre is held there)
-    rest_image: _RecentFrame | None = None  # held because its image still shows this earlier frame's (monocular)
-
-
 @dataclass(frozen=True)
 class _RecentFrame:
     """A tracked frame of the last 1.5 ``stationary_window_s``, for the rest tests (``_rest_centre_for``)."""
@@ -164,6 +141,29 @@ def _median_shift_px(earlier: _RecentFrame, track_ids: np.ndarray, keypoints: np
         return None
     moved = earlier.keypoints[rows_then] - keypoints[np.flatnonzero(tracked)[rows_now]]
     return float(np.median(np.linalg.norm(moved, axis=1)))
+
+
+@dataclass
+class _Estimate:
+    """The outcome of posing one frame (nothing committed yet)."""
+
+    state: TrackingState
+    source: str
+    T_odom_cam: np.ndarray | None
+    verified: np.ndarray  # (M,) bool over the matches
+    covariance: np.ndarray | None = None
+    num_landmarks: int = 0
+    keyframe: bool = False
+    restart_initialization: bool = False  # monocular: replace keyframe 0 (its tracks died before initialising)
+    new_landmarks: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, odom positions) from initialisation
+    revived: tuple[np.ndarray, np.ndarray] | None = None  # (keypoint indices, track ids) that take up an earlier
+    #                                                       track: relocalisation, landmarks found by projection
+    relocalized: bool = False
+    rejected: np.ndarray | None = None  # track ids of landmarks that were outliers of the pose refinement
+    residuals: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, (n,2) px) of the refinement's inlier
+    #                                                         landmarks at the final pose (motion covariance)
+    rest_centre: np.ndarray | None = None  # (3,) odom: the camera is at rest there (its centre is held there)
+    rest_image: _RecentFrame | None = None  # held because its image still shows this earlier frame's (monocular)
 
 
 @dataclass
@@ -792,9 +792,8 @@ class VisualOdometry:
         next rest on an image starts from a frame after this one (a camera creeping slower than the bound moves
         by steps of at most that hold bound, instead of being held at one place). For landmarks on people walking
         past, which drag a monocular pose while the camera stands (DEVELOPERS.md "Moving objects"): the static
-        scene keeps the image's median still, and the walkers never let the pose test start a rest. Measured
-        still: 0.09-0.16 px on the synthetic runs, 0.09-0.48 on EuRoC's static clip; moving: 3.2 px and more
-        on the synthetic 30 Hz run, 5.5 on fr2_desk, 23 on fr1_rpy (5th percentiles)."""
+        scene keeps the image's median still, and the walkers never let the pose test start a rest. The values the
+        median takes at rest and moving: README "At rest"."""
         cfg = self.config
         centre = self._rest_centre_by_pose(refined, T_odom_cam, keyframe, obs.points_cam is not None, obs.stamp)
         if obs.points_cam is not None or cfg.stationary_image_px <= 0:
@@ -818,8 +817,7 @@ class VisualOdometry:
 
     def _rest_centre_by_pose(self, refined: PoseRefinement, T_odom_cam: np.ndarray, keyframe: Keyframe, metric: bool,
                              stamp: float) -> np.ndarray | None:
-        """Where to hold a frame (pose ``T_odom_cam`` from ``refined``) that is at rest or turning on the spot, or
-        None when it moves. A frame's camera centre "is at" a point when their difference is within the frame's
+        """The pose test of ``_rest_centre_for``: where to hold the frame, or None when it moves. A frame's camera centre "is at" a point when their difference is within the frame's
         uncertainty: its Mahalanobis distance (squared) under the refinement's translation covariance is below
         ``stationary_chi2`` (99 % of 3 dof). The camera comes to rest when the frame is at the centre of every
         tracked frame of the last ``stationary_window_s`` (it has not moved by more than its noise for that long;

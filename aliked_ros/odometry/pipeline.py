@@ -128,7 +128,7 @@ class _RecentFrame:
     keyframe_index: int  # the keyframe it was posed against
     centre: np.ndarray  # (3,) its camera centre in that keyframe's camera frame, as the frame was posed against it
     track_ids: np.ndarray  # (N,) of its keypoints
-    keypoints: np.ndarray  # (N,2) px, as detected
+    keypoints: np.ndarray  # (N,2) px, as tracked (aligned to the keyframe when keyframe_alignment_px > 0)
 
 
 def _median_shift_px(earlier: _RecentFrame, track_ids: np.ndarray, keypoints: np.ndarray,

@@ -12,6 +12,15 @@ import signal
 import sys
 
 
+def exit_without_teardown(code: int) -> None:
+    """Flush stdout and stderr and end the process now, without the interpreter's exit: for when compiled code may
+    still run (a stage's thread in torch or numba) or be half-initialised (an import interrupted), where tearing the
+    extension modules down would abort the process (std::terminate) instead of exiting with ``code``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> int:
     interrupted = []
 
@@ -30,8 +39,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, previous)
     if interrupted:  # also one that an import swallowed
         print("aliked_vo: interrupted while starting", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(130)  # not a normal exit: half-initialised extension modules are not torn down
+        exit_without_teardown(130)
     return node_main()
 
 

@@ -81,6 +81,7 @@ from aliked_ros.odometry.optimizer import BA_SOLVERS, gtsam_available
 from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_messages, rejection,
                                      stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
+from aliked_ros.ros.entry import exit_without_teardown
 from aliked_ros.ros.frames import mount_transform
 from aliked_ros.ros.input_stage import (NS, InputFrame, InputStage, ResetRequest, Work, run_extraction_stage,
                                        run_pose_stage, run_single_stage)
@@ -601,11 +602,7 @@ def main(args: list[str] | None = None) -> int:
     finally:
         stages_finished = _clean_up(node)
     if not stages_finished:
-        # a stage still runs compiled code (torch, numba): the interpreter's exit would unload the libraries under
-        # it (std::terminate, an abort) -- leave without tearing anything down
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_without_teardown(code)  # a stage still runs compiled code (torch, numba)
     return code
 
 

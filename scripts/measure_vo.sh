@@ -2,8 +2,9 @@
 # Regenerate the README's VO tables: the shared real sequences, and synthetic runs at full camera rate, in slow
 # motion and through stops and turns on the spot (exact ground truth). Prints Markdown tables; JSON reports and
 # the synthetic sequences stay in OUT (default /tmp/aliked_vo_measure).
-#   scripts/measure_vo.sh [--quick | --synthetic]   --quick: the shared sequences only (~12 min here);
-#                                                    --synthetic: the synthetic runs only
+#   scripts/measure_vo.sh [--quick | --synthetic | --models]
+#     --quick: the shared sequences only (~12 min here); --synthetic: the synthetic runs only;
+#     --models: the four ALIKED models on the shared real sequences (README "Which ALIKED model"; ~10 min here)
 # Needs the venv (scripts/bootstrap.sh) and $ALIKED_WEIGHTS_DIR (e.g. ../shared/models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,19 @@ OUT="${OUT:-/tmp/aliked_vo_measure}"
 SHARED="${ALIKED_ROS_SHARED:-../shared}"
 mkdir -p "$OUT"
 runs=()
-if [ "${1:-}" != "--synthetic" ]; then
+if [ "${1:-}" = "--models" ]; then
+for seq in tum_fr2_desk:--no-depth tum_fr1_rpy_rgbd:--depth tum_fr1_rpy_rgbd:--no-depth kitti01_000_050:--no-stereo; do
+  name=${seq%%:*}; mode=${seq#*:}
+  for extractor in aliked-t16 aliked-n16 aliked-n16rot aliked-n32; do
+    $VO eval "$SHARED/data/$name" --extractor "$extractor" $mode --json --quiet > "$OUT/$name$mode.$extractor.json"
+    runs+=("$OUT/$name$mode.$extractor.json")
+  done
+  for budget in 512 2048; do  # the keypoint budget (default 1024)
+    $VO eval "$SHARED/data/$name" --max-keypoints $budget $mode --json --quiet > "$OUT/$name$mode.k$budget.json"
+    runs+=("$OUT/$name$mode.k$budget.json")
+  done
+done
+elif [ "${1:-}" != "--synthetic" ]; then
 for seq in tum_fr2_desk:--no-depth tum_fr1_rpy_rgbd:--depth euroc_v101_static_stereo:--no-stereo \
            euroc_v101_static_stereo:--stereo kitti01_000_050:--no-stereo; do
   name=${seq%%:*}; mode=${seq#*:}
@@ -30,7 +43,7 @@ for readout in 0.01 0.02 0.03; do
   done
 done
 fi
-if [ "${1:-}" != "--quick" ]; then
+if [ "${1:-}" != "--quick" ] && [ "${1:-}" != "--models" ]; then
   # a turn on the spot seen through a rolling shutter of 20 ms, and the same motion with a global shutter (RGB-D)
   for readout in 0.02 0; do
     name="synth_rolling_$readout"
@@ -78,7 +91,8 @@ for path in sys.argv[1:]:
     drift = "-" if r["rpe_trans_pct"] is None else f"{r['rpe_trans_pct']:.2f} % / {r['rpe_segment_m']:.2g} m"
     rot, tdir = r["rot_err_deg"]["median"], r["tdir_err_deg"]["median"]
     nees = "-" if r.get("nees_ratio") is None else f"{r['nees_ratio']:.2f}"
-    print(f"| {name} | {r['extractor']} | {r['poses']} / {r['frames']} | {len(r['segments'])} | {r['alignment']} | "
+    extractor = r["extractor"] + (f" ({r['max_keypoints']} keypoints)" if r.get("max_keypoints") not in (None, 1024) else "")
+    print(f"| {name} | {extractor} | {r['poses']} / {r['frames']} | {len(r['segments'])} | {r['alignment']} | "
           f"{'-' if ate is None else f'{ate * 1000:.2f} mm'} | {share} | {ratio} | "
           f"{'-' if rot is None else f'{rot:.3f}'} | "
           f"{'-' if tdir is None else f'{tdir:.2f}'} | {r['missed_motion_pairs']} | {drift} | "

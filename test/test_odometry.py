@@ -257,13 +257,14 @@ def test_eval_says_when_no_frame_had_usable_depth_and_scores_it_as_monocular(sha
 
 def test_eval_cli_json_trajectory_and_plot(shared_dir, tmp_path):
     trajectory, plot = tmp_path / "est.txt", tmp_path / "plot.png"
-    result = run_eval(str(shared_dir / "data/tum_fr2_desk"), "--extractor", "sift", "--output-trajectory",
-                      str(trajectory), "--plot", str(plot))
+    result = run_eval(str(shared_dir / "data/tum_fr2_desk"), "--extractor", "sift", "--max-keypoints", "800",
+                      "--output-trajectory", str(trajectory), "--plot", str(plot))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     for key in ("frames", "poses", "alignment", "ate_rmse_m", "rot_err_deg", "tdir_err_deg", "path_length_m",
                 "frame_ms_median", "extractor"):
         assert key in report
+    assert report["extractor"] == "sift" and report["max_keypoints"] == 800  # the row's setting, in the report
     assert report["frames"] == report["poses"] == 20 and report["alignment"] == "sim3"
     assert set(report["rot_err_deg"]) == {"median", "mean"} and report["ate_rmse_m"] < 0.05
     assert len(trajectory.read_text().splitlines()) == 21 and plot.read_bytes()[:4] == b"\x89PNG"

@@ -254,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         plot_trajectory(metrics, args.plot, sequence.name)
     report = {
         "source": str(args.source), "extractor": extractor_name, "device": device, "scored": args.score,
+        "max_keypoints": None if args.score else args.max_keypoints,
         "frames": outcome.frames, "poses": len(outcome.trajectory), "lost": outcome.lost, "resets": outcome.resets,
         "rejected": outcome.rejected, "skipped_messages": getattr(sequence, "skipped_messages", 0),
         "frames_without_depth": depthless if uses_depth else None,

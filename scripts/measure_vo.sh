@@ -4,7 +4,8 @@
 # the synthetic sequences stay in OUT (default /tmp/aliked_vo_measure).
 #   scripts/measure_vo.sh [--quick | --synthetic | --models]
 #     --quick: the shared sequences only (~12 min here); --synthetic: the synthetic runs only;
-#     --models: the four ALIKED models on the shared real sequences (README "Which ALIKED model"; ~10 min here)
+#     --models: the four ALIKED models, and aliked-t16 with 512 and 2048 keypoints, on the shared real sequences
+#               (README "Which ALIKED model, and how many keypoints"; ~5 min here)
 # Needs the venv (scripts/bootstrap.sh) and $ALIKED_WEIGHTS_DIR (e.g. ../shared/models).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -92,7 +92,8 @@ for path in sys.argv[1:]:
     drift = "-" if r["rpe_trans_pct"] is None else f"{r['rpe_trans_pct']:.2f} % / {r['rpe_segment_m']:.2g} m"
     rot, tdir = r["rot_err_deg"]["median"], r["tdir_err_deg"]["median"]
     nees = "-" if r.get("nees_ratio") is None else f"{r['nees_ratio']:.2f}"
-    extractor = r["extractor"] + (f" ({r['max_keypoints']} keypoints)" if r.get("max_keypoints") not in (None, 1024) else "")
+    budget = r.get("max_keypoints")  # shown when not the default
+    extractor = r["extractor"] + (f" ({budget} keypoints)" if budget not in (None, 1024) else "")
     print(f"| {name} | {extractor} | {r['poses']} / {r['frames']} | {len(r['segments'])} | {r['alignment']} | "
           f"{'-' if ate is None else f'{ate * 1000:.2f} mm'} | {share} | {ratio} | "
           f"{'-' if rot is None else f'{rot:.3f}'} | "

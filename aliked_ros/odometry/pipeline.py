@@ -806,19 +806,20 @@ class VisualOdometry:
             return centre, None  # the image moved on: the pose test decides (_commit marks the end)
         if centre is not None:
             return centre, None
-        earlier = [frame for frame in self._recent_frames if obs.stamp - frame.stamp >= cfg.stationary_window_s - 1e-3]
-        if not earlier or earlier[-1].stamp < self._image_rest_ended:
+        earlier = next((frame for frame in reversed(self._recent_frames)
+                        if obs.stamp - frame.stamp >= cfg.stationary_window_s - 1e-3), None)  # the newest such
+        if earlier is None or earlier.stamp < self._image_rest_ended:
             return None, None
-        shift = _median_shift_px(earlier[-1], obs.track_ids, obs.features.keypoints)
+        shift = _median_shift_px(earlier, obs.track_ids, obs.features.keypoints)
         if shift is None or shift >= cfg.stationary_image_px:
             return None, None
-        start = self._in_map(earlier[-1].keyframe_index, earlier[-1].centre)
-        return (start, earlier[-1]) if start is not None else (None, None)
+        start = self._in_map(earlier.keyframe_index, earlier.centre)
+        return (start, earlier) if start is not None else (None, None)
 
     def _rest_centre_by_pose(self, refined: PoseRefinement, T_odom_cam: np.ndarray, keyframe: Keyframe, metric: bool,
                              stamp: float) -> np.ndarray | None:
-        """The pose test of ``_rest_centre_for``: where to hold the frame, or None when it moves. A frame's camera centre "is at" a point when their difference is within the frame's
-        uncertainty: its Mahalanobis distance (squared) under the refinement's translation covariance is below
+        """The pose test of ``_rest_centre_for``: where to hold the frame, or None when it moves. A frame's camera
+        centre "is at" a point when their difference is within the frame's uncertainty: its Mahalanobis distance (squared) under the refinement's translation covariance is below
         ``stationary_chi2`` (99 % of 3 dof). The camera comes to rest when the frame is at the centre of every
         tracked frame of the last ``stationary_window_s`` (it has not moved by more than its noise for that long;
         held at the mean of those centres and its own), or, metric frames (RGB-D, stereo), at its keyframe's

@@ -265,6 +265,7 @@ def test_eval_cli_json_trajectory_and_plot(shared_dir, tmp_path):
                 "frame_ms_median", "extractor"):
         assert key in report
     assert report["extractor"] == "sift" and report["max_keypoints"] == 800  # the row's setting, in the report
+    assert report["keyframe_reattach"] is True  # auto: on for SIFT
     assert report["frames"] == report["poses"] == 20 and report["alignment"] == "sim3"
     assert set(report["rot_err_deg"]) == {"median", "mean"} and report["ate_rmse_m"] < 0.05
     assert len(trajectory.read_text().splitlines()) == 21 and plot.read_bytes()[:4] == b"\x89PNG"

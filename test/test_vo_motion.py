@@ -88,6 +88,39 @@ def test_landmarks_found_again_hold_a_monocular_orb_map(extractor_cache):
     assert metrics.ate_rmse_m <= 0.02 * metrics.true_path_length_m, (metrics.ate_rmse_m, metrics.true_path_length_m)
 
 
+def test_orb_takes_up_the_keyframes_ended_tracks(extractor_cache):
+    """ORB's tracks end within a few frames, too soon for their rays to part by the 2 deg a landmark needs, and
+    in slow motion the map runs dry. Its unmatched keypoints take up the last keyframe's ended tracks
+    (``keyframe_reattach``, on by default for ORB and SIFT, off for ALIKED), anchored where the keyframe saw them.
+    On the run with a stop and a turn on the spot, measured: landmarks per frame median 51 -> 127 (10th
+    percentile 23 -> 71), ATE 10.1 -> 7.7 mm, path 1.39 -> 1.20 times the true one."""
+    config = SynthConfig(frames=240, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5, path="loop", ramp_s=0.5,
+                         stops=1, rotations=1)  # (test_stops_and_turns_on_the_spot's frames, rendered once)
+    frames, sequence = rendered(config)
+    assert VisualOdometry(extractor_cache("orb")).reattaches and VisualOdometry(extractor_cache("sift")).reattaches
+    assert not VisualOdometry(extractor_cache("aliked-t16")).reattaches
+    outcome = {}
+    for reattach in (False, None):
+        vo = VisualOdometry(extractor_cache("orb"), OdometryConfig(keyframe_reattach=reattach))
+        results = [vo.process(frame) for frame in frames]
+        states = [r.state for r in results]
+        first = states.index(TrackingState.TRACKING)
+        assert vo.resets == 0 and all(s == TrackingState.TRACKING for s in states[first:]), reattach
+        landmarks = [r.num_landmarks for r in results[first:]]
+        posed = [r for r in results if r.T_odom_camera is not None]
+        initialized = [not (r.state == TrackingState.INITIALIZING and r.pose_source == "rotation_only")
+                       for r in posed]
+        metrics = evaluate(Trajectory(np.array([r.stamp for r in posed]), np.array([r.T_odom_camera for r in posed])),
+                           sequence.groundtruth, "sim3", 0.001, [r.map_id for r in posed], initialized)
+        outcome[reattach] = (np.median(landmarks), np.percentile(landmarks, 10), metrics.ate_rmse_m,
+                             metrics.path_length_m / metrics.true_path_length_m)
+    (median_off, low_off, ate_off, path_off), (median_on, low_on, ate_on, path_on) = outcome[False], outcome[None]
+    assert median_on >= 1.5 * median_off and low_on >= 2 * low_off, outcome
+    assert ate_on < ate_off and abs(path_on - 1) < 0.7 * abs(path_off - 1), outcome
+    print(f"ORB: landmarks per frame {median_off:.0f} -> {median_on:.0f}, ATE {ate_off * 1e3:.2f} -> "
+          f"{ate_on * 1e3:.2f} mm, path {path_off:.3f} -> {path_on:.3f}")
+
+
 def test_slow_motion_120hz(extractor_cache):
     """2 mm per frame, far below 1 px of parallax between consecutive frames: the motion is not lost (the old
     frame-to-frame VO read 0 m here). ATE within the VO issue's 1 %; the path within 20 %, not yet its 5 %: the

@@ -125,6 +125,8 @@ class Extractor(ABC):
     name: str
     descriptor_kind: DescriptorKind
     descriptor_dim: int
+    short_tracks: bool = False  # its tracks end within a few frames (handcrafted descriptors: ORB, SIFT), so
+    #                             the odometry re-attaches them to the keyframe (OdometryConfig.keyframe_reattach)
 
     def __init__(self, config: ExtractorConfig) -> None:
         self.config = config

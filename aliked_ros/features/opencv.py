@@ -13,6 +13,8 @@ from aliked_ros.features.base import Extractor, ExtractorConfig, Features, as_ui
 
 
 class OpenCVExtractor(Extractor):
+    short_tracks = True  # (measured: DEVELOPERS.md "Tracks re-attached to the keyframe")
+
     def _detector(self):
         """The OpenCV Feature2D object for this config."""
         raise NotImplementedError

@@ -164,6 +164,8 @@ class _Estimate:
     #                                                         landmarks at the final pose (motion covariance)
     rest_centre: np.ndarray | None = None  # (3,) odom: the camera is at rest there (its centre is held there)
     rest_image: _RecentFrame | None = None  # held because its image still shows this earlier frame's (monocular)
+    reattached: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None  # (keypoint indices, track ids,
+    #                                    keyframe rows, keyframe index): ended tracks of the keyframe taken up again
 
 
 @dataclass
@@ -205,6 +207,9 @@ class VisualOdometry:
         self.config = config or OdometryConfig()
         self.tracker = Tracker(self.config.tracker)
         self.mapper = LocalMapper(self.config)
+        # monocular frames re-attach the keyframe's ended tracks (configured, else as the extractor's tracks need)
+        self.reattaches = self.config.keyframe_reattach if self.config.keyframe_reattach is not None \
+            else extractor.short_tracks
         self._T_odom_last = np.eye(4)  # odom continuity across resets
         self.resets = 0
         self.relocalizations = 0
@@ -654,7 +659,55 @@ class VisualOdometry:
                              int(refined.inliers.sum()), revived=revived, rejected=rejected, residuals=residuals,
                              rest_centre=rest_centre, rest_image=rest_image)
         estimate.keyframe = self._is_keyframe(obs, keyframe, T_odom_cam, verified, int(refined.inliers.sum()))
+        if obs.points_cam is None and self.reattaches:
+            taken = revived[0] if revived is not None else np.zeros(0, np.int64)
+            estimate.reattached = self._reattach_to_keyframe(obs, keyframe, T_odom_cam, taken)
         return estimate
+
+    def _reattach_to_keyframe(self, obs: _Observed, keyframe: Keyframe, T_odom_cam: np.ndarray, taken: np.ndarray
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+        """Monocular (``reattaches``): the last keyframe's ended tracks without a landmark, taken up again by this
+        frame's unmatched keypoints. A pair is a mutual nearest neighbour by descriptor (the landmark search's
+        similarity and ratio tests) within ``keyframe_reattach_radius_px`` of the keyframe's keypoint once the
+        rotation is compensated, with a Sampson error to the keyframe under the frame's pose within
+        ``ransac_threshold_px``; nothing is re-attached while the parallax to the keyframe is below
+        ``epipolar_min_parallax_px`` (at rest, or a turn on the spot: the epipolar line fixes nothing). A
+        track ends when its keypoint is missed once; ORB's and SIFT's tracks live a few frames (ORB: two,
+        median, on KITTI), too short to reach the triangulation angle, so slow motion starved their maps.
+        Re-attached, a track is anchored where the keyframe saw it (its longest baseline). Returns (keypoint
+        rows, track ids, keyframe rows, keyframe index) or None; measured per extractor in DEVELOPERS.md."""
+        cfg = self.config
+        own = keyframe.rows_of(obs.track_ids)
+        continued = own >= 0
+        if continued.sum() < 2:
+            return None
+        T_cur_kf = invert(T_odom_cam) @ keyframe.T_odom_cam
+        R = T_cur_kf[:3, :3]
+        parallax_px = float(np.median(rotation_compensated_parallax(keyframe.normalized[own[continued]],
+                                                                   obs.normalized[continued], R))) * obs.camera.focal
+        if parallax_px < cfg.epipolar_min_parallax_px:
+            return None
+        _, has_landmark = self.map.lookup(keyframe.track_ids)
+        free_kf = ~np.isin(keyframe.track_ids, obs.track_ids) & ~has_landmark
+        free_cur = obs.track_ids == NO_TRACK
+        free_cur[taken] = False
+        if free_kf.sum() < 1 or free_cur.sum() < 1:
+            return None
+        a, b = np.flatnonzero(free_kf), np.flatnonzero(free_cur)
+        direct = match_mutual_nearest(
+            keyframe.features.descriptors[a], obs.features.descriptors[b], ratio=cfg.landmark_search_ratio,
+            min_similarity=cfg.landmark_min_similarity(obs.features.descriptors.dtype == np.uint8))
+        if not len(direct):
+            return None
+        kf_rows, rows = a[direct.indices[:, 0]], b[direct.indices[:, 1]]
+        norm_kf, norm_cur = keyframe.normalized[kf_rows], obs.normalized[rows]
+        near = rotation_compensated_parallax(norm_kf, norm_cur, R) * obs.camera.focal \
+            <= cfg.keyframe_reattach_radius_px  # (an angle; times the focal length, about the pixels it spans)
+        on_line = sampson_error(norm_kf, norm_cur, T_cur_kf) < self._threshold(obs, cfg.ransac_threshold_px)
+        keep = near & on_line
+        if not keep.any():
+            return None
+        return rows[keep], keyframe.track_ids[kf_rows[keep]], kf_rows[keep], keyframe.index
 
     def _search_landmarks(self, obs: _Observed, refined: PoseRefinement
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -990,7 +1043,12 @@ class VisualOdometry:
                     and len(obs.features) >= self.config.init_min_landmarks:
                 self.reset(f"lost with a young map ({len(self.map.keyframes)} keyframes)")
             return tracks, 0.0
-        tracks, next_id = self.tracker.assign(obs.features, obs.matches, estimate.verified, estimate.revived)
+        revived = estimate.revived
+        if estimate.reattached is not None:
+            rows, ids = estimate.reattached[:2]
+            revived = (np.concatenate([revived[0], rows]), np.concatenate([revived[1], ids])) \
+                if revived is not None else (rows, ids)
+        tracks, next_id = self.tracker.assign(obs.features, obs.matches, estimate.verified, revived)
         anchors = self._anchored(obs, estimate)
         start = time.perf_counter()
         triangulating = self.map.initialized and estimate.state == TrackingState.TRACKING and obs.points_cam is None
@@ -1075,6 +1133,14 @@ class VisualOdometry:
             anchor_frame[keep[:, 1]] = self._previous.anchor_frame[keep[:, 0]]
             for frame in np.unique(anchor_frame).tolist():
                 poses.setdefault(frame, self._previous.anchor_poses.get(frame))
+        if estimate.reattached is not None:  # anchored where the keyframe saw them
+            rows, _, kf_rows, index = estimate.reattached
+            keyframe = self.map.keyframe(index)
+            if keyframe is not None:
+                key = -2 - index
+                anchor_norm[rows] = keyframe.normalized[kf_rows]
+                anchor_frame[rows] = key
+                poses[key] = keyframe.T_odom_cam
         return _Previous(obs.normalized, estimate.T_odom_cam, anchor_norm, anchor_frame, poses, estimate.covariance,
                          residuals=estimate.residuals)
 

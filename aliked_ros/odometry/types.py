@@ -44,6 +44,9 @@ class StereoFrameError(FrameError):
     inside a metric map."""
 
 
+KEYFRAME_REATTACH = {"auto": None, "on": True, "off": False}  # OdometryConfig.keyframe_reattach by name (CLI, node)
+
+
 @dataclass(frozen=True)
 class OdometryConfig:
     """Thresholds in pixels are converted to normalised units with the camera's focal length."""
@@ -71,6 +74,11 @@ class OdometryConfig:
     landmark_search_min_keyframes_depth: int = 3  # with depth: only landmarks that this many keyframes observe
     epipolar_min_parallax_px: float = 5.0  # below this parallax to the keyframe, its epipolar constraints are
     #                                        noise (any direction fits): the landmarks alone pose the frame
+    keyframe_reattach: bool | None = None  # monocular: a frame's unmatched keypoints take up the last keyframe's
+    #                                        ended tracks (``VisualOdometry._reattach_to_keyframe``); None: the
+    #                                        extractor's ``short_tracks`` (ORB, SIFT on; ALIKED off: measured)
+    keyframe_reattach_radius_px: float = 40.0  # ... within this distance of the keyframe's keypoint (rotation
+    #                                            compensated)
     # monocular initialisation: the first keyframe and a later frame with enough parallax
     init_parallax_px: float = 8.0
     init_min_landmarks: int = 50

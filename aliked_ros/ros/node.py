@@ -78,6 +78,7 @@ from aliked_ros.geometry.transforms import make_transform
 from aliked_ros.image_encoding import SixteenBitScale
 from aliked_ros.odometry import OdometryConfig, TrackingState, VisualOdometry
 from aliked_ros.odometry.optimizer import BA_SOLVERS, gtsam_available
+from aliked_ros.odometry.types import KEYFRAME_REATTACH
 from aliked_ros.ros.decoding import (CameraCache, StereoCameraCache, frame_from_messages, rejection,
                                      stereo_frame_from_messages)
 from aliked_ros.ros.diagnostics import diagnostic_values
@@ -172,6 +173,7 @@ class VoNode(Node):
                                                            rolling_shutter_readout_s=p("rolling_shutter_readout"),
                                                            ba_single_view_prior=p("ba_single_view_prior"),
                                                            keyframe_alignment_px=p("keyframe_alignment"),
+                                                           keyframe_reattach=KEYFRAME_REATTACH[p("keyframe_reattach")],
                                                            ba_solver=p("ba_solver")))
         if p("rolling_shutter_readout") > 0 and not p("use_depth"):
             self.get_logger().warning("rolling_shutter_readout applies to RGB-D (use_depth:=true) only: monocular and "
@@ -298,6 +300,8 @@ class VoNode(Node):
                 "> 0: tracked keypoints move to where their keyframe's patch aligns (Lucas-Kanade), when within this "
                 "many px of the detection (1.5 measured); 0 = off (README \"Keyframe alignment\")",
                 floating=(0.0, 10.0))
+        declare("keyframe_reattach", "auto", "monocular: unmatched keypoints take up the last keyframe's ended tracks "
+                "(auto = on for orb and sift, off for aliked; on; off)")
         declare("ba_solver", "lm", "local bundle adjustment solver: lm (own Levenberg-Marquardt, numpy), gtsam "
                 "(pip install gtsam), scipy (slow; for comparison)")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "
@@ -325,6 +329,7 @@ class VoNode(Node):
         self._check_choice("qos", ("sensor_data", "reliable"))
         self._check_choice("extractor", EXTRACTORS)
         self._check_choice("ba_solver", BA_SOLVERS)
+        self._check_choice("keyframe_reattach", tuple(KEYFRAME_REATTACH))
         if self._param("ba_solver") == "gtsam" and not gtsam_available():
             raise ConfigurationError("parameter ba_solver = 'gtsam' but gtsam is not installed (pip install gtsam; or "
                                      "ba_solver lm)")

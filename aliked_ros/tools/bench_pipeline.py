@@ -74,6 +74,7 @@ def run_pipeline_benchmark(args: argparse.Namespace) -> int:
 def pipeline_run(frames: list, extractor_name: str, pipelined: bool, args: argparse.Namespace) -> dict:
     """One fresh pipeline fed ``frames`` at ``args.rate`` Hz (wall clock); returns the run's figures."""
     from aliked_ros.odometry import OdometryConfig, VisualOdometry
+    from aliked_ros.odometry.types import KEYFRAME_REATTACH
     from aliked_ros.ros.input_stage import InputStage, run_extraction_stage, run_pose_stage, run_single_stage
 
     weights = f"{args.weights_dir}/{extractor_name}.pth" if args.weights_dir and extractor_name in ALIKED_MODELS \
@@ -85,7 +86,8 @@ def pipeline_run(frames: list, extractor_name: str, pipelined: bool, args: argpa
     node = node_defaults()
     vo = VisualOdometry(extractor, OdometryConfig(background_mapping=node["background_mapping"],
                                                   ba_solver=node["ba_solver"],
-                                                  ba_single_view_prior=node["ba_single_view_prior"]))
+                                                  ba_single_view_prior=node["ba_single_view_prior"],
+                                                  keyframe_reattach=KEYFRAME_REATTACH[node["keyframe_reattach"]]))
     # the frames carry their camera: no camera_info to wait for
     inputs = InputStage(camera_info_wait=0.0, next_frame_wait=node["next_frame_wait"])
     lock = threading.Lock()

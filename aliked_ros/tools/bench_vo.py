@@ -23,12 +23,13 @@ from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
 
 class _Replayed:
     """An extractor that hands out precomputed features, looked up by the image they were extracted from (a
-    frame the pipeline refuses before extraction must not shift the rest), with the original's name, device and
-    descriptor kind and size."""
+    frame the pipeline refuses before extraction must not shift the rest), with the original's name, device,
+    descriptor kind and size, and ``short_tracks``."""
 
     def __init__(self, extractor, features: dict[int, object]) -> None:
         self.name, self.device, self._features = extractor.name, extractor.device, features
         self.descriptor_kind, self.descriptor_dim = extractor.descriptor_kind, extractor.descriptor_dim
+        self.short_tracks = extractor.short_tracks
 
     def extract(self, image):
         return self._features[id(image)]

@@ -20,6 +20,7 @@ from aliked_ros.datasets import Sequence, open_sequence
 from aliked_ros.evaluation import Metrics, evaluate, json_safe, report_fields
 from aliked_ros.features import create_extractor
 from aliked_ros.odometry import FrameError, FrameResult, OdometryConfig, TrackingState, VisualOdometry
+from aliked_ros.odometry.types import KEYFRAME_REATTACH
 from aliked_ros.tools.extract import add_extractor_arguments, extractor_config
 from aliked_ros.tools.options import positive_float, positive_int
 from aliked_ros.trajectory import Trajectory, TrajectoryError, read_tum, write_tum
@@ -146,6 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="> 0: tracked keypoints aligned (Lucas-Kanade) to their keyframe's patches when within "
                              "PX of the detection (the node's keyframe_alignment; README \"Keyframe alignment\"); "
                              f"default {OdometryConfig.keyframe_alignment_px} = off")
+    parser.add_argument("--keyframe-reattach", choices=("auto", "on", "off"), default="auto",
+                        help="monocular: unmatched keypoints take up the last keyframe's ended tracks (the node's "
+                             "keyframe_reattach); auto (default) = on for ORB and SIFT, off for ALIKED")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None, help="bag: the image topic (default: found)")
     parser.add_argument("--camera-info-topic", default=None, help="bag: the camera_info topic (default: found)")
@@ -223,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
         vo = VisualOdometry(extractor, OdometryConfig(require_stereo=sequence.has_stereo,
                                                       rolling_shutter_readout_s=args.rolling_shutter,
                                                       ba_single_view_prior=args.single_view_prior,
-                                                      keyframe_alignment_px=args.keyframe_alignment))
+                                                      keyframe_alignment_px=args.keyframe_alignment,
+                                                      keyframe_reattach=KEYFRAME_REATTACH[args.keyframe_reattach]))
         outcome = run_offline(sequence, vo, args.max_frames, progress=not args.quiet)
     if args.output_trajectory:
         write_tum(args.output_trajectory, outcome.trajectory)
@@ -262,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         "rolling_shutter_s": None if args.score else args.rolling_shutter,
         "single_view_prior": None if args.score else args.single_view_prior,
         "keyframe_alignment_px": None if args.score else args.keyframe_alignment,
+        "keyframe_reattach": None if args.score else vo.reattaches,
         "stereo_matches": float(np.median(outcome.stereo_matches)) if sequence.has_stereo and
         outcome.stereo_matches is not None and len(outcome.stereo_matches) else None,
         **report_fields(metrics, alignment),

@@ -20,7 +20,10 @@ Per frame (``VisualOdometry.process``), top to bottom:
          keyframe's landmarks give the translation, and a robust motion-only refinement against all tracked
          landmarks gives the pose and its covariance (PnP-RANSAC when that prior fails); then the map's
          landmarks that no track carries any more are searched for around their projections and the pose
-         refined again with those found (``_search_landmarks``);
+         refined again with those found (``_search_landmarks``); monocular, for extractors whose tracks end
+         soon (ORB, SIFT: ``keyframe_reattach``), the keypoints that continue no track take up the last
+         keyframe's ended tracks that have no landmark, by descriptor within an epipolar band
+         (``_reattach_to_keyframe``), anchored where the keyframe saw them;
        - at rest (its centre within its uncertainty of where the last ``stationary_window_s`` of frames were,
          or, metric frames, of its keyframe's; monocular: or its image has not moved): the centre is held there and
          only the rotation estimated, so that a camera standing still or turning on the spot does not walk by its
@@ -209,7 +212,7 @@ class VisualOdometry:
         self.mapper = LocalMapper(self.config)
         # monocular frames re-attach the keyframe's ended tracks (configured, else as the extractor's tracks need)
         self.reattaches = self.config.keyframe_reattach if self.config.keyframe_reattach is not None \
-            else extractor.short_tracks
+            else getattr(extractor, "short_tracks", False)  # (an extractor not derived from Extractor: off)
         self._T_odom_last = np.eye(4)  # odom continuity across resets
         self.resets = 0
         self.relocalizations = 0

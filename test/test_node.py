@@ -394,7 +394,10 @@ def test_reset_service_and_runtime_parameters(shared_dir, weights_dir, ros_proce
     ("odom_frame:=base_link", "name the same frame"),
     ("base_frame:=/base_link", "no leading '/'"),
     ("ba_solver:=ceres", "ba_solver = 'ceres' is invalid: it takes one of lm, gtsam, scipy"),
-], ids=["mixed_list", "same_frames", "leading_slash", "unknown_solver"])
+    # (yes / on read as a boolean: the line names the words it takes)
+    ("keyframe_reattach:=yes", "keyframe_reattach = True is invalid: it takes a str (auto, always or never:"),
+    ("keyframe_reattach:=sometimes", "keyframe_reattach = 'sometimes' is invalid: it takes one of auto, always, never"),
+], ids=["mixed_list", "same_frames", "leading_slash", "unknown_solver", "reattach_boolean", "unknown_reattach"])
 def test_bad_arguments_stop_the_node_with_one_line(argument, message, ros_process):
     """Refused at start, before the model loads: one line naming the problem, exit code 2, no traceback."""
     node = ros_process(node_command("-p", argument), name="vo_node_bad_argument")

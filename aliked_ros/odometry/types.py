@@ -44,7 +44,8 @@ class StereoFrameError(FrameError):
     inside a metric map."""
 
 
-KEYFRAME_REATTACH = {"auto": None, "on": True, "off": False}  # OdometryConfig.keyframe_reattach by name (CLI, node)
+KEYFRAME_REATTACH = {"auto": None, "always": True, "never": False}  # OdometryConfig.keyframe_reattach by name
+#   (CLI, node; not on / off, which YAML and ROS parameter parsing read as booleans)
 
 
 @dataclass(frozen=True)

@@ -300,8 +300,8 @@ class VoNode(Node):
                 "> 0: tracked keypoints move to where their keyframe's patch aligns (Lucas-Kanade), when within this "
                 "many px of the detection (1.5 measured); 0 = off (README \"Keyframe alignment\")",
                 floating=(0.0, 10.0))
-        declare("keyframe_reattach", "auto", "monocular: unmatched keypoints take up the last keyframe's ended tracks "
-                "(auto = on for orb and sift, off for aliked; on; off)")
+        declare("keyframe_reattach", "auto", "auto, always or never: monocular, unmatched keypoints take up the last "
+                "keyframe's ended tracks; auto = always for orb and sift, never for aliked")
         declare("ba_solver", "lm", "local bundle adjustment solver: lm (own Levenberg-Marquardt, numpy), gtsam "
                 "(pip install gtsam), scipy (slow; for comparison)")
         declare("background_mapping", True, "local bundle adjustment in a worker thread (poses never wait for it); "

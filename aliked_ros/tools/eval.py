@@ -147,9 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="> 0: tracked keypoints aligned (Lucas-Kanade) to their keyframe's patches when within "
                              "PX of the detection (the node's keyframe_alignment; README \"Keyframe alignment\"); "
                              f"default {OdometryConfig.keyframe_alignment_px} = off")
-    parser.add_argument("--keyframe-reattach", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--keyframe-reattach", choices=tuple(KEYFRAME_REATTACH), default="auto",
                         help="monocular: unmatched keypoints take up the last keyframe's ended tracks (the node's "
-                             "keyframe_reattach); auto (default) = on for ORB and SIFT, off for ALIKED")
+                             "keyframe_reattach); auto (default) = always for ORB and SIFT, never for ALIKED")
     parser.add_argument("--camera-info", default=None, help="camera_info YAML overriding the source's calibration")
     parser.add_argument("--image-topic", default=None, help="bag: the image topic (default: found)")
     parser.add_argument("--camera-info-topic", default=None, help="bag: the camera_info topic (default: found)")

@@ -134,6 +134,11 @@ class _RecentFrame:
     keypoints: np.ndarray  # (N,2) px, as tracked (aligned to the keyframe when keyframe_alignment_px > 0)
 
 
+def _median_parallax_px(norm_a: np.ndarray, norm_b: np.ndarray, R_b_a: np.ndarray, focal_px: float) -> float:
+    """Median rotation-compensated parallax of the correspondences, in pixels (the angle times the focal)."""
+    return float(np.median(rotation_compensated_parallax(norm_a, norm_b, R_b_a))) * focal_px
+
+
 def _median_shift_px(earlier: _RecentFrame, track_ids: np.ndarray, keypoints: np.ndarray,
                      min_shared: int = 20) -> float | None:
     """Median image distance (px) a keypoint moved since ``earlier`` over the tracks both frames carry; None when
@@ -167,8 +172,8 @@ class _Estimate:
     #                                                         landmarks at the final pose (motion covariance)
     rest_centre: np.ndarray | None = None  # (3,) odom: the camera is at rest there (its centre is held there)
     rest_image: _RecentFrame | None = None  # held because its image still shows this earlier frame's (monocular)
-    reattached: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None  # (keypoint indices, track ids,
-    #                                    keyframe rows, keyframe index): ended tracks of the keyframe taken up again
+    reattached: tuple[np.ndarray, np.ndarray, np.ndarray, Keyframe] | None = None  # (keypoint indices, track
+    #                                    ids, keyframe rows, the keyframe): ended tracks of the keyframe taken up again
 
 
 @dataclass
@@ -566,8 +571,7 @@ class VisualOdometry:
         """R_b_a of a turn that explains the correspondences without translation, their median angle to it within
         the epipolar noise bound (``ransac_threshold_px``); None when none does."""
         R_b_a = rotation_only(norm_a, norm_b)
-        explained = np.median(rotation_compensated_parallax(norm_a, norm_b, R_b_a)) * camera.focal \
-            < self.config.ransac_threshold_px
+        explained = _median_parallax_px(norm_a, norm_b, R_b_a, camera.focal) < self.config.ransac_threshold_px
         return R_b_a if explained else None
 
     def _keyframe_correspondences(self, obs: _Observed, keyframe: Keyframe) -> tuple[np.ndarray, np.ndarray]:
@@ -589,13 +593,20 @@ class VisualOdometry:
         free_kf = ~np.isin(keyframe.track_ids, obs.track_ids)  # the keyframe's tracks that ended
         free_cur = own < 0
         if free_kf.sum() >= 2 and free_cur.sum() >= 2:
-            a, b = np.flatnonzero(free_kf), np.flatnonzero(free_cur)
-            direct = match_mutual_nearest(
-                keyframe.features.descriptors[a], obs.features.descriptors[b], ratio=cfg.landmark_search_ratio,
-                min_similarity=cfg.landmark_min_similarity(obs.features.descriptors.dtype == np.uint8))
-            kf_rows = np.concatenate([kf_rows, a[direct.indices[:, 0]]])
-            cur_rows = np.concatenate([cur_rows, b[direct.indices[:, 1]]])
+            direct_kf, direct_cur = self._descriptor_matches(keyframe, free_kf, obs, free_cur)
+            kf_rows, cur_rows = np.concatenate([kf_rows, direct_kf]), np.concatenate([cur_rows, direct_cur])
         return kf_rows, cur_rows
+
+    def _descriptor_matches(self, keyframe: Keyframe, kf_mask: np.ndarray, obs: _Observed, cur_mask: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """(keyframe rows, frame rows): mutual nearest neighbours by descriptor between the keyframe's keypoints
+        in ``kf_mask`` and the frame's in ``cur_mask``, with the landmark search's similarity and ratio tests."""
+        a, b = np.flatnonzero(kf_mask), np.flatnonzero(cur_mask)
+        cfg = self.config
+        direct = match_mutual_nearest(
+            keyframe.features.descriptors[a], obs.features.descriptors[b], ratio=cfg.landmark_search_ratio,
+            min_similarity=cfg.landmark_min_similarity(obs.features.descriptors.dtype == np.uint8))
+        return a[direct.indices[:, 0]], b[direct.indices[:, 1]]
 
     def _track(self, obs: _Observed) -> _Estimate | None:
         """Pose against the map: monocular, an essential-matrix prior from the last keyframe refined on the
@@ -668,7 +679,7 @@ class VisualOdometry:
         return estimate
 
     def _reattach_to_keyframe(self, obs: _Observed, keyframe: Keyframe, T_odom_cam: np.ndarray, taken: np.ndarray
-                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Keyframe] | None:
         """Monocular (``reattaches``): the last keyframe's ended tracks without a landmark, taken up again by this
         frame's unmatched keypoints. A pair is a mutual nearest neighbour by descriptor (the landmark search's
         similarity and ratio tests) within ``keyframe_reattach_radius_px`` of the keyframe's keypoint once the
@@ -678,7 +689,7 @@ class VisualOdometry:
         track ends when its keypoint is missed once; ORB's and SIFT's tracks live a few frames (ORB: two,
         median, on KITTI), too short to reach the triangulation angle, so slow motion starved their maps.
         Re-attached, a track is anchored where the keyframe saw it (its longest baseline). Returns (keypoint
-        rows, track ids, keyframe rows, keyframe index) or None; measured per extractor in DEVELOPERS.md."""
+        rows, track ids, keyframe rows, the keyframe) or None; measured per extractor in DEVELOPERS.md."""
         cfg = self.config
         own = keyframe.rows_of(obs.track_ids)
         continued = own >= 0
@@ -686,9 +697,8 @@ class VisualOdometry:
             return None
         T_cur_kf = invert(T_odom_cam) @ keyframe.T_odom_cam
         R = T_cur_kf[:3, :3]
-        parallax_px = float(np.median(rotation_compensated_parallax(keyframe.normalized[own[continued]],
-                                                                   obs.normalized[continued], R))) * obs.camera.focal
-        if parallax_px < cfg.epipolar_min_parallax_px:
+        if _median_parallax_px(keyframe.normalized[own[continued]], obs.normalized[continued], R,
+                               obs.camera.focal) < cfg.epipolar_min_parallax_px:
             return None
         _, has_landmark = self.map.lookup(keyframe.track_ids)
         free_kf = ~np.isin(keyframe.track_ids, obs.track_ids) & ~has_landmark
@@ -696,13 +706,9 @@ class VisualOdometry:
         free_cur[taken] = False
         if free_kf.sum() < 1 or free_cur.sum() < 1:
             return None
-        a, b = np.flatnonzero(free_kf), np.flatnonzero(free_cur)
-        direct = match_mutual_nearest(
-            keyframe.features.descriptors[a], obs.features.descriptors[b], ratio=cfg.landmark_search_ratio,
-            min_similarity=cfg.landmark_min_similarity(obs.features.descriptors.dtype == np.uint8))
-        if not len(direct):
+        kf_rows, rows = self._descriptor_matches(keyframe, free_kf, obs, free_cur)
+        if not len(rows):
             return None
-        kf_rows, rows = a[direct.indices[:, 0]], b[direct.indices[:, 1]]
         norm_kf, norm_cur = keyframe.normalized[kf_rows], obs.normalized[rows]
         near = rotation_compensated_parallax(norm_kf, norm_cur, R) * obs.camera.focal \
             <= cfg.keyframe_reattach_radius_px  # (an angle; times the focal length, about the pixels it spans)
@@ -710,7 +716,7 @@ class VisualOdometry:
         keep = near & on_line
         if not keep.any():
             return None
-        return rows[keep], keyframe.track_ids[kf_rows[keep]], kf_rows[keep], keyframe.index
+        return rows[keep], keyframe.track_ids[kf_rows[keep]], kf_rows[keep], keyframe
 
     def _search_landmarks(self, obs: _Observed, refined: PoseRefinement
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -968,11 +974,8 @@ class VisualOdometry:
         kf_rows = keyframe.rows_of(obs.track_ids[idx_cur])
         shared = kf_rows >= 0
         T_cur_kf = invert(T_odom_cam) @ keyframe.T_odom_cam
-        parallax_px = 0.0
-        if shared.any():
-            parallax_px = float(np.median(rotation_compensated_parallax(
-                keyframe.normalized[kf_rows[shared]], obs.normalized[idx_cur[shared]], T_cur_kf[:3, :3]))) \
-                * obs.camera.focal
+        parallax_px = _median_parallax_px(keyframe.normalized[kf_rows[shared]], obs.normalized[idx_cur[shared]],
+                                          T_cur_kf[:3, :3], obs.camera.focal) if shared.any() else 0.0
         few_tracked = tracked_landmarks < cfg.keyframe_min_tracked * keyframe.tracked_landmarks
         if parallax_px >= cfg.keyframe_parallax_px:
             return True
@@ -1136,14 +1139,11 @@ class VisualOdometry:
             anchor_frame[keep[:, 1]] = self._previous.anchor_frame[keep[:, 0]]
             for frame in np.unique(anchor_frame).tolist():
                 poses.setdefault(frame, self._previous.anchor_poses.get(frame))
-        if estimate.reattached is not None:  # anchored where the keyframe saw them
-            rows, _, kf_rows, index = estimate.reattached
-            keyframe = self.map.keyframe(index)
-            if keyframe is not None:
-                key = -2 - index
-                anchor_norm[rows] = keyframe.normalized[kf_rows]
-                anchor_frame[rows] = key
-                poses[key] = keyframe.T_odom_cam
+        if estimate.reattached is not None:  # anchored where the keyframe saw them (keys below -1: keyframes)
+            rows, _, kf_rows, keyframe = estimate.reattached
+            key = -2 - keyframe.index
+            anchor_norm[rows], anchor_frame[rows] = keyframe.normalized[kf_rows], key
+            poses[key] = keyframe.T_odom_cam
         return _Previous(obs.normalized, estimate.T_odom_cam, anchor_norm, anchor_frame, poses, estimate.covariance,
                          residuals=estimate.residuals)
 

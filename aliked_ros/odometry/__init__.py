@@ -2,6 +2,7 @@
 
 ``types``: Frame, FrameResult, TrackingState, OdometryConfig, errors; ``map``: keyframes and landmarks;
 ``optimizer``: motion-only refinement and local bundle adjustment; ``mapping``: when bundle adjustment runs;
+``rest``: whether the camera is at rest, and where its centre is then held;
 ``pipeline``: VisualOdometry, the data path from image to pose.
 """
 from aliked_ros.odometry.pipeline import VisualOdometry, depth_points

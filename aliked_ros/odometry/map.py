@@ -15,6 +15,8 @@ import numpy as np
 from aliked_ros.features import Features
 from aliked_ros.geometry.transforms import invert
 
+NO_TRACK = np.iinfo(np.uint64).max  # the provisional track id of a keypoint that continues no track
+
 
 @dataclass
 class Keyframe:

@@ -27,7 +27,7 @@ Per frame (``VisualOdometry.process``), top to bottom:
        - at rest (its centre within its uncertainty of where the last ``stationary_window_s`` of frames were,
          or, metric frames, of its keyframe's; monocular: or its image has not moved): the centre is held there and
          only the rotation estimated, so that a camera standing still or turning on the spot does not walk by its
-         pose noise, nor follow people walking past (``_rest_centre_for``);
+         pose noise, nor follow people walking past (``rest.RestDetector``);
        - rolling shutter (RGB-D, ``rolling_shutter_readout_s`` > 0): keypoints and their depth points are first
          moved to the stamp with the previous frame's velocities; once posed, the frame's own angular and linear
          velocity during the readout are refined with its pose on the landmarks (priors: the frame-to-frame
@@ -78,16 +78,15 @@ from aliked_ros.geometry.stereo import stereo_depth
 from aliked_ros.geometry.transforms import adjoint, invert, make_transform, perturbation, rotation_angle
 from aliked_ros.matching import Matches, hamming_distances, match_mutual_nearest
 from aliked_ros.matching import prepare_kernels as prepare_matching_kernels
-from aliked_ros.odometry.map import Keyframe, LocalMap
+from aliked_ros.odometry.map import NO_TRACK, Keyframe, LocalMap
 from aliked_ros.odometry.mapping import LocalMapper
 from aliked_ros.odometry.optimizer import (EpipolarTerms, PoseRefinement, independent_error_fraction, refine_pose,
                                           refine_pose_and_velocity)
 from aliked_ros.odometry.optimizer import prepare_kernels as prepare_refinement_kernels
+from aliked_ros.odometry.rest import RecentFrame, RestDetector, pose_held_at
 from aliked_ros.odometry.types import (DuplicateFrameError, Frame, FrameError, FrameResult, OdometryConfig,
                                        StereoFrameError, TrackingState)
 from aliked_ros.tracking import TrackedKeypoints, Tracker, align_to_reference, grey_image
-
-NO_TRACK = np.iinfo(np.uint64).max
 
 
 def depth_points(depth: np.ndarray, pixels: np.ndarray, normalized: np.ndarray, config: OdometryConfig) -> np.ndarray:
@@ -123,32 +122,9 @@ class _Observed:
     grey: np.ndarray | None = None  # the image, grey (H,W) uint8, when tracks are aligned to keyframes
 
 
-@dataclass(frozen=True)
-class _RecentFrame:
-    """A tracked frame of the last 1.5 ``stationary_window_s``, for the rest tests (``_rest_centre_for``)."""
-
-    stamp: float  # s
-    keyframe_index: int  # the keyframe it was posed against
-    centre: np.ndarray  # (3,) its camera centre in that keyframe's camera frame, as the frame was posed against it
-    track_ids: np.ndarray  # (N,) of its keypoints
-    keypoints: np.ndarray  # (N,2) px, as tracked (aligned to the keyframe when keyframe_alignment_px > 0)
-
-
 def _median_parallax_px(norm_a: np.ndarray, norm_b: np.ndarray, R_b_a: np.ndarray, focal_px: float) -> float:
     """Median rotation-compensated parallax of the correspondences, in pixels (the angle times the focal)."""
     return float(np.median(rotation_compensated_parallax(norm_a, norm_b, R_b_a))) * focal_px
-
-
-def _median_shift_px(earlier: _RecentFrame, track_ids: np.ndarray, keypoints: np.ndarray,
-                     min_shared: int = 20) -> float | None:
-    """Median image distance (px) a keypoint moved since ``earlier`` over the tracks both frames carry; None when
-    they share fewer than ``min_shared``."""
-    tracked = track_ids != NO_TRACK
-    _, rows_then, rows_now = np.intersect1d(earlier.track_ids, track_ids[tracked], return_indices=True)
-    if len(rows_then) < min_shared:
-        return None
-    moved = earlier.keypoints[rows_then] - keypoints[np.flatnonzero(tracked)[rows_now]]
-    return float(np.median(np.linalg.norm(moved, axis=1)))
 
 
 @dataclass
@@ -171,7 +147,7 @@ class _Estimate:
     residuals: tuple[np.ndarray, np.ndarray] | None = None  # (track ids, (n,2) px) of the refinement's inlier
     #                                                         landmarks at the final pose (motion covariance)
     rest_centre: np.ndarray | None = None  # (3,) odom: the camera is at rest there (its centre is held there)
-    rest_image: _RecentFrame | None = None  # held because its image still shows this earlier frame's (monocular)
+    rest_image: RecentFrame | None = None  # held because its image still shows this earlier frame's (monocular)
     reattached: tuple[np.ndarray, np.ndarray, np.ndarray, Keyframe] | None = None  # (keypoint indices, track
     #                                    ids, keyframe rows, the keyframe): ended tracks of the keyframe taken up again
 
@@ -254,13 +230,7 @@ class VisualOdometry:
         self._frame_index = 0
         self._camera: tuple | None = None  # (camera, stereo) of the last frame taken
         self._lost_in_a_row = 0
-        # rest detection (_rest_centre_for): points kept as (keyframe index, point in that keyframe's camera frame
-        # as the frame was posed against it), so that bundle adjustment's corrections of the keyframe carry them
-        self._recent_frames: list[_RecentFrame] = []  # the tracked frames of the last 1.5 stationary_window_s,
-        #                                               oldest first
-        self._rest_point: tuple[int, np.ndarray] | None = None  # where the camera is held while at rest
-        self._rest_image: _RecentFrame | None = None  # the frame whose image a monocular camera at rest still shows
-        self._image_rest_ended = -np.inf  # stamp of the frame that ended the last rest on an image
+        self.rest = RestDetector(self.config)  # at rest or turning on the spot: where to hold the centre
         self._readout_motion: tuple[np.ndarray, np.ndarray] | None = None  # rolling shutter: the last posed
         #                                   frame's (angular velocity rad/s, linear velocity map units/s)
 
@@ -659,11 +629,13 @@ class VisualOdometry:
             else:
                 points, rows, point_ids, revived = landmarks[has_landmark], lm_rows, obs.track_ids[lm_rows], None
         T_odom_cam, covariance = invert(refined.T_cam_odom), refined.covariance
-        rest_centre, rest_image = self._rest_centre_for(refined, T_odom_cam, keyframe, obs)
+        rest_centre, rest_image = self.rest.centre_for(self.map, refined, T_odom_cam, keyframe,
+                                                       obs.points_cam is not None, obs.stamp, obs.track_ids,
+                                                       obs.features.keypoints)
         held = rest_centre is not None
         if held:
-            T_odom_cam, covariance = self._held_at(rest_centre, T_odom_cam, refined, points, obs.normalized[rows],
-                                                   obs.camera.focal)
+            T_odom_cam, covariance = pose_held_at(rest_centre, T_odom_cam, refined, points, obs.normalized[rows],
+                                                  obs.camera.focal, cfg.reprojection_threshold_px)
         verified = self._epipolar_verified(obs, T_odom_cam)
         verified[np.flatnonzero(has_landmark)] = refined.inliers[:len(lm_rows)]
         rejected = obs.track_ids[lm_rows[~refined.inliers[:len(lm_rows)]]]
@@ -823,114 +795,6 @@ class VisualOdometry:
         camera, stereo = self._camera
         return frame.camera != camera or (stereo is not None and frame.stereo is not None and frame.stereo != stereo)
 
-    def _held_at(self, centre: np.ndarray, T_odom_cam: np.ndarray, refined: PoseRefinement, points_odom: np.ndarray,
-                 normalized: np.ndarray, focal_px: float) -> tuple[np.ndarray, np.ndarray]:
-        """The pose and covariance of a frame held at ``centre`` (odom; the camera at rest): the rotation
-        re-estimated with the centre there (the jointly refined rotation carries the part of the translation's
-        error it is correlated with, and kept beside a held centre it made the motion's NEES 10-100 on turns in
-        place); the covariance's rotation block from that, its translation block the refinement's, no cross
-        terms."""
-        T_odom_cam = T_odom_cam.copy()
-        T_odom_cam[:3, 3] = centre
-        held = refine_pose(invert(T_odom_cam), points_odom, normalized, focal_px,
-                           self.config.reprojection_threshold_px, hold_centre=True)
-        if held.covariance is None:
-            return T_odom_cam, refined.covariance
-        T_odom_cam = invert(held.T_cam_odom)
-        T_odom_cam[:3, 3] = centre  # exactly (the left rotation keeps it to rounding)
-        covariance = held.covariance.copy()
-        covariance[3:, 3:] = refined.covariance[3:, 3:]
-        return T_odom_cam, covariance
-
-    def _rest_centre_for(self, refined: PoseRefinement, T_odom_cam: np.ndarray, keyframe: Keyframe, obs: _Observed
-                         ) -> tuple[np.ndarray | None, _RecentFrame | None]:
-        """Where to hold a frame (pose ``T_odom_cam`` from ``refined``) that is at rest or turning on the spot, or
-        None when it moves; and, when its image is why (monocular), the earlier frame whose image it still shows.
-        Its pose first (``_rest_centre_by_pose``). A monocular frame that its pose finds moving is at rest all the
-        same when its image has not moved: the median distance its keypoints moved since the newest tracked frame
-        at least ``stationary_window_s`` back, over the tracks both carry, is below ``stationary_image_px``. It
-        is then held at that frame's centre, and stays there while its keypoints stay within
-        ``stationary_image_hold_px`` of where they were in that frame; after that the pose test decides, and the
-        next rest on an image starts from a frame after this one (a camera creeping slower than the bound moves
-        by steps of at most that hold bound, instead of being held at one place). For landmarks on people walking
-        past, which drag a monocular pose while the camera stands (DEVELOPERS.md "Moving objects"): the static
-        scene keeps the image's median still, and the walkers never let the pose test start a rest. The values the
-        median takes at rest and moving: README "At rest"."""
-        cfg = self.config
-        centre = self._rest_centre_by_pose(refined, T_odom_cam, keyframe, obs.points_cam is not None, obs.stamp)
-        if obs.points_cam is not None or cfg.stationary_image_px <= 0:
-            return centre, None
-        held = self._in_map(*self._rest_point) if self._rest_point is not None else None
-        if self._rest_image is not None and held is not None:
-            shift = _median_shift_px(self._rest_image, obs.track_ids, obs.features.keypoints)
-            if shift is not None and shift < cfg.stationary_image_hold_px:
-                return (held if centre is None else centre), self._rest_image
-            return centre, None  # the image moved on: the pose test decides (_commit marks the end)
-        if centre is not None:
-            return centre, None
-        earlier = next((frame for frame in reversed(self._recent_frames)
-                        if obs.stamp - frame.stamp >= cfg.stationary_window_s - 1e-3), None)  # the newest such
-        if earlier is None or earlier.stamp < self._image_rest_ended:
-            return None, None
-        shift = _median_shift_px(earlier, obs.track_ids, obs.features.keypoints)
-        if shift is None or shift >= cfg.stationary_image_px:
-            return None, None
-        start = self._in_map(earlier.keyframe_index, earlier.centre)
-        return (start, earlier) if start is not None else (None, None)
-
-    def _rest_centre_by_pose(self, refined: PoseRefinement, T_odom_cam: np.ndarray, keyframe: Keyframe, metric: bool,
-                             stamp: float) -> np.ndarray | None:
-        """The pose test of ``_rest_centre_for``: where to hold the frame, or None when it moves. A frame's camera
-        centre "is at" a point when their difference is within the frame's uncertainty: its Mahalanobis distance (squared) under the refinement's translation covariance is below
-        ``stationary_chi2`` (99 % of 3 dof). The camera comes to rest when the frame is at the centre of every
-        tracked frame of the last ``stationary_window_s`` (it has not moved by more than its noise for that long;
-        held at the mean of those centres and its own), or, metric frames (RGB-D, stereo), at its keyframe's
-        centre; it stays at rest while each frame is within ``stationary_release_chi2`` of that point. A camera
-        at rest or turning on the spot thus keeps one position instead of adding its pose noise to the path
-        every frame (60 Hz runs with stops and turns: DEVELOPERS.md); a moving one leaves the test within a few
-        frames, posed against the map as always (nothing is lost, only delayed). The window is long enough that a
-        slow camera moves by more than its noise in it: 2 cm/s for 0.2 s is 4 mm, 2.5-4 times the noise of a
-        monocular pose at 4 m in the synthetic runs (a camera creeping slower moves by steps of about
-        sqrt(``stationary_release_chi2``) sigma). The window counts only when frames cover it (its oldest at
-        least 3/4 of it back, no gap over half of it). The points are kept relative to the keyframe each frame
-        was posed against, so that they move with it when bundle adjustment corrects it."""
-        cfg = self.config
-        if cfg.stationary_chi2 <= 0 or refined.covariance is None:
-            return None
-        try:
-            information = np.linalg.inv(refined.covariance[3:, 3:])
-        except np.linalg.LinAlgError:
-            return None
-
-        def at(centres: np.ndarray, bound: float = cfg.stationary_chi2) -> np.ndarray:
-            offsets = transform_points(refined.T_cam_odom, centres.reshape(-1, 3))  # 0 where the centres coincide
-            return np.einsum("ij,jk,ik->i", offsets, information, offsets) < bound
-
-        rest_centre = self._in_map(*self._rest_point) if self._rest_point is not None else None
-        if rest_centre is not None and at(rest_centre, cfg.stationary_release_chi2)[0]:
-            return rest_centre
-        if metric and at(keyframe.T_odom_cam[:3, 3])[0]:
-            return keyframe.T_odom_cam[:3, 3].copy()
-        if cfg.stationary_window_s <= 0:
-            return None
-        recent = [(frame.stamp, self._in_map(frame.keyframe_index, frame.centre)) for frame in self._recent_frames
-                  if stamp - frame.stamp <= cfg.stationary_window_s + 1e-3]
-        recent = [(s, c) for s, c in recent if c is not None]  # not those whose keyframe has left the map
-        stamps = np.array([s for s, _ in recent] + [stamp])
-        if len(recent) < 2 or stamp - stamps[0] < 0.75 * cfg.stationary_window_s \
-                or np.diff(stamps).max() > 0.5 * cfg.stationary_window_s:
-            return None  # the window is not covered by tracked frames (the map just started, or frames lost)
-        centres = np.array([c for _, c in recent])
-        if not at(centres).all():
-            return None
-        return np.vstack([centres, T_odom_cam[:3, 3]]).mean(axis=0)
-
-    def _in_map(self, keyframe_index: int, point: np.ndarray) -> np.ndarray | None:
-        """A point kept in a keyframe's camera frame, in odom with the keyframe's current pose; None when that
-        keyframe has left the map."""
-        keyframe = self.map.keyframe(keyframe_index)
-        return keyframe.T_odom_cam[:3, :3] @ point + keyframe.T_odom_cam[:3, 3] if keyframe is not None else None
-
     def _keyframe_prior(self, obs: _Observed, keyframe: Keyframe, landmarks: np.ndarray, has_landmark: np.ndarray
                         ) -> tuple[np.ndarray | None, EpipolarTerms | None]:
         """T_cur_odom from the essential matrix keyframe -> frame (rotation, direction) and the landmarks (step
@@ -1039,8 +903,7 @@ class VisualOdometry:
         if estimate.state == TrackingState.LOST:
             tracks = self._provisional_tracks(obs)  # (before any reset below restarts the ids)
             self._lost_in_a_row += 1
-            self._rest_point, self._rest_image, self._recent_frames = None, None, []  # at rest only where every
-            #                                                                           frame says so
+            self.rest.lost()
             self._frame_index += 1
             self._last_stamp = stamp
             if self._lost_in_a_row >= self.config.max_lost_frames:
@@ -1077,26 +940,9 @@ class VisualOdometry:
             anchors.reference = (keyframe.index, estimate.T_odom_cam if estimate.keyframe else keyframe.T_odom_cam)
         self.tracker.commit(obs.features, tracks, next_id)
         self._previous, self._posed_frames = anchors, self._posed_frames + 1
-        # rest detection's points, in the frame of the keyframe this frame was posed against (as it was then)
-        index, T_odom_reference = anchors.reference if anchors.reference is not None else (-1, np.eye(4))
-        T_reference_odom = invert(T_odom_reference)
-
-        def relative(centre: np.ndarray) -> np.ndarray:
-            return T_reference_odom[:3, :3] @ centre + T_reference_odom[:3, 3]
-
-        held_on = self._rest_point is not None and estimate.rest_centre is not None \
-            and np.array_equal(estimate.rest_centre, self._in_map(*self._rest_point))
-        if not held_on:  # (a point held on is kept as it is, not moved by the round trip's rounding)
-            self._rest_point = (index, relative(estimate.rest_centre)) if estimate.rest_centre is not None else None
-        rest_image = estimate.rest_image if estimate.rest_centre is not None else None
-        if self._rest_image is not None and rest_image is None:
-            self._image_rest_ended = stamp
-        self._rest_image = rest_image
-        window = self.config.stationary_window_s
-        self._recent_frames = [frame for frame in self._recent_frames if stamp - frame.stamp <= 1.5 * window]
-        if estimate.state == TrackingState.TRACKING:  # not rotation-only frames, whose centres are not measured
-            self._recent_frames.append(_RecentFrame(stamp, index, relative(estimate.T_odom_cam[:3, 3]),
-                                                    tracks.track_ids, obs.features.keypoints))
+        self.rest.commit(self.map, stamp, anchors.reference, estimate.rest_centre, estimate.rest_image,
+                         estimate.T_odom_cam[:3, 3] if estimate.state == TrackingState.TRACKING else None,
+                         tracks.track_ids, obs.features.keypoints)
         self._T_odom_last = estimate.T_odom_cam
         self._last_stamp = stamp
         self._frame_index += 1

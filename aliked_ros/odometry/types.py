@@ -88,7 +88,7 @@ class OdometryConfig:
     stationary_chi2: float = 11.3  # a camera comes to rest (its centre held there, only its rotation estimated)
     #                                when its centre is within this Mahalanobis distance (squared, 3 dof: 11.3 =
     #                                99 %) of those of every tracked frame of the last stationary_window_s s, or
-    #                                (metric frames) of its keyframe's (VisualOdometry._rest_centre_for); 0: off
+    #                                (metric frames) of its keyframe's (odometry/rest.py); 0: off
     stationary_window_s: float = 0.2  # 0: only the keyframe test (metric frames)
     stationary_release_chi2: float = 45.0  # ... and moves on when beyond this distance from where it rests (4x
     #                                        the entry bound: on turns on the spot the map's error, which the

@@ -221,7 +221,7 @@ def _not_too_close(T_cam_odom: np.ndarray, points_odom: np.ndarray) -> np.ndarra
 
 def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.ndarray, focal_px: float,
                 threshold_px: float, iterations: int = 6, epipolar: EpipolarTerms | None = None,
-                hold_centre: bool = False) -> PoseRefinement:
+                hold_centre: bool = False, start_inliers: np.ndarray | None = None) -> PoseRefinement:
     """Gauss-Newton with Huber weights (scale ``threshold_px``/2) on the reprojection error of fixed landmarks,
     plus the epipolar errors of ``epipolar`` when given. Three rounds, as ORB-SLAM's pose optimisation: after
     each round, landmarks whose error exceeds 4x, 2x, then 1x ``threshold_px`` are left out of the next, so that
@@ -233,7 +233,9 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
     one such landmark dragged a synthetic 30 Hz run's pose by 10 mm.
 
     ``hold_centre``: the camera centre stays where ``T_cam_odom`` puts it and only the rotation is estimated
-    (a rotation on the left keeps the centre); the covariance then has the rotation block only (zeros else)."""
+    (a rotation on the left keeps the centre); the covariance then has the rotation block only (zeros else).
+    ``start_inliers``: (N,) bool, the landmarks the first round uses (a RANSAC's inliers at ``T_cam_odom``; the
+    later rounds take back any within their bound); None: all."""
     dims = slice(0, 3) if hold_centre else slice(0, 6)
     T = T_cam_odom.copy()
     huber = 0.5 * threshold_px
@@ -275,7 +277,7 @@ def refine_pose(T_cam_odom: np.ndarray, points_odom: np.ndarray, normalized: np.
         return H, g, count
 
     usable = _not_too_close(T, points_odom)
-    active = usable.copy()
+    active = usable.copy() if start_inliers is None else usable & start_inliers
     for bound in (4.0, 2.0, 1.0):
         for _ in range(iterations):
             done += 1

@@ -600,17 +600,25 @@ class VisualOdometry:
         if prior is None:
             prior, source = invert(self._previous.T_odom_cam), "pnp"
         lm_rows = idx_cur[has_landmark]
-        start = prior
+        start, start_inliers = prior, None
         refined = refine_pose(prior, landmarks[has_landmark], obs.normalized[lm_rows], obs.camera.focal,
                               cfg.reprojection_threshold_px, epipolar=epipolar)
-        if refined.inliers.sum() < cfg.min_landmarks:
+        # PnP-RANSAC on the same landmarks when the refinement failed, or, started from the previous pose (frames
+        # with depth), kept fewer than min_inlier_fraction of them: on a fast turn that start is far off and half
+        # the matches wrong, and the refinement slid into a pose that a few of them explain. PnP's pose replaces
+        # it then when its own refinement keeps more; that one starts from PnP's inliers (over all the landmarks
+        # it slid too: 36 kept of PnP's 348 on one such frame; DEVELOPERS.md "A fast turn with depth")
+        failed = refined.inliers.sum() < cfg.min_landmarks
+        slid = source == "pnp" and refined.inliers.sum() < cfg.min_inlier_fraction * len(lm_rows)
+        if failed or slid:
             pnp = absolute_pose(landmarks[has_landmark], obs.normalized[lm_rows], obs.camera.focal,
                                 cfg.reprojection_threshold_px, cfg.min_landmarks)
-            if pnp is None:
-                return None
-            start, epipolar = pnp.transform, None
-            refined, source = refine_pose(start, landmarks[has_landmark], obs.normalized[lm_rows],
-                                          obs.camera.focal, cfg.reprojection_threshold_px), "pnp"
+            if pnp is not None:
+                from_inliers = None if failed else pnp.inliers
+                again = refine_pose(pnp.transform, landmarks[has_landmark], obs.normalized[lm_rows],
+                                    obs.camera.focal, cfg.reprojection_threshold_px, start_inliers=from_inliers)
+                if failed or again.inliers.sum() > refined.inliers.sum():
+                    start, start_inliers, epipolar, refined, source = pnp.transform, from_inliers, None, again, "pnp"
             if refined.inliers.sum() < cfg.min_landmarks:
                 return None
         points, rows, point_ids = landmarks[has_landmark], lm_rows, obs.track_ids[lm_rows]
@@ -621,7 +629,9 @@ class VisualOdometry:
             points, rows = np.concatenate([points, found_points]), np.concatenate([lm_rows, found_rows])
             point_ids = np.concatenate([point_ids, found_ids])
             again = refine_pose(start, points, obs.normalized[rows], obs.camera.focal,
-                                cfg.reprojection_threshold_px, epipolar=epipolar)
+                                cfg.reprojection_threshold_px, epipolar=epipolar,
+                                start_inliers=None if start_inliers is None else
+                                np.concatenate([start_inliers, np.ones(len(found_rows), bool)]))
             if again.covariance is not None and again.inliers.sum() >= refined.inliers.sum():
                 refined = again
                 kept = refined.inliers[len(lm_rows):]

@@ -58,6 +58,8 @@ class OdometryConfig:
     reprojection_threshold_px: float = 2.0  # landmark reprojection error bound (PnP, motion-only refinement)
     min_inliers: int = 15  # correspondences needed for any pose
     min_inlier_fraction: float = 0.25  # ... and this fraction of the matches an essential matrix is fitted to
+    #                                    (and of its landmarks a refinement from the previous pose keeps, else
+    #                                    PnP-RANSAC is tried: frames with depth on fast turns)
     min_parallax_px: float = 1.0  # median rotation-compensated parallax (keyframe -> frame) below which the
     #                               essential matrix gives no translation direction
     keyframe_alignment_px: float = 0.0  # > 0: a keypoint of a track the last keyframe saw moves to where the

@@ -141,6 +141,26 @@ def test_black_frame_is_lost_then_recovers(shared_dir, extractor_cache):
     np.testing.assert_allclose(recovered.T_odom_camera, expected.T_odom_camera, atol=1e-9)
 
 
+def test_a_dark_frame_with_sensor_noise_is_a_black_frame(shared_dir, extractor_cache):
+    """A dark scene (lights off, a lens cap, the camera turned to an empty room) is black plus the sensor's noise.
+    ALIKED's score map there is near its floor, and with ``min_score`` 0.02 all 1024 of its maxima were keypoints:
+    a young map started over on them (``young_map_keyframes``) and the noise's maxima, matched from frame to frame
+    a few px apart, moved the camera (a synthetic turn towards the scene's open side: 24 maps, path 9.4 times the
+    true one; DEVELOPERS.md "A dark frame"). Such a frame is now a black frame: LOST with too few keypoints to
+    start a map, and the next real frame tracks the map as if it had not been there."""
+    frames = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[:4]
+    vo = VisualOdometry(extractor_cache("aliked-t16"))
+    vo.process(frames[0]), vo.process(frames[1])
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        dark = np.clip(np.round(rng.normal(0.0, 2.0, frames[2].image.shape)), 0, 255).astype(np.uint8)
+        result = vo.process(Frame(dark, frames[2].stamp + 1e-3 * k, frames[2].camera))
+        assert result.state == TrackingState.LOST and result.T_odom_camera is None
+        assert len(result.features) < vo.config.init_min_landmarks, len(result.features)  # measured 29-45 (1024 at 0.02)
+    recovered = vo.process(frames[3])
+    assert recovered.state == TrackingState.TRACKING and vo.resets == 0 and recovered.map_id == 0
+
+
 def test_a_first_frame_of_another_scene_neither_rotates_the_odometry_nor_holds_tracking(shared_dir, extractor_cache):
     """The first frame is noise (a driver's garbage frame), once with valid depth (a one-keyframe map of noise),
     once without (a keyframe and no landmarks), then real RGB-D frames. The real frames match the noise at random

@@ -35,8 +35,11 @@ class ExtractorConfig:
     ``nms_radius``: non-maximum suppression radius in px (ALIKED; SIFT/ORB use their own suppression).
     ``border``: no keypoint closer than this many px to the image edge.
     ``min_score``: ALIKED maxima scoring below this are dropped in both modes. A uniform image scores
-    0.013-0.018 everywhere with aliked-t16/n16 and yields hundreds of meaningless maxima; the weakest of the
-    official top-1024 keypoints on the shared real frames score 0.035-0.14 (measured). 0 disables it.
+    0.013-0.018 everywhere with aliked-t16/n16 and yields hundreds of meaningless maxima; a dark one with the
+    sensor's noise (black plus 2 grey levels sigma, clipped) 0.024 (median keypoint score), up to 0.043: at 0.02
+    all 1024 maxima were kept, at 0.03 at most 46 (fewer than a map needs, ``OdometryConfig.init_min_landmarks``).
+    The weakest of the official top-1024 keypoints on the shared real frames score 0.035-0.14 (measured); at 0.03
+    the shared sequences' keypoints lose at most 2 a frame (DEVELOPERS.md "A dark frame"). 0 disables it.
     ``device``: "auto" (CUDA when available, else CPU), "cuda", "cuda:N" or "cpu" (torch-based stages).
     ``weights``: ALIKED weights file; None resolves as in ``aliked_ros.features.weights``.
     ``cuda_graph``: ALIKED on CUDA, top-k mode: capture each image size's whole extraction as a CUDA graph on
@@ -54,7 +57,7 @@ class ExtractorConfig:
     threshold: float | None = None
     nms_radius: int = 2
     border: int = 0
-    min_score: float = 0.02
+    min_score: float = 0.03
     device: str = "auto"
     weights: str | None = None
     cuda_graph: bool = True

@@ -39,7 +39,7 @@ class ExtractorConfig:
     sensor's noise (black plus 2 grey levels sigma, clipped) 0.024 (median keypoint score), up to 0.043: at 0.02
     all 1024 maxima were kept, at 0.03 at most 46 (fewer than a map needs, ``OdometryConfig.init_min_landmarks``).
     The weakest of the official top-1024 keypoints on the shared real frames score 0.035-0.14 (measured); at 0.03
-    the shared sequences' keypoints lose at most 2 a frame (DEVELOPERS.md "A dark frame"). 0 disables it.
+    no keypoint of the shared sequences' frames is dropped (DEVELOPERS.md "A dark frame"). 0 disables it.
     ``device``: "auto" (CUDA when available, else CPU), "cuda", "cuda:N" or "cpu" (torch-based stages).
     ``weights``: ALIKED weights file; None resolves as in ``aliked_ros.features.weights``.
     ``cuda_graph``: ALIKED on CUDA, top-k mode: capture each image size's whole extraction as a CUDA graph on

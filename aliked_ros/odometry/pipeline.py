@@ -199,6 +199,7 @@ class VisualOdometry:
         self.relocalizations = 0
         self._map_id = -1
         self._pending_reset_reason: str | None = None
+        self.rest = RestDetector(self.config)  # at rest or turning on the spot: where to hold the centre
         self._clear()
         # the numba kernels of matching and refinement, compiled or loaded now instead of on the first frame
         prepare_matching_kernels(extractor.descriptor_kind)
@@ -230,7 +231,7 @@ class VisualOdometry:
         self._frame_index = 0
         self._camera: tuple | None = None  # (camera, stereo) of the last frame taken
         self._lost_in_a_row = 0
-        self.rest = RestDetector(self.config)  # at rest or turning on the spot: where to hold the centre
+        self.rest.clear()
         self._readout_motion: tuple[np.ndarray, np.ndarray] | None = None  # rolling shutter: the last posed
         #                                   frame's (angular velocity rad/s, linear velocity map units/s)
 

@@ -159,11 +159,36 @@ def test_uniform_and_bad_images(extractor_cache):
     assert len(extractor_cache("orb").extract(np.zeros((480, 640), np.uint8))) == 0
 
 
+@pytest.mark.parametrize("name", ["aliked-t16", "orb", "sift"])
+def test_a_frame_of_noise_keeps_only_the_keypoints_that_stand_clear_of_it(name, shared_dir, extractor_cache):
+    """``min_contrast``: real frames lose no keypoint (their median contrast measured 4.6 and more, the bound is
+    3.5); a frame that is 90 % dark keeps the keypoints of its textured tenth, not ALIKED's ~900 maxima of noise
+    (``aliked_ros.features.contrast``; DEVELOPERS.md "A frame of noise")."""
+    from aliked_ros.datasets import open_sequence
+
+    extractor, unfiltered = extractor_cache(name), extractor_cache(name, min_contrast=0.0)
+    for sequence in ("tum_fr2_desk", "tum_fr1_rpy_rgbd", "kitti01_000_050", "euroc_v101_static_stereo"):
+        image = next(iter(open_sequence(shared_dir / "data" / sequence, use_depth=False))).image
+        np.testing.assert_array_equal(extractor.extract(image).keypoints, unfiltered.extract(image).keypoints)
+    image = list(open_sequence(shared_dir / "data/tum_fr2_desk"))[5].image
+    grey = np.ascontiguousarray(image.mean(axis=2).astype(np.uint8))
+    edge = int(0.9 * grey.shape[1])
+    grey[:, :edge] = np.clip(np.round(np.random.default_rng(0).normal(0, 2, (grey.shape[0], edge))), 0, 255)
+    kept, every = extractor.extract(grey), unfiltered.extract(grey)
+    in_texture = every.keypoints[:, 0] >= edge - 8
+    assert len(kept) >= 30 and np.all(kept.keypoints[:, 0] >= edge - 8), (len(kept), kept.keypoints[:, 0].min())
+    assert len(kept) >= 0.5 * in_texture.sum(), (len(kept), in_texture.sum())
+    if name == "aliked-t16":  # ORB and SIFT find nothing in noise of 2 grey levels sigma
+        assert (~in_texture).sum() > 500
+
+
 def test_unknown_names_and_bad_config():
     with pytest.raises(ValueError, match="unknown extractor"):
         create_extractor("superpoint")
     with pytest.raises(ValueError, match="max_keypoints"):
         ExtractorConfig(max_keypoints=0)
+    with pytest.raises(ValueError, match="min_contrast"):
+        ExtractorConfig(min_contrast=-1.0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             create_extractor("aliked-t16", device="cuda")

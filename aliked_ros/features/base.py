@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from aliked_ros.errors import AlikedRosError
+from aliked_ros.features.contrast import grey_image, keypoint_contrast, kept
 
 DescriptorKind = Literal["float", "binary"]
 
@@ -40,6 +41,12 @@ class ExtractorConfig:
     all 1024 maxima were kept, at 0.03 at most 46 (fewer than a map needs, ``OdometryConfig.init_min_landmarks``).
     The weakest of the official top-1024 keypoints on the shared real frames score 0.035-0.14 (measured); at 0.03
     no keypoint of the shared sequences' frames is dropped (DEVELOPERS.md "A dark frame"). 0 disables it.
+    ``min_contrast``: a frame whose keypoints' median contrast (the grey-level std of the 15 x 15 px around each
+    over the image's noise level: ``aliked_ros.features.contrast``) is below this is noise and keeps only the
+    keypoints of twice this contrast (none on pure noise), for every extractor. Frames of pure noise measure
+    1.0-2.6 (raw or JPEG, grey or colour, 2-10 grey levels sigma), real frames 4.6 and more; ``min_score`` alone
+    let ALIKED keep ~1000 keypoints on a grey frame of noise. Numpy images only (not an ALIKED torch tensor).
+    0 disables it.
     ``device``: "auto" (CUDA when available, else CPU), "cuda", "cuda:N" or "cpu" (torch-based stages).
     ``weights``: ALIKED weights file; None resolves as in ``aliked_ros.features.weights``.
     ``cuda_graph``: ALIKED on CUDA, top-k mode: capture each image size's whole extraction as a CUDA graph on
@@ -58,6 +65,7 @@ class ExtractorConfig:
     nms_radius: int = 2
     border: int = 0
     min_score: float = 0.03
+    min_contrast: float = 3.5
     device: str = "auto"
     weights: str | None = None
     cuda_graph: bool = True
@@ -71,6 +79,8 @@ class ExtractorConfig:
             raise ValueError(f"nms_radius must be >= 1, got {self.nms_radius}")
         if self.border < 0:
             raise ValueError(f"border must be >= 0, got {self.border}")
+        if self.min_contrast < 0:
+            raise ValueError(f"min_contrast must be >= 0, got {self.min_contrast}")
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,19 @@ class Extractor(ABC):
     def extract(self, image) -> Features:
         start = time.perf_counter()
         features = self._extract(image)
+        if self.config.min_contrast > 0 and len(features) and isinstance(image, np.ndarray):
+            features = self._unless_noise(as_uint8_image(image), features)
         features.timings_ms["total"] = (time.perf_counter() - start) * 1e3
+        return features
+
+    def _unless_noise(self, image: np.ndarray, features: Features) -> Features:
+        """``features``, or of a frame of noise those that stand clear of it (``ExtractorConfig.min_contrast``)."""
+        start = time.perf_counter()
+        contrast, _ = keypoint_contrast(grey_image(image), features.keypoints)
+        keep = kept(contrast, self.config.min_contrast)
+        if not keep.all():
+            features = features.select(keep)
+        features.timings_ms["noise_test"] = (time.perf_counter() - start) * 1e3
         return features
 
     @abstractmethod

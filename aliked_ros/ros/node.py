@@ -166,8 +166,8 @@ class VoNode(Node):
 
         extractor = create_extractor(p("extractor"), ExtractorConfig(
             max_keypoints=p("max_keypoints"), threshold=None if p("threshold") <= 0 else p("threshold"),
-            nms_radius=p("nms_radius"), device=p("device"), weights=p("weights") or None,
-            compile=p("torch_compile")))
+            nms_radius=p("nms_radius"), min_contrast=p("min_contrast"), device=p("device"),
+            weights=p("weights") or None, compile=p("torch_compile")))
         self.vo = VisualOdometry(extractor, OdometryConfig(background_mapping=p("background_mapping"),
                                                            require_stereo=self.stereo,
                                                            rolling_shutter_readout_s=p("rolling_shutter_readout"),
@@ -271,6 +271,9 @@ class VoNode(Node):
         declare("max_keypoints", 1024, "keypoint budget per frame", integer=(16, 20000))
         declare("threshold", 0.0, "ALIKED score threshold; <= 0 selects top-k mode", floating=(0.0, 1.0))
         declare("nms_radius", 2, "non-maximum suppression radius, px", integer=(1, 8))
+        declare("min_contrast", 3.5, "a frame whose keypoints' median contrast over the image's noise is below this "
+                "has no keypoints (a dark frame of noise: tracking is LOST, not started on noise); 0 = off",
+                floating=(0.0, 20.0))
         declare("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
         declare("rectified", False, "the image is rectified (image_proc's image_rect): intrinsics from camera_info's "
                 "P, no distortion; false: the raw image, K and D (monocular and RGB-D; stereo always reads P)")

@@ -8,7 +8,7 @@ import numpy as np
 
 from aliked_ros.features import DEFAULT_EXTRACTOR, EXTRACTORS, ExtractorConfig, create_extractor
 from aliked_ros.image_io import read_image
-from aliked_ros.tools.options import positive_int
+from aliked_ros.tools.options import non_negative_float, positive_int
 
 
 def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,9 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-keypoints", type=positive_int, default=1024, help="keypoint budget (top-k mode)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="score threshold: threshold mode, at most --max-keypoints keypoints")
+    parser.add_argument("--min-contrast", type=non_negative_float, default=ExtractorConfig.min_contrast,
+                        help="a frame whose keypoints' median contrast over the image's noise is below this has "
+                             "no keypoints (a dark frame of noise); 0 = off")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cuda, cuda:N or cpu")
     parser.add_argument("--weights", default=None, help="ALIKED weights file (default: $ALIKED_WEIGHTS_DIR, cache, download)")
     parser.add_argument("--compile", action="store_true",
@@ -25,7 +28,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def extractor_config(args: argparse.Namespace) -> ExtractorConfig:
     return ExtractorConfig(max_keypoints=args.max_keypoints, threshold=args.threshold, device=args.device,
-                           weights=args.weights, compile=args.compile)
+                           weights=args.weights, compile=args.compile, min_contrast=args.min_contrast)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

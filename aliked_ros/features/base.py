@@ -41,12 +41,12 @@ class ExtractorConfig:
     all 1024 maxima were kept, at 0.03 at most 46 (fewer than a map needs, ``OdometryConfig.init_min_landmarks``).
     The weakest of the official top-1024 keypoints on the shared real frames score 0.035-0.14 (measured); at 0.03
     no keypoint of the shared sequences' frames is dropped (DEVELOPERS.md "A dark frame"). 0 disables it.
-    ``min_contrast``: a frame whose keypoints' median contrast (the grey-level std of the 15 x 15 px around each
-    over the image's noise level: ``aliked_ros.features.contrast``) is below this is noise and keeps only the
-    keypoints of twice this contrast (none on pure noise), for every extractor. Frames of pure noise measure
-    1.0-2.6 (raw or JPEG, grey or colour, 2-10 grey levels sigma), real frames 4.6 and more; ``min_score`` alone
-    let ALIKED keep ~1000 keypoints on a grey frame of noise. Numpy images only (not an ALIKED torch tensor).
-    0 disables it.
+    ``min_contrast``: a frame whose keypoints' median contrast (the spread of the 15 x 15 px around each at 5 px
+    resolution over the image's noise level: ``aliked_ros.features.contrast``) is below this is noise and keeps
+    only the keypoints of three times this contrast (none on pure noise), for every extractor. Frames of pure
+    noise measure 0.23-0.82 (grey or colour, 2-10 grey levels sigma, raw or JPEG 60-90), real frames 4.1 and
+    more, a real scene dimmed to a twentieth 1.24-1.92; ``min_score`` alone let ALIKED keep ~1000 keypoints on a
+    grey frame of noise. Numpy images only (not an ALIKED torch tensor). 0 disables it.
     ``device``: "auto" (CUDA when available, else CPU), "cuda", "cuda:N" or "cpu" (torch-based stages).
     ``weights``: ALIKED weights file; None resolves as in ``aliked_ros.features.weights``.
     ``cuda_graph``: ALIKED on CUDA, top-k mode: capture each image size's whole extraction as a CUDA graph on
@@ -65,7 +65,7 @@ class ExtractorConfig:
     nms_radius: int = 2
     border: int = 0
     min_score: float = 0.03
-    min_contrast: float = 3.5
+    min_contrast: float = 1.0
     device: str = "auto"
     weights: str | None = None
     cuda_graph: bool = True

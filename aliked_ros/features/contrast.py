@@ -7,20 +7,22 @@ camera that saw nothing. A frame whose keypoints stand no higher than its noise 
 
 Conventions:
   - the image is cut into ``TILE`` x ``TILE`` px tiles (grey = OpenCV's RGB2GRAY; a remainder of fewer than
-    ``TILE`` rows or columns at the bottom and right is left out); each tile has a grey-level mean and variance.
+    ``TILE`` rows or columns at the bottom and right is left out); each tile has a grey-level mean and std.
   - noise level: the ``NOISE_PERCENTILE``-th percentile of the tiles' standard deviations, leaving out tiles
     flatter than ``FLAT_STD`` (saturated or clipped areas), floored at ``FLAT_STD``. It measures the flattest
     parts of the image, so it holds for noise that JPEG has smeared over 8 x 8 blocks, where a Laplacian estimate
     (Immerkaer's) reads a quarter of it.
-  - contrast of a keypoint: the grey-level standard deviation of the 3 x 3 tiles (15 x 15 px) centred on the
-    keypoint's tile, divided by the noise level.
+  - contrast of a keypoint: the standard deviation of the means of the 3 x 3 tiles (15 x 15 px) centred on the
+    keypoint's tile, divided by the noise level: structure at 5 px and coarser against the noise within a
+    tile. Noise averages out over a tile (iid noise: about a fifth of the noise level), a scene does not.
   - a frame is noise when the median contrast of its keypoints is below a bound (``ExtractorConfig.min_contrast``);
     it keeps only the keypoints that stand clear of the bound (``CLEAR_FACTOR`` times it), none on pure noise.
-    Measured (DEVELOPERS.md "A frame of noise"): frames of pure noise (raw or JPEG, grey or colour, 2-10 grey
-    levels sigma) have medians of 1.0-2.6, real frames 6.8 and more on every frame of the shared and synthetic
-    sequences but a few partly dark frames of a fast turn (4.6-5.9); the bound, 3.5, sits between.
-    Single keypoints of other frames are not judged: the weakest real ALIKED keypoints overlap JPEG's noise.
-  - cost: ~1 ms on a 640 x 480 frame (two area resizes of the image; no per-pixel window sums).
+    Measured (DEVELOPERS.md "A frame of noise"): frames of pure noise (grey or colour, 2-10 grey levels sigma,
+    raw or JPEG quality 60-90) have medians of 0.23-0.82, real frames 4.1 and more on every frame of the shared
+    and synthetic sequences, and fr2_desk dimmed to a twentieth (with 2 grey levels of noise: ALIKED tracks it)
+    1.24-1.92; the bound is 1.0. Dimmer scenes are taken for noise (fr2_desk at a thirtieth: 0.62-1.11).
+    Single keypoints of other frames are not judged.
+  - cost: ~1.4 ms on a 640 x 480 frame (two area resizes of the image; no per-pixel window sums).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import numpy as np
 TILE = 5
 NOISE_PERCENTILE = 10.0
 FLAT_STD = 0.5
-CLEAR_FACTOR = 2.0
+CLEAR_FACTOR = 3.0
 
 
 def grey_image(image: np.ndarray) -> np.ndarray:
@@ -48,13 +50,13 @@ def keypoint_contrast(grey: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarr
     tiles = np.sqrt(np.maximum(square - mean * mean, 0.0)).ravel()
     tiles = tiles[tiles >= FLAT_STD]
     noise = max(float(np.percentile(tiles, NOISE_PERCENTILE)) if tiles.size else 0.0, FLAT_STD)
-    # 3 x 3 tiles around each tile (edge tiles repeated): the mean and mean square of 15 x 15 px
+    # the 3 x 3 tiles around each keypoint's tile (edge tiles repeated): the spread of their means
+    spread = cv2.blur(mean * mean, (3, 3), borderType=cv2.BORDER_REPLICATE)
     mean = cv2.blur(mean, (3, 3), borderType=cv2.BORDER_REPLICATE)
-    square = cv2.blur(square, (3, 3), borderType=cv2.BORDER_REPLICATE)
     xy = np.asarray(keypoints, np.float64).reshape(-1, 2)
     col = np.clip((xy[:, 0] + 0.5) // TILE, 0, cols - 1).astype(np.int64)
     row = np.clip((xy[:, 1] + 0.5) // TILE, 0, rows - 1).astype(np.int64)
-    m, q = mean[row, col].astype(np.float64), square[row, col].astype(np.float64)
+    m, q = mean[row, col].astype(np.float64), spread[row, col].astype(np.float64)
     return np.sqrt(np.maximum(q - m * m, 0.0)) / noise, noise
 
 

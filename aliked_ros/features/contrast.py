@@ -3,7 +3,8 @@
 A dark frame (lights off, a lens cap, the camera turned to an empty room) is black plus the sensor's noise, and
 every detector finds maxima in noise: ALIKED-t16 keeps ~1000 of them on a grey frame of 2 grey levels sigma, ORB
 hundreds at 4-6 (DEVELOPERS.md "A frame of noise"). Matched from frame to frame they started maps and tracked a
-camera that saw nothing. A frame whose keypoints stand no higher than its noise has no keypoints.
+camera that saw nothing. A frame whose keypoints stand no higher than its noise keeps only those that stand
+clear of it: none on noise, the textured part of a frame that is mostly dark.
 
 Conventions:
   - the image is cut into ``TILE`` x ``TILE`` px tiles (grey = OpenCV's RGB2GRAY; a remainder of fewer than

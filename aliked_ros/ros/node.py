@@ -272,7 +272,7 @@ class VoNode(Node):
         declare("threshold", 0.0, "ALIKED score threshold; <= 0 selects top-k mode", floating=(0.0, 1.0))
         declare("nms_radius", 2, "non-maximum suppression radius, px", integer=(1, 8))
         declare("min_contrast", 1.0, "a frame whose keypoints' median contrast over the image's noise is below this "
-                "has no keypoints (a dark frame of noise: tracking is LOST, not started on noise); 0 = off",
+                "keeps only keypoints of 3 times it (none on a dark frame of noise: LOST, not tracked on noise); 0 = off",
                 floating=(0.0, 20.0))
         declare("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
         declare("rectified", False, "the image is rectified (image_proc's image_rect): intrinsics from camera_info's "

@@ -18,8 +18,8 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="score threshold: threshold mode, at most --max-keypoints keypoints")
     parser.add_argument("--min-contrast", type=non_negative_float, default=ExtractorConfig.min_contrast,
-                        help="a frame whose keypoints' median contrast over the image's noise is below this has "
-                             "no keypoints (a dark frame of noise); 0 = off")
+                        help="a frame whose keypoints' median contrast over the image's noise is below this keeps "
+                             "only keypoints of 3 times it (none on a dark frame of noise); 0 = off")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cuda, cuda:N or cpu")
     parser.add_argument("--weights", default=None, help="ALIKED weights file (default: $ALIKED_WEIGHTS_DIR, cache, download)")
     parser.add_argument("--compile", action="store_true",

@@ -240,6 +240,15 @@ def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_proces
     send(image_msg(frames[1].image, Header()), info=zero_k)
     nan_depth = image_msg(np.full((480, 640), np.nan, np.float32), Header(stamp=stamp_of(frames[2].stamp)), "32FC1")
     send(image_msg(frames[2].image, Header()), stamp=frames[2].stamp, depth=nan_depth)
+    # a dark camera: black plus its noise (ORB finds ~230 corners in it), processed, LOST, counted
+    dark = np.clip(np.round(np.random.default_rng(0).normal(16, 6, frames[2].image.shape)), 0, 255).astype(np.uint8)
+    dark_stamp = stamp_of((frames[2].stamp + frames[3].stamp) / 2)
+    send(image_msg(dark, Header()), stamp=(frames[2].stamp + frames[3].stamp) / 2)
+    assert g.spin_until(lambda: any(m.header.stamp == dark_stamp for m in g.keypoints)
+                        and any(m.header.stamp == dark_stamp for m in g.status), 5)
+    assert next(m for m in g.status if m.header.stamp == dark_stamp).state == TrackingStatus.STATE_LOST
+    assert next(m for m in g.keypoints if m.header.stamp == dark_stamp).num_keypoints == 0
+    assert g.spin_until(lambda: "frame of noise" in g.latest_diagnostics().get("_message", ""), 5)
     status = g.publish_and_wait(frames[3], depth_encoding="32FC1")
     # frames[4] twice (a driver or bag that repeats a frame; a frame resent after a loss in transport): one pose,
     # the copy is refused and counted, and TF gets no repeated stamp
@@ -254,7 +263,7 @@ def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_proces
     diagnostics = g.latest_diagnostics()
     # reliable QoS, one frame at a time: the counts are exact (unknown encoding and short step are bad encodings)
     expected = {"rejected_bad_encoding": 2, "rejected_size_mismatch": 1, "rejected_bad_camera_info": 1,
-                "rejected_duplicate_stamp": 1, "warning_depth_all_invalid": 1}
+                "rejected_duplicate_stamp": 1, "warning_depth_all_invalid": 1, "noise_frames": 1}
     assert {kind: int(diagnostics.get(kind, 0)) for kind in expected} == expected, diagnostics
     assert frame_counts(diagnostics) == (len(g.status), 0, 5), diagnostics
     from diagnostic_msgs.msg import DiagnosticStatus
@@ -262,6 +271,7 @@ def test_bad_inputs_are_counted_and_survived(shared_dir, weights_dir, ros_proces
     assert diagnostics["_level"] == DiagnosticStatus.WARN and "bad inputs" in diagnostics["_message"]
     assert node.running and status.state in (TrackingStatus.STATE_TRACKING, TrackingStatus.STATE_INITIALIZING)
     assert "unusable camera_info" in node.output() and "time went backwards" in node.output()
+    assert "a frame of noise" in node.output()
 
 
 def test_camera_info_is_paired_with_the_image_by_stamp(shared_dir, weights_dir, ros_process, graph):

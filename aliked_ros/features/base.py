@@ -95,6 +95,8 @@ class Features:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # the descriptors as a tensor on the extractor's device, when it has one (saves a copy when matching there)
     device_descriptors: object | None = field(default=None, repr=False, compare=False)
+    # the extractor found the frame to be noise (ExtractorConfig.min_contrast) and kept only these keypoints
+    noise_frame: bool = False
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -162,8 +164,8 @@ class Extractor(ABC):
         start = time.perf_counter()
         contrast, _ = keypoint_contrast(grey_image(image), features.keypoints)
         keep = kept(contrast, self.config.min_contrast)
-        if not keep.all():
-            features = features.select(keep)
+        if not keep.all():  # a frame of noise (kept() keeps all keypoints of any other)
+            features = replace(features.select(keep), noise_frame=True)
         features.timings_ms["noise_test"] = (time.perf_counter() - start) * 1e3
         return features
 

@@ -25,7 +25,8 @@ def diagnostic_values(snapshot: InputSnapshot) -> tuple[int, str, dict[str, str]
     if snapshot.camera_infos == 0 or (snapshot.processed == 0 and snapshot.rejected.get("bad_camera_info")):
         level, message = ERROR, "no usable camera_info"
     elif state == TrackingState.LOST:
-        level, message = WARN, "tracking lost"
+        level, message = WARN, "tracking lost" + (" on a frame of noise (a dark or covered camera?)"
+                                                  if tracking.get("noise_frame") else "")
     elif snapshot.rejected or snapshot.warnings:
         problems = {**snapshot.rejected, **snapshot.warnings}
         level, message = WARN, "bad inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items()))

@@ -544,9 +544,13 @@ class VoNode(Node):
             self.get_logger().warning(f"pipeline reset: {result.reset_reason}")
             self.inputs.count("resets")
             self.outputs.clear_tracks()
+        if result.features.noise_frame and self.inputs.count("noise_frames"):
+            self.get_logger().warning("a frame of noise: its keypoints stand no higher than the image's own noise (a "
+                                      "dark or covered camera?); it keeps only clear ones, none on pure noise (counted "
+                                      "as 'noise_frames' in /diagnostics; further ones not logged)")
         self.inputs.set_tracking(state=result.state, inliers=result.num_inliers, keypoints=len(result.features),
-                                 map_id=result.map_id, **({"stereo_matches": result.stereo_matches} if self.stereo
-                                                          else {}))
+                                 map_id=result.map_id, noise_frame=result.features.noise_frame,
+                                 **({"stereo_matches": result.stereo_matches} if self.stereo else {}))
         self.outputs.publish_keypoints(header, result)
         odometry = self.odometry.update(result, stamp)
         if odometry is None and result.state == TrackingState.LOST and self._param("publish_null_when_lost"):

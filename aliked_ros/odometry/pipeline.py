@@ -35,7 +35,7 @@ Per frame (``VisualOdometry.process``), top to bottom:
          (``_rolling_shutter_pass``). Monocular and stereo frames are taken as global shutter (a monocular map
          absorbs a constant error of the rate: DEVELOPERS.md);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
-         else LOST; after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
+         else LOST; after LOST frames only relocalisation poses a frame (the last pose is stale); after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
          once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
   5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks (no
      depth point that moved since the previous frame: ``_still_since_previous``), local bundle adjustment
@@ -450,7 +450,9 @@ class VisualOdometry:
             return _Estimate(TrackingState.INITIALIZING, "none", self._T_odom_last.copy(), none, keyframe=True)
         if not self.map.initialized:
             return self._initialize(obs)
-        estimate = self._track(obs)
+        # after LOST frames the last pose is stale (the camera moved meanwhile, unseen): only relocalisation, which
+        # finds the frame by its descriptors alone, poses it (ORB-SLAM's LOST state)
+        estimate = self._track(obs) if self._lost_in_a_row == 0 else None
         if estimate is None:
             estimate = self._relocalize(obs)
         if estimate is None:

@@ -303,7 +303,7 @@ def test_frozen_camera_invents_no_motion(extractor_cache):
     assert (len(vo.map.keyframes), len(vo.map)) == (keyframes, landmarks)
 
 
-def test_lost_then_relocalised_then_reset(extractor_cache, monkeypatch):
+def test_lost_then_relocalised_then_reset(extractor_cache):
     frames, sequence = rendered(SynthConfig(frames=90, rate_hz=30.0, noise_sigma=2.0, blur_sigma=0.5))
     vo = VisualOdometry(extractor_cache("aliked-t16"), OdometryConfig(max_lost_frames=8))
     posed = [vo.process(frame) for frame in frames[:50]]

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from aliked_ros.features import Features
-from aliked_ros.features.base import as_uint8_image
+from aliked_ros.features.base import as_grey_image
 from aliked_ros.matching import Matches, match_mutual_nearest
 
 
@@ -105,8 +105,8 @@ class Tracker:
 def grey_image(image: np.ndarray) -> np.ndarray:
     """A new (H,W) uint8 array: the grey of any image the extractors take ((H,W), (H,W,1), RGB, RGBA uint8;
     ``ImageError`` otherwise), never a view of the caller's buffer (a reference keeps it)."""
-    image = as_uint8_image(image)
-    return image.copy() if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    grey = as_grey_image(image)
+    return grey.copy() if np.shares_memory(grey, image) else grey
 
 
 def align_to_reference(reference: np.ndarray, reference_px: np.ndarray, image: np.ndarray, detected_px: np.ndarray,

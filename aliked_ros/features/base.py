@@ -15,10 +15,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from aliked_ros.errors import AlikedRosError
-from aliked_ros.features.contrast import grey_image, keypoint_contrast, kept
+from aliked_ros.features.contrast import keypoint_contrast, kept
 
 DescriptorKind = Literal["float", "binary"]
 
@@ -134,6 +135,13 @@ def as_uint8_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def as_grey_image(image: np.ndarray) -> np.ndarray:
+    """(H,W) uint8 grey (OpenCV's RGB2GRAY) of any image ``as_uint8_image`` takes; a grey input is returned as
+    it is (a view of the caller's buffer)."""
+    image = as_uint8_image(image)
+    return image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+
+
 class Extractor(ABC):
     """Base class: subclasses implement ``_extract`` and set ``name``, ``descriptor_kind``, ``descriptor_dim``."""
 
@@ -155,14 +163,14 @@ class Extractor(ABC):
         start = time.perf_counter()
         features = self._extract(image)
         if self.config.min_contrast > 0 and len(features) and isinstance(image, np.ndarray):
-            features = self._unless_noise(as_uint8_image(image), features)
+            features = self._unless_noise(image, features)
         features.timings_ms["total"] = (time.perf_counter() - start) * 1e3
         return features
 
     def _unless_noise(self, image: np.ndarray, features: Features) -> Features:
         """``features``, or of a frame of noise those that stand clear of it (``ExtractorConfig.min_contrast``)."""
         start = time.perf_counter()
-        contrast, _ = keypoint_contrast(grey_image(image), features.keypoints)
+        contrast = keypoint_contrast(as_grey_image(image), features.keypoints)
         keep = kept(contrast, self.config.min_contrast)
         if not keep.all():  # a frame of noise (kept() keeps all keypoints of any other)
             features = replace(features.select(keep), noise_frame=True)

@@ -7,7 +7,7 @@ camera that saw nothing. A frame whose keypoints stand no higher than its noise 
 clear of it: none on noise, the textured part of a frame that is mostly dark.
 
 Conventions:
-  - the image is cut into ``TILE`` x ``TILE`` px tiles (grey = OpenCV's RGB2GRAY; a remainder of fewer than
+  - the grey image (``base.as_grey_image``) is cut into ``TILE`` x ``TILE`` px tiles (a remainder of fewer than
     ``TILE`` rows or columns at the bottom and right is left out); each tile has a grey-level mean and std.
   - noise level: the ``NOISE_PERCENTILE``-th percentile of the tiles' standard deviations, leaving out tiles
     flatter than ``FLAT_STD`` (saturated or clipped areas), floored at ``FLAT_STD``. It measures the flattest
@@ -36,13 +36,8 @@ FLAT_STD = 0.5
 CLEAR_FACTOR = 3.0
 
 
-def grey_image(image: np.ndarray) -> np.ndarray:
-    """(H,W) uint8 grey of an (H,W) or (H,W,3) RGB uint8 image."""
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-
-
-def keypoint_contrast(grey: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, float]:
-    """Each keypoint's contrast (N,) and the image's noise level (grey levels), as in the module docstring.
+def keypoint_contrast(grey: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """Each keypoint's contrast (N,), as in the module docstring.
     ``grey``: (H,W) uint8, H and W at least ``TILE``; ``keypoints``: (N,2) px (x, y)."""
     rows, cols = grey.shape[0] // TILE, grey.shape[1] // TILE
     pixels = grey[: rows * TILE, : cols * TILE].astype(np.float32)
@@ -58,7 +53,7 @@ def keypoint_contrast(grey: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarr
     col = np.clip((xy[:, 0] + 0.5) // TILE, 0, cols - 1).astype(np.int64)
     row = np.clip((xy[:, 1] + 0.5) // TILE, 0, rows - 1).astype(np.int64)
     m, q = mean[row, col].astype(np.float64), spread[row, col].astype(np.float64)
-    return np.sqrt(np.maximum(q - m * m, 0.0)) / noise, noise
+    return np.sqrt(np.maximum(q - m * m, 0.0)) / noise
 
 
 def kept(contrast: np.ndarray, min_contrast: float) -> np.ndarray:

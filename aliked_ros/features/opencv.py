@@ -9,7 +9,7 @@ import time
 import cv2
 import numpy as np
 
-from aliked_ros.features.base import Extractor, ExtractorConfig, Features, as_uint8_image
+from aliked_ros.features.base import Extractor, ExtractorConfig, Features, as_grey_image
 
 
 class OpenCVExtractor(Extractor):
@@ -24,8 +24,7 @@ class OpenCVExtractor(Extractor):
         self._cv = self._detector()
 
     def _extract(self, image) -> Features:
-        image = as_uint8_image(np.asarray(image))
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        gray = as_grey_image(np.asarray(image))
         height, width = gray.shape
         start = time.perf_counter()
         cv_keypoints, descriptors = self._cv.detectAndCompute(gray, None)

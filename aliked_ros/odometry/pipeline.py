@@ -35,7 +35,8 @@ Per frame (``VisualOdometry.process``), top to bottom:
          (``_rolling_shutter_pass``). Monocular and stereo frames are taken as global shutter (a monocular map
          absorbs a constant error of the rate: DEVELOPERS.md);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
-         else LOST; after LOST frames only relocalisation poses a frame (the last pose is stale); after ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
+         else LOST; after LOST frames only relocalisation poses a frame (the last pose is stale); after
+         ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
          once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
   5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks (no
      depth point that moved since the previous frame: ``_still_since_previous``), local bundle adjustment

@@ -36,7 +36,9 @@ Per frame (``VisualOdometry.process``), top to bottom:
          absorbs a constant error of the rate: DEVELOPERS.md);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
          else LOST; after LOST frames only relocalisation poses a frame (the last pose is stale); after
-         ``max_lost_frames`` LOST frames a new map starts (``map_id`` + 1, new scale), at
+         ``max_lost_frames`` LOST frames that relocalisation had features to try on a new map starts
+         (``map_id`` + 1, new scale) — black frames and frames of noise do not count, so a covered or dark
+         camera keeps its map however long and its first lit frames relocalise in it — at
          once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
   5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks (no
      depth point that moved since the previous frame: ``_still_since_previous``), local bundle adjustment
@@ -231,7 +233,8 @@ class VisualOdometry:
         self._last_stamp: float | None = None
         self._frame_index = 0
         self._camera: tuple | None = None  # (camera, stereo) of the last frame taken
-        self._lost_in_a_row = 0
+        self._lost_in_a_row = 0  # LOST frames since the last posed one
+        self._lost_seeing = 0  # ... of them, those with min_landmarks keypoints (relocalisation had a chance)
         self.rest.clear()
         self._readout_motion: tuple[np.ndarray, np.ndarray] | None = None  # rolling shutter: the last posed
         #                                   frame's (angular velocity rad/s, linear velocity map units/s)
@@ -704,7 +707,8 @@ class VisualOdometry:
             return None
         return rows[keep], keyframe.track_ids[kf_rows[keep]], kf_rows[keep], keyframe
 
-    def _search_landmarks(self, obs: _Observed, refined: PoseRefinement
+    def _search_landmarks(self, obs: _Observed, refined: PoseRefinement,
+                          taken: tuple[np.ndarray, np.ndarray] | None = None
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The map's landmarks that no track of this frame carries, found again by projection (ORB-SLAM's "search
         local points"): a landmark projected with the refined pose takes the unmatched keypoint within
@@ -717,12 +721,15 @@ class VisualOdometry:
         With depth only landmarks that ``landmark_search_min_keyframes_depth`` keyframes observe (bundle
         adjustment has fitted them across views): every keyframe maps its keypoints from depth, and a landmark of
         one keyframe carries its single-view depth error, px-sized from another viewpoint (DEVELOPERS.md).
+        ``taken``: (keypoint rows, landmark ids) already paired (relocalisation), searched for no further.
         Returns (keypoint rows, track ids, landmark positions) or None."""
         cfg = self.config
         if cfg.landmark_search_radius_px <= 0 or not len(obs.features):
             return None
         ids, positions = self.map.searchable()
         ids_in_frame = obs.track_ids[obs.track_ids != NO_TRACK]
+        if taken is not None:
+            ids_in_frame = np.concatenate([ids_in_frame, taken[1]])
         open_ = ~np.isin(ids, ids_in_frame)
         ids, positions = ids[open_], positions[open_]
         if not len(ids):
@@ -732,6 +739,8 @@ class VisualOdometry:
         ids, positions, pc = ids[front], positions[front], pc[front]
         free = np.ones(len(obs.features), bool)
         free[obs.matches.indices[:, 1]] = False  # a matched keypoint keeps its track
+        if taken is not None:
+            free[taken[0]] = False
         free_rows = np.flatnonzero(free)
         if not len(ids) or len(free_rows) < 2:
             return None
@@ -869,7 +878,12 @@ class VisualOdometry:
         return (few_tracked or urgent) and parallax_px >= cfg.keyframe_min_parallax_px
 
     def _relocalize(self, obs: _Observed) -> _Estimate | None:
-        """Descriptor matches against the newest keyframes, PnP on their landmarks."""
+        """ORB-SLAM's relocalisation: descriptor matches against the newest keyframes, PnP-RANSAC on their
+        landmarks, the pose refined from PnP's inliers; then the map's other landmarks searched for by projection
+        (``_search_landmarks``) and the pose refined again with them. Accepted with ``relocalization_min_inliers``
+        landmarks. (Refined from all the matched landmarks, a pose slid away from PnP's: 29 kept of PnP's 96 and
+        1.2 m off on a synthetic turn; PnP's inliers alone passed a pose 11 deg off that 29 of 65 landmarks
+        explained and the search by projection does not confirm. DEVELOPERS.md "Relocalisation".)"""
         cfg = self.config
         if not len(obs.features):
             return None
@@ -884,17 +898,29 @@ class VisualOdometry:
             landmarks, found = self.map.lookup(keyframe.track_ids[matches.indices[:, 0]])
             if found.sum() < 2 * cfg.min_landmarks:
                 continue
-            cur_rows = matches.indices[found, 1]
-            pnp = absolute_pose(landmarks[found], obs.normalized[cur_rows], obs.camera.focal,
-                                cfg.reprojection_threshold_px, 2 * cfg.min_landmarks)
+            cur_rows, ids, points = matches.indices[found, 1], keyframe.track_ids[matches.indices[found, 0]], \
+                landmarks[found]
+            pnp = absolute_pose(points, obs.normalized[cur_rows], obs.camera.focal, cfg.reprojection_threshold_px,
+                                2 * cfg.min_landmarks)
             if pnp is None:
                 continue
-            refined: PoseRefinement = refine_pose(pnp.transform, landmarks[found], obs.normalized[cur_rows],
-                                                  obs.camera.focal, cfg.reprojection_threshold_px)
-            if refined.inliers.sum() < 2 * cfg.min_landmarks:
+            refined: PoseRefinement = refine_pose(pnp.transform, points, obs.normalized[cur_rows], obs.camera.focal,
+                                                  cfg.reprojection_threshold_px, start_inliers=pnp.inliers)
+            if refined.inliers.sum() < cfg.min_landmarks:
+                continue
+            rows, ids, points = cur_rows[refined.inliers], ids[refined.inliers], points[refined.inliers]
+            inliers = np.ones(len(rows), bool)
+            more = self._search_landmarks(obs, refined, taken=(rows, ids))
+            if more is not None:
+                rows, ids = np.concatenate([rows, more[0]]), np.concatenate([ids, more[1]])
+                points = np.concatenate([points, more[2]])
+                refined = refine_pose(refined.T_cam_odom, points, obs.normalized[rows], obs.camera.focal,
+                                      cfg.reprojection_threshold_px)
+                inliers = refined.inliers
+            if refined.covariance is None or inliers.sum() < self._relocalization_min_inliers():
                 continue
             T_odom_cam = invert(refined.T_cam_odom)
-            revived = (cur_rows[refined.inliers], keyframe.track_ids[matches.indices[found, 0]][refined.inliers])
+            revived = (rows[inliers], ids[inliers])
             verified = np.zeros(len(obs.matches), bool)
             if len(obs.matches):  # matches to the previous frame of a track that is not revived, on a keypoint
                 #                   that is not reviving one (a track id is carried by one keypoint only)
@@ -902,8 +928,14 @@ class VisualOdometry:
                 verified = self._epipolar_verified(obs, T_odom_cam) & ~np.isin(current, revived[0]) \
                     & ~np.isin(obs.track_ids[current], revived[1])
             return _Estimate(TrackingState.TRACKING, "pnp", T_odom_cam, verified, refined.covariance,
-                             int(refined.inliers.sum()), keyframe=False, revived=revived, relocalized=True)
+                             int(inliers.sum()), keyframe=False, revived=revived, relocalized=True)
         return None
+
+    def _relocalization_min_inliers(self) -> int:
+        """``relocalization_min_inliers``, or half the map's landmarks for a map of fewer than twice that (a young
+        monocular map holds a few dozen), never fewer than ``2 * min_landmarks``."""
+        cfg = self.config
+        return max(2 * cfg.min_landmarks, min(cfg.relocalization_min_inliers, len(self.map) // 2))
 
     # --- 5. commit ----------------------------------------------------------------------------------------------
 
@@ -917,10 +949,11 @@ class VisualOdometry:
         if estimate.state == TrackingState.LOST:
             tracks = self._provisional_tracks(obs)  # (before any reset below restarts the ids)
             self._lost_in_a_row += 1
+            self._lost_seeing += int(len(obs.features) >= self.config.min_landmarks)
             self.rest.lost()
             self._frame_index += 1
             self._last_stamp = stamp
-            if self._lost_in_a_row >= self.config.max_lost_frames:
+            if self._lost_seeing >= self.config.max_lost_frames:
                 self.reset(f"lost for {self._lost_in_a_row} frames")
             elif len(self.map.keyframes) <= self.config.young_map_keyframes \
                     and len(obs.features) >= self.config.init_min_landmarks:
@@ -962,7 +995,7 @@ class VisualOdometry:
         self._frame_index += 1
         if estimate.relocalized:
             self.relocalizations += 1
-        self._lost_in_a_row = 0
+        self._lost_in_a_row = self._lost_seeing = 0
         return tracks, map_ms
 
     def _map_moved(self, previous: _Previous) -> np.ndarray | None:

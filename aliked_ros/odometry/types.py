@@ -119,12 +119,17 @@ class OdometryConfig:
     ba_single_view_prior_across_px: float = 5.0  # ... and this many px across it
     background_mapping: bool = False  # bundle adjustment in a worker thread (the node) or inline (offline)
     # lost tracking
-    max_lost_frames: int = 15  # consecutive LOST frames (relocalisation failing) before a new map
+    max_lost_frames: int = 15  # LOST frames in a row with features (relocalisation tried and failed) before a
+    #                            new map; black frames and frames of noise (fewer than min_landmarks keypoints)
+    #                            do not count: a covered camera keeps its map
     young_map_keyframes: int = 5  # a map of this many keyframes or fewer starts over at its first LOST frame
     #                               that has features to start one on (ORB-SLAM's "track lost soon after
     #                               initialisation"): a first keyframe on a frame the camera never sees again
     #                               must not hold tracking for max_lost_frames; a black frame keeps the map
     relocalization_keyframes: int = 3  # newest keyframes tried for relocalisation
+    relocalization_min_inliers: int = 50  # landmark inliers a relocalised pose needs, after the search by
+    #                                       projection (ORB-SLAM's 50; half the map's landmarks in a map of
+    #                                       fewer than twice as many, never fewer than 2 x min_landmarks)
     # depth (RGB-D)
     depth_min_m: float = 0.1
     depth_max_m: float = 10.0

@@ -36,9 +36,9 @@ Per frame (``VisualOdometry.process``), top to bottom:
          absorbs a constant error of the rate: DEVELOPERS.md);
        - failure: relocalisation against the newest keyframes (descriptor matching + PnP on their landmarks),
          else LOST; after LOST frames only relocalisation poses a frame (the last pose is stale); after
-         ``max_lost_frames`` LOST frames that relocalisation had features to try on a new map starts
-         (``map_id`` + 1, new scale) — black frames and frames of noise do not count, so a covered or dark
-         camera keeps its map however long and its first lit frames relocalise in it — at
+         ``max_lost_frames`` LOST frames with features (relocalisation tried on them and failed) a new map
+         starts (``map_id`` + 1, new scale) — black frames and frames of noise do not count, so a covered or
+         dark camera keeps its map however long and its first lit frames relocalise in it — at
          once while the map is young (``young_map_keyframes``) and the frame has features to start one on;
   5. commit (``_commit``): tracks, and at keyframes the map — new keyframe, triangulated or depth landmarks (no
      depth point that moved since the previous frame: ``_still_since_previous``), local bundle adjustment
@@ -883,7 +883,8 @@ class VisualOdometry:
         (``_search_landmarks``) and the pose refined again with them. Accepted with ``relocalization_min_inliers``
         landmarks. (Refined from all the matched landmarks, a pose slid away from PnP's: 29 kept of PnP's 96 and
         1.2 m off on a synthetic turn; PnP's inliers alone passed a pose 11 deg off that 29 of 65 landmarks
-        explained and the search by projection does not confirm. DEVELOPERS.md "Relocalisation".)"""
+        explained and the search by projection does not confirm. DEVELOPERS.md "Relocalisation, and a dark spell
+        that keeps the map".)"""
         cfg = self.config
         if not len(obs.features):
             return None
